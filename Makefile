@@ -1,0 +1,38 @@
+# Sluice: `make dev` runs the embedded stack, `make test` runs the tests. Both install first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+DEV_ARGS ?= --demo
+
+.PHONY: install dev test test-slow proto proto-check typecheck clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+## dev: install, then run Tansu + gateway + worker + chDB on this machine (Ctrl-C stops)
+dev: $(STAMP)
+	$(BIN)/sluice dev $(DEV_ARGS)
+
+## test: install, then run the whole suite (unit + integration on real Tansu and chDB)
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## test-slow: the long fault and soak runs
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
+
+## proto: regenerate the Python code of proto/ (committed; a test fails when it is stale)
+proto: $(STAMP)
+	$(BIN)/python -m sluice.cli.protogen
+
+typecheck: $(STAMP)
+	$(BIN)/mypy sluice ingress streams
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache

@@ -1,0 +1,148 @@
+"""The gateway process: a grpc.aio server with the ingress and config services.
+
+``Gateway`` is what tests and embedders start and stop; :func:`run_gateway` is what
+``sluice gateway`` runs until SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+
+from sluice.exceptions import ConfigurationError
+from sluice.ingress.auth import Authenticator, TokenVerifier
+from sluice.ingress.exceptions import BindError
+from sluice.ingress.publisher import Publisher
+from sluice.ingress.service import AgentConfigServicer, IngressServicer
+from sluice.ingress.validate import EnvelopeValidator
+from sluice.kafka import ensure_topics
+from sluice.keys import AccessKeyStore, JsonKeyStore
+from sluice.settings import Settings
+from sluice.v1 import config_pb2_grpc, ingress_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+# Tag and length of an envelope inside a record: it must fit with them.
+_FRAMING_BYTES = 6
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``host:port`` (host may be ``[v6]``) split; :class:`ConfigurationError` when malformed."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigurationError(
+            f"gateway.listen {listen!r} is not host:port", hint="e.g. 127.0.0.1:4317 or [::]:4317"
+        )
+    return host, int(port)
+
+
+class Gateway:
+    """The gRPC gateway: ``await start()``, serve, ``await stop(grace)``; or ``async with``."""
+
+    def __init__(self, settings: Settings, *, keys: AccessKeyStore | None = None) -> None:
+        gateway, kafka = settings.gateway, settings.kafka
+        self._host, self._port = parse_listen(gateway.listen)
+        if gateway.max_envelope_bytes + _FRAMING_BYTES > kafka.max_record_bytes:
+            raise ConfigurationError(
+                f"gateway.max_envelope_bytes ({gateway.max_envelope_bytes}) does not fit in "
+                f"kafka.max_record_bytes ({kafka.max_record_bytes})"
+            )
+        self.settings = settings
+        self.keys: AccessKeyStore = keys if keys is not None else JsonKeyStore(
+            settings.access_keys_path, reload_interval=gateway.keys_reload_interval
+        )
+        self._authenticator = Authenticator(TokenVerifier(settings.auth), self.keys)
+        self._validator = EnvelopeValidator(gateway)
+        self.publisher = Publisher(kafka)
+        self._server: grpc.aio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        """The port served on: the one bound by the system once started if ``listen`` had port 0."""
+        return self._port
+
+    @property
+    def address(self) -> str:
+        """``host:port`` clients connect to."""
+        return f"{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        """Ensure the raw topic exists, connect to Kafka and start serving."""
+        if self._server is not None:
+            raise RuntimeError("the gateway is already started")
+        kafka, gateway = self.settings.kafka, self.settings.gateway
+        await ensure_topics(
+            kafka.bootstrap,
+            [kafka.raw_topic],
+            partitions=kafka.partitions,
+            replication_factor=kafka.replication_factor,
+        )
+        await self.publisher.start()
+        try:
+            server = grpc.aio.server(
+                options=[
+                    ("grpc.max_receive_message_length", gateway.max_message_bytes),
+                    ("grpc.so_reuseport", 0),  # a port in use is an error, not a shared port
+                ]
+            )
+            ingress_pb2_grpc.add_IngressServicer_to_server(  # type: ignore[no-untyped-call]
+                IngressServicer(
+                    self._authenticator,
+                    self._validator,
+                    self.publisher,
+                    stream_batch_envelopes=gateway.stream_batch_envelopes,
+                ),
+                server,
+            )
+            config_pb2_grpc.add_AgentConfigServicer_to_server(  # type: ignore[no-untyped-call]
+                AgentConfigServicer(self._authenticator), server
+            )
+            try:
+                self._port = server.add_insecure_port(gateway.listen)
+            except RuntimeError as exc:
+                raise BindError(
+                    f"cannot listen on {gateway.listen}", hint="is another process using that port?"
+                ) from exc
+            await server.start()
+        except BaseException:
+            await self.publisher.stop()
+            raise
+        self._server = server
+        log.info(
+            "gateway listening on %s, publishing to %s at %s", self.address, kafka.raw_topic, kafka.bootstrap
+        )
+
+    async def stop(self, grace: float | None = 10.0) -> None:
+        """Refuse new calls, let in-flight calls finish for ``grace`` seconds, then disconnect Kafka."""
+        server, self._server = self._server, None
+        if server is not None:
+            await server.stop(grace)
+        await self.publisher.stop()
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def run_gateway(settings: Settings, *, grace: float = 10.0) -> None:
+    """Serve until SIGINT or SIGTERM, then stop gracefully (in-flight calls get ``grace`` seconds)."""
+    gateway = Gateway(settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await gateway.start()
+        await stopping.wait()
+        log.info("stopping the gateway (grace %gs)", grace)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        await gateway.stop(grace)

@@ -1,0 +1,131 @@
+"""Envelope validation: the checks every envelope passes before it is published.
+
+This is the gateway's hot path, so the checks are plain attribute reads and comparisons, and each
+envelope is serialized exactly once here; the publisher frames those bytes into records.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+
+from sluice.ingress.exceptions import InvalidEnvelope, quoted
+from sluice.settings import GatewaySettings
+from sluice.v1.envelope_pb2 import Envelope
+
+KINDS = "log, counter, gauge, timer, event"
+
+
+def _not_finite(value: float) -> str:
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+class EnvelopeValidator:
+    """Checks envelopes against the gateway's limits, stamps what is missing, and serializes them."""
+
+    def __init__(self, gateway: GatewaySettings, *, clock: Callable[[], int] = time.time_ns) -> None:
+        self._max_envelope_bytes = gateway.max_envelope_bytes
+        self._max_batch = gateway.max_batch_envelopes
+        self._max_tags = gateway.max_tags
+        self._max_key_bytes = gateway.max_tag_key_bytes
+        self._max_value_bytes = gateway.max_tag_value_bytes
+        self._max_future_ns = int(gateway.max_future_seconds * 1e9)
+        self._clock = clock
+
+    def check_batch_length(self, length: int, *, where: str = "batch") -> None:
+        """Refuse a request batch of more than ``gateway.max_batch_envelopes`` envelopes."""
+        if length > self._max_batch:
+            raise InvalidEnvelope(
+                f"{where}: {length} envelopes exceed the limit of {self._max_batch} per batch"
+            )
+
+    def validate(
+        self, envelopes: Sequence[Envelope], access_key: str, *, first_index: int = 0
+    ) -> list[bytes]:
+        """Validate ``envelopes`` in place and return each one serialized.
+
+        Envelopes without a timestamp get the time of receipt, those without a source get
+        ``access_key``. The first invalid envelope raises :class:`InvalidEnvelope` naming it as
+        ``envelope[<first_index + position>]`` and the offending field.
+        """
+        now = self._clock()
+        horizon = now + self._max_future_ns
+        max_bytes = self._max_envelope_bytes
+        encoded: list[bytes] = []
+        append = encoded.append
+        for index, env in enumerate(envelopes, first_index):
+            timestamp = env.timestamp
+            if timestamp == 0:
+                env.timestamp = now
+            elif timestamp < 0:
+                raise InvalidEnvelope(f"envelope[{index}].timestamp: {timestamp} is negative")
+            elif timestamp > horizon:
+                raise InvalidEnvelope(
+                    f"envelope[{index}].timestamp: {timestamp} is more than "
+                    f"{self._max_future_ns / 1e9:g}s in the future"
+                )
+            if not env.source_id:
+                env.source_id = access_key
+            if env.tags:
+                self._check_tags(env, index)
+            kind = env.WhichOneof("message")
+            if kind is None:
+                raise InvalidEnvelope(f"envelope[{index}]: no message is set (expected one of {KINDS})")
+            if kind == "counter":
+                if not env.counter.name:
+                    raise InvalidEnvelope(f"envelope[{index}].counter.name: must not be empty")
+            elif kind == "gauge":
+                self._check_gauge(env, index)
+            elif kind == "timer":
+                self._check_timer(env, index)
+            data = env.SerializeToString()
+            if len(data) > max_bytes:
+                raise InvalidEnvelope(
+                    f"envelope[{index}]: {len(data)} bytes exceed the limit of {max_bytes} bytes"
+                )
+            append(data)
+        return encoded
+
+    def _check_tags(self, env: Envelope, index: int) -> None:
+        tags = env.tags
+        if len(tags) > self._max_tags:
+            raise InvalidEnvelope(
+                f"envelope[{index}].tags: {len(tags)} tags exceed the limit of {self._max_tags}"
+            )
+        for key, value in tags.items():
+            if len(key) * 4 > self._max_key_bytes and len(key.encode()) > self._max_key_bytes:
+                raise InvalidEnvelope(
+                    f"envelope[{index}].tags[{quoted(key)}]: key is {len(key.encode())} bytes, "
+                    f"the limit is {self._max_key_bytes}"
+                )
+            if len(value) * 4 > self._max_value_bytes and len(value.encode()) > self._max_value_bytes:
+                raise InvalidEnvelope(
+                    f"envelope[{index}].tags[{quoted(key)}]: value is {len(value.encode())} bytes, "
+                    f"the limit is {self._max_value_bytes}"
+                )
+
+    @staticmethod
+    def _check_gauge(env: Envelope, index: int) -> None:
+        metrics = env.gauge.metrics
+        if not metrics:
+            raise InvalidEnvelope(f"envelope[{index}].gauge.metrics: must not be empty")
+        for name, metric in metrics.items():
+            if not name:
+                raise InvalidEnvelope(f"envelope[{index}].gauge.metrics['']: name must not be empty")
+            value = metric.value
+            if not math.isfinite(value):
+                raise InvalidEnvelope(
+                    f"envelope[{index}].gauge.metrics[{quoted(name)}].value: "
+                    f"{_not_finite(value)} is not allowed"
+                )
+
+    @staticmethod
+    def _check_timer(env: Envelope, index: int) -> None:
+        timer = env.timer
+        if not timer.name:
+            raise InvalidEnvelope(f"envelope[{index}].timer.name: must not be empty")
+        if timer.stop < timer.start:
+            raise InvalidEnvelope(
+                f"envelope[{index}].timer.stop: {timer.stop} is before start {timer.start}"
+            )

@@ -1,0 +1,63 @@
+"""Kafka plumbing shared by the gateway, the worker and the CLI: topics and record headers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from sluice.exceptions import RetriableError
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE_BATCH = b"application/x-sluice-batch+proto"
+SCHEMA_VERSION = b"1"
+
+# Record header names.
+H_CONTENT_TYPE = "content-type"
+H_SCHEMA_VERSION = "schema-version"
+H_BATCH_ID = "batch-id"
+H_ACCESS_KEY = "access-key"
+
+
+class KafkaUnavailable(RetriableError):
+    """The broker did not answer or did not acknowledge in time."""
+
+
+async def ensure_topics(
+    bootstrap: str,
+    topics: list[str],
+    *,
+    partitions: int,
+    replication_factor: int = 1,
+    timeout: float = 30.0,
+) -> None:
+    """Create the topics that do not exist yet; existing ones are left as they are."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: Exception | None = None
+    while asyncio.get_running_loop().time() < deadline:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [t for t in topics if t not in existing]
+            if missing:
+                try:
+                    await admin.create_topics(
+                        [NewTopic(t, partitions, replication_factor) for t in missing]
+                    )
+                except TopicAlreadyExistsError:
+                    pass
+                log.info("created topics %s with %d partitions", missing, partitions)
+            return
+        except (KafkaError, OSError) as exc:
+            last = exc
+            await asyncio.sleep(0.5)
+        finally:
+            await admin.close()
+    raise KafkaUnavailable(
+        f"could not create topics {topics} on {bootstrap}: {last!r}",
+        hint="is the broker running and is SLUICE_KAFKA_BOOTSTRAP right?",
+    )

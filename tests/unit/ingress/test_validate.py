@@ -1,0 +1,178 @@
+"""Envelope validation: what is stamped, what is refused, and the exact message for each case."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from sluice.ingress.exceptions import InvalidEnvelope
+from sluice.ingress.validate import EnvelopeValidator
+from sluice.settings import GatewaySettings
+from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch
+
+NOW = 1_700_000_000_000_000_000
+KEY = "ak_validate"
+
+
+def validator(**limits: object) -> EnvelopeValidator:
+    return EnvelopeValidator(GatewaySettings(**limits), clock=lambda: NOW)  # type: ignore[arg-type]
+
+
+def log(**kw: object) -> Envelope:
+    env = Envelope(**kw)  # type: ignore[arg-type]
+    env.log.payload = b"hello"
+    return env
+
+
+def invalid(envelopes: list[Envelope], *, first_index: int = 0, **limits: object) -> str:
+    with pytest.raises(InvalidEnvelope) as info:
+        validator(**limits).validate(envelopes, KEY, first_index=first_index)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    return str(info.value)
+
+
+def test_valid_envelopes_are_stamped_and_serialized_once() -> None:
+    counter = Envelope(timestamp=NOW - 5, source_id="app", instance_id="3", tags={"host": "h1"})
+    counter.counter.name, counter.counter.delta = "requests", 2
+    gauge = Envelope()
+    gauge.gauge.metrics["cpu"].value = 0.5
+    gauge.gauge.metrics["cpu"].unit = "ratio"
+    timer = Envelope()
+    timer.timer.name, timer.timer.start, timer.timer.stop = "db", 10, 10
+    event = Envelope()
+    event.event.title = "deployed"
+    envelopes = [log(), counter, gauge, timer, event]
+
+    encoded = validator().validate(envelopes, KEY)
+
+    assert [e.timestamp for e in envelopes] == [NOW, NOW - 5, NOW, NOW, NOW]
+    assert [e.source_id for e in envelopes] == [KEY, "app", KEY, KEY, KEY]
+    assert encoded == [e.SerializeToString() for e in envelopes]
+    assert Envelope.FromString(encoded[1]) == counter
+
+
+def test_empty_batch_is_valid() -> None:
+    assert validator().validate([], KEY) == []
+
+
+def test_negative_timestamp() -> None:
+    assert invalid([log(timestamp=-5)]) == "envelope[0].timestamp: -5 is negative"
+
+
+def test_timestamp_too_far_in_the_future() -> None:
+    horizon = NOW + 600 * 10**9
+    assert validator().validate([log(timestamp=horizon)], KEY)
+    assert invalid([log(timestamp=horizon + 1)]) == (
+        f"envelope[0].timestamp: {horizon + 1} is more than 600s in the future"
+    )
+    assert invalid([log(timestamp=NOW + 2 * 10**9)], max_future_seconds=1.5) == (
+        f"envelope[0].timestamp: {NOW + 2 * 10**9} is more than 1.5s in the future"
+    )
+
+
+def test_no_message_kind() -> None:
+    assert invalid([log(), Envelope(source_id="x")]) == (
+        "envelope[1]: no message is set (expected one of log, counter, gauge, timer, event)"
+    )
+
+
+def test_index_counts_from_first_index_and_names_the_first_invalid() -> None:
+    assert invalid([log(), log(), log(timestamp=-1), Envelope()], first_index=1000) == (
+        "envelope[1002].timestamp: -1 is negative"
+    )
+
+
+def test_envelope_too_large() -> None:
+    env = Envelope(timestamp=NOW, source_id=KEY)
+    env.log.payload = b"x" * 200
+    size = len(env.SerializeToString())
+    assert validator(max_envelope_bytes=size).validate([env], KEY)
+    env.log.payload += b"x"
+    assert invalid([env], max_envelope_bytes=size) == (
+        f"envelope[0]: {size + 1} bytes exceed the limit of {size} bytes"
+    )
+    unstamped = Envelope(timestamp=NOW)  # the size counts what the gateway stamps in
+    unstamped.log.payload = b"x" * 200
+    assert invalid([unstamped], max_envelope_bytes=size - 1) == (
+        f"envelope[0]: {size} bytes exceed the limit of {size - 1} bytes"
+    )
+
+
+def test_batch_length() -> None:
+    v = validator(max_batch_envelopes=3)
+    v.check_batch_length(3)
+    with pytest.raises(InvalidEnvelope) as info:
+        v.check_batch_length(4)
+    assert str(info.value) == "batch: 4 envelopes exceed the limit of 3 per batch"
+    with pytest.raises(InvalidEnvelope) as info:
+        v.check_batch_length(5, where="batch[7]")
+    assert str(info.value) == "batch[7]: 5 envelopes exceed the limit of 3 per batch"
+
+
+def test_too_many_tags() -> None:
+    tags = {f"k{i}": "v" for i in range(3)}
+    assert validator(max_tags=3).validate([log(tags=tags)], KEY)
+    assert invalid([log(tags=tags | {"k3": "v"})], max_tags=3) == (
+        "envelope[0].tags: 4 tags exceed the limit of 3"
+    )
+
+
+def test_tag_key_and_value_bytes() -> None:
+    limits = {"max_tag_key_bytes": 4, "max_tag_value_bytes": 6}
+    assert validator(**limits).validate([log(tags={"abcd": "éééé"[:3]})], KEY)  # 6 bytes
+    assert invalid([log(tags={"abcde": "v"})], **limits) == (
+        "envelope[0].tags['abcde']: key is 5 bytes, the limit is 4"
+    )
+    assert invalid([log(tags={"ab": "éééé"})], **limits) == (
+        "envelope[0].tags['ab']: value is 8 bytes, the limit is 6"
+    )
+    long_key = "k" * 100
+    assert invalid([log(tags={long_key: "v"})], **limits) == (
+        f"envelope[0].tags[{'k' * 80 + '...'!r}]: key is 100 bytes, the limit is 4"
+    )
+
+
+def test_counter_name() -> None:
+    env = Envelope()
+    env.counter.delta = 1
+    assert invalid([env]) == "envelope[0].counter.name: must not be empty"
+
+
+def test_gauge_without_metrics() -> None:
+    env = Envelope()
+    env.gauge.SetInParent()
+    assert env.WhichOneof("message") == "gauge"
+    assert invalid([env]) == "envelope[0].gauge.metrics: must not be empty"
+
+
+def test_gauge_metric_name() -> None:
+    env = Envelope()
+    env.gauge.metrics[""].value = 1.0
+    assert invalid([env]) == "envelope[0].gauge.metrics['']: name must not be empty"
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"), [(float("nan"), "NaN"), (float("inf"), "Infinity"), (float("-inf"), "-Infinity")]
+)
+def test_gauge_values_must_be_finite(value: float, shown: str) -> None:
+    env = Envelope()
+    env.gauge.metrics["mem"].value = 1.0
+    env.gauge.metrics["cpu"].value = value
+    assert invalid([log(), log(), log(), env]) == (
+        f"envelope[3].gauge.metrics['cpu'].value: {shown} is not allowed"
+    )
+
+
+def test_timer() -> None:
+    unnamed = Envelope()
+    unnamed.timer.start, unnamed.timer.stop = 1, 2
+    assert invalid([unnamed]) == "envelope[0].timer.name: must not be empty"
+    backwards = Envelope()
+    backwards.timer.name, backwards.timer.start, backwards.timer.stop = "db", 20, 10
+    assert invalid([backwards]) == "envelope[0].timer.stop: 10 is before start 20"
+
+
+def test_validates_a_batch_in_place() -> None:
+    batch = EnvelopeBatch(batch=[log(), log(source_id="s")])
+    validator().validate(batch.batch, KEY)
+    assert [(e.timestamp, e.source_id) for e in batch.batch] == [(NOW, KEY), (NOW, "s")]
