@@ -61,3 +61,10 @@ async def ensure_topics(
         f"could not create topics {topics} on {bootstrap}: {last!r}",
         hint="is the broker running and is SLUICE_KAFKA_BOOTSTRAP right?",
     )
+
+
+def ensure_topics_sync(bootstrap: str, topics: list[str], *, partitions: int, replication_factor: int = 1) -> None:
+    """:func:`ensure_topics` for callers outside an event loop."""
+    asyncio.run(
+        ensure_topics(bootstrap, topics, partitions=partitions, replication_factor=replication_factor)
+    )

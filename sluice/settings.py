@@ -29,6 +29,7 @@ class KafkaSettings(BaseModel):
         "", description="host:port[,host:port]; empty in `sluice dev` means the embedded broker"
     )
     raw_topic: str = "sluice.raw"
+    dlq_topic: str = Field("sluice.dlq", description="undecodable records, with the reason in headers")
     partitions: int = Field(4, ge=1, description="partitions of topics Sluice creates")
     replication_factor: int = Field(1, ge=1)
     publish_timeout: float = Field(10.0, gt=0, description="seconds to wait for Kafka's acks")
@@ -45,8 +46,6 @@ class ClickHouseSettings(BaseModel):
     username: str = "default"
     password: SecretStr = SecretStr("")
     database: str = "sluice"
-    batch_rows: int = Field(10_000, ge=1, description="flush a table's buffer at this many rows")
-    flush_interval: float = Field(1.0, gt=0, description="seconds between timed flushes")
 
 
 class AuthSettings(BaseModel):
@@ -109,7 +108,13 @@ class WorkerSettings(BaseModel):
     session_timeout: float = Field(10.0, gt=0)
     heartbeat_interval: float = Field(1.0, gt=0)
     rebalance_timeout: float = Field(10.0, gt=0)
-    file_flush_interval: float = Field(0.5, gt=0)
+    batch_records: int = Field(
+        500, ge=1, description="records per processing batch; each batch ends with durable writes"
+    )
+    batch_interval: float = Field(
+        0.5, gt=0, description="seconds a batch waits for more records before it is processed"
+    )
+    tick_interval: float = Field(0.5, gt=0, description="seconds between checks for closed windows")
 
 
 class Settings(BaseSettings):

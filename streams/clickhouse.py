@@ -88,19 +88,21 @@ class ClickHouse:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
 
-    @property
-    def client(self) -> Client:
+    def _connected(self) -> Client:
+        """The client, connected (and the schema migrated) on first use; runs in the thread."""
         if self._client is None:
-            raise ClickHouseUnavailable("ClickHouse is not connected yet", hint="call start() first")
+            client = connect(self._settings)
+            try:
+                migrate(client, self.database)
+            except ClickHouseError as exc:
+                client.close()
+                raise ClickHouseUnavailable(f"cannot apply the schema migrations: {exc}") from exc
+            self._client = client
         return self._client
 
     async def start(self) -> None:
-        """Connect and bring the schema up to date."""
-        def _start() -> None:
-            self._client = connect(self._settings)
-            migrate(self._client, self.database)
-
-        await self._run(_start)
+        """Connect and bring the schema up to date (otherwise done by the first call)."""
+        await self._run(self._connected)
 
     async def insert(
         self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], token: str
@@ -108,24 +110,31 @@ class ClickHouse:
         """Insert rows; a retried insert with the same ``token`` is stored once."""
         try:
             await self._run(
-                self.client.insert,
-                f"{self.database}.{table}",
-                rows,
-                column_names=list(columns),
-                settings={"insert_deduplication_token": token},
+                lambda: self._connected().insert(
+                    f"{self.database}.{table}",
+                    rows,
+                    column_names=list(columns),
+                    settings={"insert_deduplication_token": token},
+                )
             )
         except ClickHouseError as exc:
             raise ClickHouseUnavailable(f"insert into {table} failed: {exc}") from exc
 
-    async def query(self, sql: str, parameters: dict[str, Any] | None = None) -> tuple[list[str], list[list[Any]]]:
-        """Run a read query; returns column names and rows."""
+    async def query(
+        self, sql: str, parameters: dict[str, Any] | None = None, *, readonly: bool = True
+    ) -> tuple[list[str], list[list[Any]]]:
+        """Run a query (read-only unless ``readonly`` is False); column names and rows."""
+        settings = {"readonly": 1} if readonly else {}
         try:
-            result = await self._run(self.client.query, sql, parameters=parameters)
+            result = await self._run(
+                lambda: self._connected().query(sql, parameters=parameters, settings=settings)
+            )
         except ClickHouseError as exc:
             raise QueryError(f"query failed: {exc}") from exc
         return list(result.column_names), [list(r) for r in result.result_rows]
 
     async def stop(self) -> None:
+        """Close the client and its thread."""
         if self._client is not None:
             client, self._client = self._client, None
             await self._run(client.close)

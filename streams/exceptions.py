@@ -17,3 +17,7 @@ class ClickHouseUnavailable(RetriableError):
 
 class QueryError(StreamsError):
     """A query was refused or failed."""
+
+
+class SinkError(StreamsError):
+    """A sink cannot keep its promise (its state is unreadable); the worker must not go on."""

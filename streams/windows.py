@@ -17,7 +17,8 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sluice.streams.decode import MetricPoint
@@ -27,6 +28,7 @@ METRIC_COLUMNS = (
     "access_key", "name", "series_id", "window_start", "kind", "unit", "tags",
     "count", "sum", "min", "max", "last",
 )
+APPLIED = "@applied"
 # Positions in a state value.
 _COUNT, _SUM, _MIN, _MAX, _LAST_TS, _LAST = 5, 6, 7, 8, 9, 10
 
@@ -43,6 +45,21 @@ def series_id(access_key: str, name: str, tags: dict[str, str]) -> int:
         h.update(b"=")
         h.update(tags[k].encode())
     return int.from_bytes(h.digest(), "big")
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedWindow:
+    """One closed window of one partition: its rows and the state keys that held them.
+
+    ``offset`` is the partition's applied offset when the window closed: together with the
+    partition and start it names this emission, so a replayed emission can be recognised.
+    """
+
+    partition: int
+    start: int
+    offset: int
+    keys: list[str]
+    rows: list[list[Any]]
 
 
 class WindowState(Protocol):
@@ -67,28 +84,34 @@ def _merge_value(into: list[Any], other: list[Any]) -> None:
 
 
 class TumblingWindows:
-    """Open windows of one size over the partitions of one worker."""
+    """Open windows of one size over the partitions of one worker.
+
+    The state is the only index: closing scans its keys, so what a worker owns after recovery
+    or a rebalance needs no rebuilding.
+    """
 
     def __init__(
         self, state: WindowState, *, size: float, lateness: float, idle_close: float
     ) -> None:
-        if size <= 0:
-            raise ValueError(f"window size must be > 0 seconds, got {size}")
+        if size < 1 or size != int(size):
+            raise ValueError(f"window size must be a whole number of seconds >= 1, got {size}")
         if lateness < 0 or idle_close < 0:
             raise ValueError("lateness and idle_close must be >= 0")
         self.state = state
         self.size_s = int(size)
         self.lateness_ns = int(lateness * NS)
         self.idle_close_ns = int(idle_close * NS)
-        self._open: dict[int, dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
         self._newest: dict[int, int] = defaultdict(int)
-        self._applied_key = "{}|@applied"
 
     # -- applying points ---------------------------------------------------------------
 
+    @staticmethod
+    def _applied_key(partition: int) -> str:
+        return f"{partition}|{APPLIED}"
+
     def applied_offset(self, partition: int) -> int:
         """The highest source offset already applied on this partition (-1 if none)."""
-        value = self.state.get(self._applied_key.format(partition))
+        value = self.state.get(self._applied_key(partition))
         return int(value[0]) if value else -1
 
     def add(self, partition: int, offset: int, access_key: str, points: list[MetricPoint]) -> bool:
@@ -118,7 +141,6 @@ class TumblingWindows:
                 if ts >= agg[_LAST_TS]:
                     agg[_LAST_TS], agg[_LAST] = ts, p.last
         self._newest[partition] = newest
-        open_windows = self._open[partition]
         for (start, sid), agg in pre.items():
             key = f"{partition}|{start}|{sid}"
             old = self.state.get(key)
@@ -126,8 +148,7 @@ class TumblingWindows:
                 _merge_value(old, agg)
                 agg = old
             self.state.put(partition, key, agg)
-            open_windows[start].add(key)
-        self.state.put(partition, self._applied_key.format(partition), [offset])
+        self.state.put(partition, self._applied_key(partition), [offset])
         return True
 
     # -- closing -----------------------------------------------------------------------
@@ -137,40 +158,42 @@ class TumblingWindows:
         now_ns = time.time_ns() if now_ns is None else now_ns
         return max(self._newest[partition], now_ns - self.idle_close_ns)
 
-    def closable(self, now_ns: int | None = None) -> Iterator[tuple[int, int, list[list[Any]]]]:
-        """Windows whose end plus lateness the clock has passed: (partition, start, rows).
+    def open_windows(self, partitions: Iterable[int]) -> dict[tuple[int, int], list[str]]:
+        """State keys of the open windows of ``partitions``, by (partition, window start)."""
+        wanted = {str(p) for p in partitions}
+        found: dict[tuple[int, int], list[str]] = defaultdict(list)
+        for key in self.state.keys():
+            part, start, rest = key.split("|", 2) if key.count("|") == 2 else (key, "", APPLIED)
+            if rest != APPLIED and part in wanted:
+                found[(int(part), int(start))].append(key)
+        return found
+
+    def close(self, partitions: Iterable[int], now_ns: int | None = None) -> list[ClosedWindow]:
+        """Windows of ``partitions`` whose end plus lateness their clock has passed.
 
         Rows are in METRIC_COLUMNS order. Call :meth:`forget` once they are stored.
         """
-        for partition, windows in self._open.items():
-            limit = self.clock(partition, now_ns) - self.lateness_ns
-            for start in sorted(s for s in windows if (s + self.size_s) * NS <= limit):
-                rows = []
-                for key in sorted(windows[start]):
-                    v = self.state.get(key)
-                    if v is None:
-                        continue
-                    sid = int(key.rsplit("|", 1)[1])
-                    rows.append([
-                        v[0], v[1], sid, start, v[2], v[3], v[4],
-                        v[_COUNT], v[_SUM], v[_MIN], v[_MAX], (v[_LAST_TS], v[_LAST]),
-                    ])
-                yield partition, start, rows
-
-    def forget(self, partition: int, start: int) -> None:
-        """Drop a stored window from the state."""
-        for key in self._open[partition].pop(start, ()):
-            self.state.delete(partition, key)
-
-    def rebuild(self, partitions: Iterable[int]) -> None:
-        """Re-index open windows from the state (after recovery or a rebalance)."""
-        wanted = set(partitions)
-        self._open.clear()
-        for key in self.state.keys():
-            part, start, rest = key.split("|", 2)
-            if rest == "@applied" or int(part) not in wanted:
+        closed = []
+        clocks: dict[int, int] = {}
+        for (partition, start), keys in sorted(self.open_windows(partitions).items()):
+            if partition not in clocks:
+                clocks[partition] = self.clock(partition, now_ns) - self.lateness_ns
+            if (start + self.size_s) * NS > clocks[partition]:
                 continue
-            self._open[int(part)][int(start)].add(key)
+            rows = []
+            for key in sorted(keys):
+                v = self.state.get(key)
+                if v is None:
+                    continue
+                sid = int(key.rsplit("|", 1)[1])
+                rows.append([
+                    v[0], v[1], sid, start, v[2], v[3], v[4],
+                    v[_COUNT], v[_SUM], v[_MIN], v[_MAX], (v[_LAST_TS], v[_LAST]),
+                ])
+            closed.append(ClosedWindow(partition, start, self.applied_offset(partition), keys, rows))
+        return closed
 
-    def open_count(self) -> int:
-        return sum(len(keys) for w in self._open.values() for keys in w.values())
+    def forget(self, window: ClosedWindow) -> None:
+        """Drop a stored window from the state."""
+        for key in window.keys:
+            self.state.delete(window.partition, key)

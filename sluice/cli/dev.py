@@ -1,0 +1,202 @@
+"""``sluice dev``: the whole pipeline on one machine with nothing to set up.
+
+Tansu (memory storage) unless SLUICE_KAFKA_BOOTSTRAP names a broker, then the gateway and one
+worker as child processes (logs in <data_dir>/*.log), chDB in <data_dir>/clickhouse. Ctrl-C
+stops the gateway first, waits until the worker has processed every acknowledged record and
+closed every window, then stops the worker and the broker: nothing acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import SecretStr
+
+from sluice.client import SluiceClient, counter_envelope, gauge_envelope, log_envelope
+from sluice.exceptions import SluiceError
+from sluice.ingress.auth import issue_token
+from sluice.ingress.server import parse_listen
+from sluice.keys import AccessKeyConfig, JsonKeyStore
+from sluice.settings import Settings
+from sluice.streams.query import worker_url
+from sluice.tansu import Tansu, wait_for_port
+
+DEV_KEY = "dev"
+
+
+def dev_secret(data_dir: Path) -> str:
+    """The JWT secret of this data directory, made on first use (kept 0600 in dev-secret)."""
+    path = data_dir / "dev-secret"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+class Child:
+    """A `sluice` subcommand in its own session (so Ctrl-C reaches only `sluice dev`)."""
+
+    def __init__(self, name: str, env: dict[str, str], log_path: Path) -> None:
+        self.name = name
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sluice.cli.main", name],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def check(self) -> None:
+        if self.proc.poll() is not None:
+            tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
+            raise SluiceError(
+                f"the {self.name} exited with status {self.proc.returncode}; its log ends:\n  "
+                + "\n  ".join(tail),
+                hint=f"full log: {self.log_path}",
+            )
+
+    def stop(self, timeout: float) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                print(f"  the {self.name} did not stop within {timeout:g}s; killing it")
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def _status(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{url}/status", timeout=5) as response:
+        return dict(json.loads(response.read()))
+
+
+async def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+        return {tp.partition: off for tp, off in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def wait_caught_up(settings: Settings, url: str, timeout: float) -> bool:
+    """True once the worker has processed every record on the raw topic and closed its windows."""
+    deadline = time.monotonic() + timeout
+    ends = await _end_offsets(settings.kafka.bootstrap, settings.kafka.raw_topic)
+    while time.monotonic() < deadline:
+        try:
+            status = await asyncio.to_thread(_status, url)
+        except OSError:
+            return False
+        done = {int(p): o for p, o in status["positions"].items()}
+        if status["open_windows"] == 0 and all(done.get(p, -1) >= end - 1 for p, end in ends.items()):
+            return True
+        await asyncio.sleep(0.5)
+    return False
+
+
+async def demo_load(client: SluiceClient) -> None:
+    """Every second: 10 log lines, 100 counter increments and a gauge reading."""
+    lines = 0
+    while True:
+        batch = [log_envelope(f"demo line {lines + i}", source_id="demo") for i in range(10)]
+        lines += 10
+        batch += [counter_envelope("demo.requests", 1, source_id="demo", tags={"route": "/"}) for _ in range(100)]
+        batch.append(gauge_envelope({"demo.cpu": (42.0, "%")}, source_id="demo"))
+        try:
+            await client.send(batch)
+        except SluiceError as exc:
+            print(f"  demo: send failed: {exc}")
+        await asyncio.sleep(1)
+
+
+def run_dev(settings: Settings, *, demo: bool = False) -> int:
+    data = settings.data_dir.resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    if settings.auth.jwt_secret is None and settings.auth.algorithms[0].startswith("HS"):
+        settings.auth.jwt_secret = SecretStr(dev_secret(data))
+    keys = JsonKeyStore(settings.access_keys_path)
+    if keys.get(DEV_KEY) is None:
+        keys.put(AccessKeyConfig(access_key=DEV_KEY, description="made by sluice dev"))
+    tansu = None
+    children: list[Child] = []
+    try:
+        if not settings.kafka.bootstrap:
+            tansu = Tansu(binary=settings.tansu_bin, log_path=data / "tansu.log").start()
+            settings.kafka.bootstrap = tansu.bootstrap
+        env = dict(os.environ)
+        env.update(SLUICE_DATA_DIR=str(data), SLUICE_KAFKA_BOOTSTRAP=settings.kafka.bootstrap)
+        if settings.auth.jwt_secret is not None:
+            env["SLUICE_AUTH_JWT_SECRET"] = settings.auth.jwt_secret.get_secret_value()
+        children.append(Child("gateway", env, data / "gateway.log"))
+        children.append(Child("worker", env, data / "worker.log"))
+        return asyncio.run(_serve(settings, children, tansu, demo))
+    finally:
+        for child in reversed(children):
+            child.stop(30)
+        if tansu is not None:
+            tansu.stop()
+
+
+async def _serve(settings: Settings, children: list[Child], tansu: Tansu | None, demo: bool) -> int:
+    gateway, worker = children
+    host, port = parse_listen(settings.gateway.listen)
+    url = worker_url(settings)
+    web_host, web_port = url.rsplit("/", 1)[1].rsplit(":", 1)
+    for child, (h, p) in ((gateway, (host.strip("[]"), port)), (worker, (web_host, int(web_port)))):
+        deadline = time.monotonic() + 60
+        while not await asyncio.to_thread(wait_for_port, h, p, 0.5):
+            child.check()
+            if time.monotonic() > deadline:
+                raise SluiceError(f"the {child.name} did not listen on {h}:{p} within 60s", hint=f"see {child.log_path}")
+    token = issue_token(settings.auth, DEV_KEY, 24 * 3600)
+    target = settings.gateway.listen
+    print(f"""
+Sluice is running.
+  broker    {settings.kafka.bootstrap}{' (Tansu, memory storage)' if tansu else ''}
+  gateway   {target}          log: {gateway.log_path}
+  worker    {url}   log: {worker.log_path}
+  data      {settings.data_dir.resolve()}  (files in files/, chDB in clickhouse/)
+  key       {DEV_KEY}
+  token     {token}
+
+Send, then query:
+  echo hello | sluice send --target {target} --access-key {DEV_KEY} --token {token}
+  sluice query "SELECT timestamp, payload FROM sluice.logs FINAL ORDER BY timestamp DESC LIMIT 10"
+
+Ctrl-C stops everything; what was acknowledged is written before it stops.
+""", flush=True)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    async with SluiceClient(target, DEV_KEY, token) as client:
+        load = asyncio.ensure_future(demo_load(client)) if demo else None
+        while not stopping.is_set():
+            for child in children:
+                child.check()
+            try:
+                await asyncio.wait_for(stopping.wait(), 1)
+            except TimeoutError:
+                pass
+        if load is not None:
+            load.cancel()
+    print("stopping: gateway first, then the worker once it has caught up", flush=True)
+    gateway.stop(30)
+    if not await wait_caught_up(settings, url, 60):
+        print("  warning: the worker did not catch up within 60s; unprocessed records stay in the broker")
+    return 0

@@ -1,0 +1,176 @@
+"""The Faust worker: one agent over the raw topic, a timer that closes quiet windows, and the
+HTTP endpoints ``/status`` and ``/query`` (through which ``sluice query`` reads an embedded
+chDB that this process owns).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+
+from sluice.kafka import ensure_topics_sync
+from sluice.keys import JsonKeyStore
+from sluice.settings import Settings
+from sluice.streams.clickhouse import ClickHouse
+from sluice.streams.exceptions import QueryError
+from sluice.streams.pipeline import Pipeline, Record
+from sluice.streams.sinks.clickhouse import ClickHouseSink
+from sluice.streams.sinks.files import FileSink
+from sluice.streams.state import FaustTableState
+from sluice.streams.windows import TumblingWindows
+
+log = logging.getLogger(__name__)
+
+H_DLQ_REASON = "dlq-reason"
+H_DLQ_TOPIC = "dlq-source-topic"
+H_DLQ_PARTITION = "dlq-source-partition"
+H_DLQ_OFFSET = "dlq-source-offset"
+
+
+def _headers(message: Any) -> list[tuple[str, bytes]]:
+    headers = message.headers or ()
+    return list(headers.items()) if isinstance(headers, dict) else list(headers)
+
+
+class Worker:
+    """A Faust app wired to a :class:`Pipeline`; ``run()`` serves until SIGINT or SIGTERM."""
+
+    def __init__(self, settings: Settings) -> None:
+        kafka, worker = settings.kafka, settings.worker
+        if not kafka.bootstrap:
+            raise ValueError("kafka.bootstrap is empty: the worker needs a broker (SLUICE_KAFKA_BOOTSTRAP)")
+        self.settings = settings
+        self.app = faust.App(
+            worker.app_id,
+            broker=f"kafka://{kafka.bootstrap}",
+            store=worker.store,
+            autodiscover=False,
+            datadir=str(settings.data_dir / "worker"),
+            web_enabled=True,
+            web_host=worker.web_host,
+            web_port=worker.web_port,
+            topic_partitions=kafka.partitions,
+            topic_replication_factor=kafka.replication_factor,
+            broker_session_timeout=worker.session_timeout,
+            broker_heartbeat_interval=worker.heartbeat_interval,
+            broker_rebalance_timeout=worker.rebalance_timeout,
+            consumer_auto_offset_reset="earliest",
+            producer_acks=-1,
+            table_standby_replicas=0,
+        )
+        app = self.app
+        self.raw = app.topic(
+            kafka.raw_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
+        self.dlq = app.topic(
+            kafka.dlq_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
+        table = app.Table("windows-1s", partitions=kafka.partitions, key_type=str)
+        self.clickhouse = ClickHouse(settings)
+        self.keys = JsonKeyStore(settings.access_keys_path, reload_interval=settings.gateway.keys_reload_interval)
+        self.pipeline = Pipeline(
+            TumblingWindows(
+                FaustTableState(table), size=1, lateness=worker.window_lateness, idle_close=worker.idle_close
+            ),
+            FileSink(settings.files_dir),
+            ClickHouseSink(self.clickhouse),
+            dead_letter=self._dead_letter,
+            routes=self.keys.get,
+            flush_state=self._flush_producer,
+        )
+        self._wire()
+
+    def partitions(self) -> list[int]:
+        """The raw topic's partitions assigned to this worker."""
+        try:
+            assignment = self.app.consumer.assignment()
+        except Exception:  # the consumer is not started yet
+            return []
+        return sorted(tp.partition for tp in assignment if tp.topic == self.raw.get_topic_name())
+
+    async def _dead_letter(self, record: Record, reason: str) -> None:
+        log.warning("record %s/%d@%d to the dead-letter topic: %s", record.topic, record.partition, record.offset, reason)
+        headers = list(record.headers) + [
+            (H_DLQ_REASON, reason.encode()),
+            (H_DLQ_TOPIC, record.topic.encode()),
+            (H_DLQ_PARTITION, str(record.partition).encode()),
+            (H_DLQ_OFFSET, str(record.offset).encode()),
+        ]
+        await self.dlq.send(key=record.key, value=record.value, headers=headers)
+
+    async def _flush_producer(self) -> None:
+        await self.app.producer.flush()
+
+    def _wire(self) -> None:
+        app, pipeline, worker = self.app, self.pipeline, self.settings.worker
+
+        @app.agent(self.raw, name="ingest")
+        async def ingest(stream: Any) -> None:
+            async for events in stream.take_events(worker.batch_records, within=worker.batch_interval):
+                records = [
+                    Record(m.topic, m.partition, m.offset, m.key, m.value, _headers(m))
+                    for m in (e.message for e in events)
+                ]
+                await pipeline.handle(records, self.partitions())
+
+        @app.timer(interval=worker.tick_interval)
+        async def close_quiet_windows() -> None:
+            if not (app.rebalancing or app.in_recovery):
+                await pipeline.tick(self.partitions())
+
+        @app.on_before_shutdown.connect
+        async def drain(sender: Any, **kwargs: Any) -> None:
+            await pipeline.drain()
+            await self.clickhouse.stop()
+
+        owner = self
+
+        @app.page("/status")
+        class StatusView(View):
+            async def get(self, request: Request) -> Response:
+                return self.json(owner.status())
+
+        @app.page("/query")
+        class QueryView(View):
+            async def post(self, request: Request) -> Response:
+                try:
+                    body = await request.json()
+                    sql = body["sql"]
+                    if not isinstance(sql, str):
+                        raise TypeError("'sql' must be a string")
+                except (ValueError, KeyError, TypeError) as exc:
+                    return self.json({"error": f'expected a JSON body {{"sql": "..."}}: {exc}'}, status=400)
+                try:
+                    columns, rows = await owner.clickhouse.query(sql, body.get("parameters"))
+                except QueryError as exc:
+                    return self.json({"error": str(exc)}, status=400)
+                return self.bytes(
+                    json.dumps({"columns": columns, "rows": rows}, default=str).encode(),
+                    content_type="application/json",
+                )
+
+    def status(self) -> dict[str, Any]:
+        """Counters of the pipeline and the state of this worker."""
+        partitions = self.partitions()
+        return {
+            "partitions": partitions,
+            "open_windows": len(self.pipeline.windows.open_windows(partitions)),
+            "positions": {str(p): o for p, o in sorted(self.pipeline.positions.items())},
+            "counters": self.pipeline.counters.as_dict(),
+            "rows_written": dict(self.pipeline.clickhouse.rows_written),
+            "file_lines_written": self.pipeline.files.lines_written,
+            "clickhouse_retries": self.pipeline.clickhouse.retries,
+        }
+
+    def run(self) -> None:
+        """Serve until SIGINT or SIGTERM, then drain the pipeline and stop."""
+        kafka = self.settings.kafka
+        ensure_topics_sync(
+            kafka.bootstrap, [kafka.raw_topic, kafka.dlq_topic],
+            partitions=kafka.partitions, replication_factor=kafka.replication_factor,
+        )
+        faust.Worker(self.app, loglevel=self.settings.log_level, quiet=True).execute_from_commandline()
