@@ -7,6 +7,7 @@ variables (nested sections with one underscore: ``SLUICE_KAFKA_BOOTSTRAP``,
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Literal
@@ -155,6 +156,32 @@ class Settings(BaseSettings):
     @property
     def chdb_path(self) -> Path:
         return self.data_dir / "clickhouse"
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``SLUICE_*`` variables, for handing them to a child process.
+
+        Unset optional values are left out; secrets are included in clear text.
+        """
+        env: dict[str, str] = {}
+
+        def put(name: str, value: object) -> None:
+            if value is None:
+                return
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if isinstance(value, (list, dict)):
+                env[name] = json.dumps(value)
+            else:
+                env[name] = str(value).lower() if isinstance(value, bool) else str(value)
+
+        for field in type(self).model_fields:
+            value = getattr(self, field)
+            if isinstance(value, BaseModel):
+                for sub in type(value).model_fields:
+                    put(f"SLUICE_{field}_{sub}".upper(), getattr(value, sub))
+            else:
+                put(f"SLUICE_{field}".upper(), value)
+        return env
 
     @classmethod
     def settings_customise_sources(

@@ -161,6 +161,9 @@ class Pipeline:
         batch, counters = self._batch, self.counters
         for record in records:
             counters.records += 1
+            self.positions[record.partition] = max(self.positions.get(record.partition, -1), record.offset)
+            low, high = batch.positions.get(record.partition, (record.offset, record.offset))
+            batch.positions[record.partition] = (min(low, record.offset), max(high, record.offset))
             access_key = (record.key or b"").decode("utf-8", "replace").split(":", 1)[0]
             try:
                 decoded = decoder_for(record.header(H_CONTENT_TYPE))(
@@ -188,9 +191,6 @@ class Pipeline:
                     counters.points += len(decoded.points)
                 else:
                     counters.replayed_records_skipped += 1
-            self.positions[record.partition] = max(self.positions.get(record.partition, -1), record.offset)
-            low, high = batch.positions.get(record.partition, (record.offset, record.offset))
-            batch.positions[record.partition] = (min(low, record.offset), max(high, record.offset))
 
     def close_windows(self, partitions: Iterable[int], now_ns: int | None = None) -> list[ClosedWindow]:
         """Queue the closed windows of ``partitions`` as ClickHouse blocks, one per window."""

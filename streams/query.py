@@ -1,15 +1,18 @@
-"""Running a query for ``sluice query``: on a ClickHouse server directly, or on the embedded
-chDB through the worker that owns it (its ``/query`` endpoint), or on chDB itself when no
-worker is running.
+"""Reading from outside the worker: ``sluice query`` on a ClickHouse server directly, or on
+the embedded chDB through the worker that owns it (its ``/query`` endpoint), or on chDB itself
+when no worker is running; and the worker's ``/status``, to wait until it has caught up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.error
 import urllib.request
 from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from sluice.settings import Settings
 from sluice.streams.clickhouse import ClickHouse
@@ -58,3 +61,40 @@ def run_query(settings: Settings, sql: str) -> Result:
         return query_worker(worker_url(settings), sql)
     except ConnectionError:
         return asyncio.run(_query_direct(settings, sql))
+
+
+def worker_status(url: str, *, timeout: float = 5.0) -> dict[str, Any]:
+    """A worker's ``/status``: partitions, positions, open windows, counters."""
+    with urllib.request.urlopen(f"{url}/status", timeout=timeout) as response:
+        return dict(json.loads(response.read()))
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """The next offset of every partition of ``topic``."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()  # refreshes the metadata
+        parts = consumer.partitions_for_topic(topic) or set()
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+        return {tp.partition: off for tp, off in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def wait_caught_up(settings: Settings, url: str, timeout: float) -> bool:
+    """True once the worker at ``url`` has processed every record now on the raw topic and
+    closed every window; False if it did not within ``timeout`` seconds or does not answer."""
+    deadline = time.monotonic() + timeout
+    ends = await end_offsets(settings.kafka.bootstrap, settings.kafka.raw_topic)
+    while time.monotonic() < deadline:
+        try:
+            status = await asyncio.to_thread(worker_status, url)
+        except OSError:
+            await asyncio.sleep(0.5)
+            continue
+        done = {int(p): o for p, o in status["positions"].items()}
+        if status["open_windows"] == 0 and all(done.get(p, -1) >= end - 1 for p, end in ends.items()):
+            return True
+        await asyncio.sleep(0.2)
+    return False

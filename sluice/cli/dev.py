@@ -9,18 +9,14 @@ closed every window, then stops the worker and the broker: nothing acknowledged 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
-from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import SecretStr
 
 from sluice.client import SluiceClient, counter_envelope, gauge_envelope, log_envelope
@@ -29,7 +25,7 @@ from sluice.ingress.auth import issue_token
 from sluice.ingress.server import parse_listen
 from sluice.keys import AccessKeyConfig, JsonKeyStore
 from sluice.settings import Settings
-from sluice.streams.query import worker_url
+from sluice.streams.query import wait_caught_up, worker_url
 from sluice.tansu import Tansu, wait_for_port
 
 DEV_KEY = "dev"
@@ -77,38 +73,6 @@ class Child:
         self._log.close()
 
 
-def _status(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{url}/status", timeout=5) as response:
-        return dict(json.loads(response.read()))
-
-
-async def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in parts])
-        return {tp.partition: off for tp, off in ends.items()}
-    finally:
-        await consumer.stop()
-
-
-async def wait_caught_up(settings: Settings, url: str, timeout: float) -> bool:
-    """True once the worker has processed every record on the raw topic and closed its windows."""
-    deadline = time.monotonic() + timeout
-    ends = await _end_offsets(settings.kafka.bootstrap, settings.kafka.raw_topic)
-    while time.monotonic() < deadline:
-        try:
-            status = await asyncio.to_thread(_status, url)
-        except OSError:
-            return False
-        done = {int(p): o for p, o in status["positions"].items()}
-        if status["open_windows"] == 0 and all(done.get(p, -1) >= end - 1 for p, end in ends.items()):
-            return True
-        await asyncio.sleep(0.5)
-    return False
-
-
 async def demo_load(client: SluiceClient) -> None:
     """Every second: 10 log lines, 100 counter increments and a gauge reading."""
     lines = 0
@@ -127,6 +91,8 @@ async def demo_load(client: SluiceClient) -> None:
 def run_dev(settings: Settings, *, demo: bool = False) -> int:
     data = settings.data_dir.resolve()
     data.mkdir(parents=True, exist_ok=True)
+    settings.keys_file = settings.access_keys_path.resolve()
+    settings.data_dir = data
     if settings.auth.jwt_secret is None and settings.auth.algorithms[0].startswith("HS"):
         settings.auth.jwt_secret = SecretStr(dev_secret(data))
     keys = JsonKeyStore(settings.access_keys_path)
@@ -138,10 +104,7 @@ def run_dev(settings: Settings, *, demo: bool = False) -> int:
         if not settings.kafka.bootstrap:
             tansu = Tansu(binary=settings.tansu_bin, log_path=data / "tansu.log").start()
             settings.kafka.bootstrap = tansu.bootstrap
-        env = dict(os.environ)
-        env.update(SLUICE_DATA_DIR=str(data), SLUICE_KAFKA_BOOTSTRAP=settings.kafka.bootstrap)
-        if settings.auth.jwt_secret is not None:
-            env["SLUICE_AUTH_JWT_SECRET"] = settings.auth.jwt_secret.get_secret_value()
+        env = dict(os.environ) | settings.to_env()
         children.append(Child("gateway", env, data / "gateway.log"))
         children.append(Child("worker", env, data / "worker.log"))
         return asyncio.run(_serve(settings, children, tansu, demo))

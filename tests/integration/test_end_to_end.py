@@ -1,0 +1,158 @@
+"""One pipeline, all real: gRPC into the gateway, Tansu, the `sluice worker` process, chDB.
+
+Envelopes with known timestamps go in; the exact rows in ClickHouse (read through the
+worker's query endpoint, as `sluice query` does) and the exact lines of the per-key files
+come out.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest_asyncio
+from aiokafka import AIOKafkaProducer
+
+from sluice.client import (
+    SluiceClient,
+    counter_envelope,
+    event_envelope,
+    gauge_envelope,
+    log_envelope,
+    timer_envelope,
+)
+from sluice.ingress import Gateway, issue_token
+from sluice.keys import JsonKeyStore
+from sluice.settings import Settings
+from tests.fixtures.stack import WorkerProcess
+from tests.integration.gateway_helpers import add_key, read_topic
+
+NS = 1_000_000_000
+# A whole second two minutes ago: its windows close as soon as the worker sees them.
+T0 = (time.time_ns() // NS - 120) * NS
+
+
+@pytest_asyncio.fixture
+async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
+    async with Gateway(settings) as gw:
+        yield gw
+
+
+def client_for(gateway: Gateway, key: str) -> SluiceClient:
+    return SluiceClient(gateway.address, key, issue_token(gateway.settings.auth, key, 60))
+
+
+def read_lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+async def test_logs_events_and_metrics_end_to_end(
+    gateway: Gateway, worker_process: WorkerProcess, unique: str
+) -> None:
+    assert isinstance(gateway.keys, JsonKeyStore)
+    key_a = add_key(gateway.keys, f"ak_a_{unique}")
+    key_b = add_key(gateway.keys, f"ak_b_{unique}")
+    worker_process.start()
+
+    async with client_for(gateway, key_a) as a, client_for(gateway, key_b) as b:
+        assert await a.send([
+            log_envelope("first line", timestamp=T0 + 1, source_id="web", instance_id="1", tags={"env": "prod"}),
+            log_envelope(b"second line", error=True, timestamp=T0 + 2),
+            event_envelope("deployed", "v1.2.3", timestamp=T0 + 3, source_id="ci"),
+            counter_envelope("requests", 5, total=5, timestamp=T0 + 10, tags={"route": "/"}),
+            counter_envelope("requests", 7, total=12, timestamp=T0 + 20, tags={"route": "/"}),
+            counter_envelope("requests", 1, total=13, timestamp=T0 + NS + 5, tags={"route": "/"}),
+            gauge_envelope({"cpu": (0.5, "ratio")}, timestamp=T0 + 100),
+            gauge_envelope({"cpu": (0.75, "ratio")}, timestamp=T0 + 200),
+            gauge_envelope({"cpu": (0.25, "ratio")}, timestamp=T0 + 300),
+        ]) == 9
+        # A stream of batches (BatchSender), with a timer in each.
+        assert await a.send_stream([
+            [timer_envelope("db.query", T0, T0 + 10_000_000, timestamp=T0 + 400)],
+            [timer_envelope("db.query", T0, T0 + 30_000_000, timestamp=T0 + 500)],
+        ]) == 2
+        assert await b.send([log_envelope("tenant b", timestamp=T0 + 7, source_id="b-app")]) == 1
+
+    await worker_process.caught_up()
+
+    logs = await worker_process.query(
+        "SELECT access_key, toUnixTimestamp64Nano(timestamp), source_id, instance_id, type, payload, tags "
+        "FROM sluice.logs FINAL ORDER BY access_key, timestamp"
+    )
+    assert logs == [
+        [key_a, T0 + 1, "web", "1", "OUT", "first line", {"env": "prod"}],
+        [key_a, T0 + 2, key_a, "", "ERR", "second line", {}],
+        [key_b, T0 + 7, "b-app", "", "OUT", "tenant b", {}],
+    ]
+    events = await worker_process.query(
+        "SELECT access_key, toUnixTimestamp64Nano(timestamp), source_id, title, body FROM sluice.events FINAL"
+    )
+    assert events == [[key_a, T0 + 3, "ci", "deployed", "v1.2.3"]]
+
+    metrics = await worker_process.query(
+        "SELECT name, toUnixTimestamp(window_start), any(kind), any(unit), any(tags), sum(count), sum(sum), "
+        "min(min), max(max), max(last).2 FROM sluice.metrics_1s "
+        "GROUP BY access_key, name, series_id, window_start ORDER BY name, window_start"
+    )
+    s0 = T0 // NS
+    assert metrics == [
+        ["cpu", s0, "gauge", "ratio", {}, 3, 1.5, 0.25, 0.75, 0.25],
+        ["db.query", s0, "timer", "ms", {}, 2, 40.0, 10.0, 30.0, 30.0],
+        ["requests", s0, "counter", "", {"route": "/"}, 2, 12.0, 5.0, 7.0, 12.0],
+        ["requests", s0 + 1, "counter", "", {"route": "/"}, 1, 1.0, 1.0, 1.0, 13.0],
+    ]
+    assert worker_process.status()["counters"]["dead_letters"] == 0
+
+    assert worker_process.stop() == 0
+    files = gateway.settings.files_dir
+    assert sorted(p.name for p in (files / key_a).iterdir() if not p.name.startswith(".")) == [
+        "events.jsonl", "logs.jsonl"
+    ]
+    assert read_lines(files / key_a / "logs.jsonl") == [
+        {"timestamp": T0 + 1, "source_id": "web", "instance_id": "1", "type": "OUT", "payload": "first line", "tags": {"env": "prod"}},
+        {"timestamp": T0 + 2, "source_id": key_a, "instance_id": "", "type": "ERR", "payload": "second line", "tags": {}},
+    ]
+    assert read_lines(files / key_a / "events.jsonl") == [
+        {"timestamp": T0 + 3, "source_id": "ci", "instance_id": "", "title": "deployed", "body": "v1.2.3", "tags": {}}
+    ]
+    assert read_lines(files / key_b / "logs.jsonl") == [
+        {"timestamp": T0 + 7, "source_id": "b-app", "instance_id": "", "type": "OUT", "payload": "tenant b", "tags": {}}
+    ]
+
+
+async def test_undecodable_record_goes_to_the_dead_letter_topic(
+    gateway: Gateway, worker_process: WorkerProcess, settings: Settings, unique: str
+) -> None:
+    assert isinstance(gateway.keys, JsonKeyStore)
+    key = add_key(gateway.keys, f"ak_{unique}")
+    worker_process.start()
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap)
+    await producer.start()
+    try:
+        bad = await producer.send_and_wait(
+            settings.kafka.raw_topic, b"\xff\xff not protobuf", key=key.encode(), partition=0,
+            headers=[("content-type", b"application/x-sluice-batch+proto")],
+        )
+        odd = await producer.send_and_wait(
+            settings.kafka.raw_topic, b"", key=key.encode(), partition=0,
+            headers=[("content-type", b"text/plain")],
+        )
+    finally:
+        await producer.stop()
+    async with client_for(gateway, key) as client:
+        assert await client.send([log_envelope("after the bad ones", timestamp=T0)]) == 1
+    await worker_process.caught_up()
+
+    assert await worker_process.query("SELECT payload FROM sluice.logs FINAL") == [["after the bad ones"]]
+    dead = await read_topic(settings.kafka.bootstrap, settings.kafka.dlq_topic)
+    assert [(r.key, r.value) for r in dead] == [(key.encode(), b"\xff\xff not protobuf"), (key.encode(), b"")]
+    headers = [dict(r.headers) for r in dead]
+    assert headers[0]["dlq-reason"].startswith(b"not an EnvelopeBatch: ")
+    assert headers[1]["dlq-reason"] == b"no decoder for content type b'text/plain'"
+    for h, record in zip(headers, (bad, odd)):
+        assert (h["dlq-source-topic"], h["dlq-source-partition"], h["dlq-source-offset"]) == (
+            settings.kafka.raw_topic.encode(), b"0", str(record.offset).encode()
+        )
+    assert worker_process.status()["counters"]["dead_letters"] == 2
