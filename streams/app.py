@@ -117,13 +117,14 @@ class Worker:
                 ]
                 await pipeline.handle(records, self.partitions())
 
-        @app.timer(interval=worker.tick_interval)
+        @app.timer(interval=worker.tick_interval)  # type: ignore[untyped-decorator]
         async def close_quiet_windows() -> None:
             if not (app.rebalancing or app.in_recovery):
                 await pipeline.tick(self.partitions())
 
-        @app.on_before_shutdown.connect
-        async def drain(sender: Any, **kwargs: Any) -> None:
+        # mode's stub types receivers as returning Awaitable[None] | None; coroutines are fine.
+        @app.on_before_shutdown.connect  # type: ignore[arg-type]
+        async def drain(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
             await pipeline.drain()
             await self.clickhouse.stop()
 

@@ -1,8 +1,8 @@
 """What the worker does with a batch of raw records, independent of Faust.
 
 ``process`` decodes records and buffers their rows (files, ClickHouse) and metric points
-(windows); ``close_windows`` turns closed windows into ClickHouse blocks; ``commit`` makes all
-of it durable and only then drops the closed windows from the state. Jobs run one at a time
+(windows); ``commit`` makes the buffered rows and the closed windows durable and only then
+drops those windows from the state. Jobs run one at a time
 through :meth:`Pipeline.submit`, shielded from the caller's cancellation, so a stopping agent
 never leaves a batch half written.
 """
@@ -138,7 +138,7 @@ class Pipeline:
 
         async def job() -> None:
             self.process(records)
-            await self.commit(self.close_windows(partitions))
+            await self.commit(self.windows.close(partitions))
 
         await self.submit(job)
 
@@ -146,7 +146,7 @@ class Pipeline:
         """Close the due windows of ``partitions`` (those of quiet partitions too) and store them."""
 
         async def job() -> None:
-            await self.commit(self.close_windows(partitions))
+            await self.commit(self.windows.close(partitions))
 
         await self.submit(job)
 
@@ -192,22 +192,21 @@ class Pipeline:
                 else:
                     counters.replayed_records_skipped += 1
 
-    def close_windows(self, partitions: Iterable[int], now_ns: int | None = None) -> list[ClosedWindow]:
-        """Queue the closed windows of ``partitions`` as ClickHouse blocks, one per window."""
-        closed = self.windows.close(partitions, now_ns)
-        for window in closed:
-            token = _token(self._metrics_table, window.partition, window.start, window.offset)
-            self.clickhouse.add(self._metrics_table, METRIC_COLUMNS, window.rows, token)
-        return closed
-
     async def commit(self, closed: Sequence[ClosedWindow] = ()) -> None:
-        """Make everything buffered durable, then forget the windows now stored."""
+        """Make everything buffered and the ``closed`` windows durable, then forget those windows.
+
+        Each window is a block of its own, named by (partition, start, applied offset): a window
+        emitted again after a crash carries the same token and is stored once.
+        """
         batch, self._batch = self._batch, _Batch()
         for record, reason in batch.dead:
             await self._dead_letter(record, reason)
         where = ",".join(f"{p}:{lo}-{hi}" for p, (lo, hi) in sorted(batch.positions.items()))
         self.clickhouse.add("logs", LOG_COLUMNS, batch.logs, _token("logs", where))
         self.clickhouse.add("events", EVENT_COLUMNS, batch.events, _token("events", where))
+        for window in closed:
+            token = _token(self._metrics_table, window.partition, window.start, window.offset)
+            self.clickhouse.add(self._metrics_table, METRIC_COLUMNS, window.rows, token)
         await asyncio.to_thread(self.files.flush)
         await self.clickhouse.flush()
         for window in closed:

@@ -81,11 +81,11 @@ def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     from sluice.cli.output import print_rows
-    from sluice.keys import AccessKeyConfig, JsonKeyStore, Limits, generate_access_key
+    from sluice.keys import AccessKeyConfig, JsonKeyStore, Limits, generate_access_key, validate_access_key
 
     store = JsonKeyStore(settings.access_keys_path)
     if args.keys_command == "add":
-        key = args.access_key or generate_access_key()
+        key = validate_access_key(args.access_key or generate_access_key())
         if store.get(key) is not None:
             raise SluiceError(f"access key {key!r} exists already in {store.path}")
         config = store.put(

@@ -1,0 +1,116 @@
+"""The pipeline with a fake ClickHouse: routing, tokens, dead letters, retries, ordering."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sluice.client import counter_envelope, log_envelope
+from sluice.keys import AccessKeyConfig
+from sluice.streams.clickhouse import ClickHouse
+from sluice.streams.exceptions import ClickHouseUnavailable
+from sluice.streams.pipeline import Pipeline, Record
+from sluice.streams.sinks.clickhouse import ClickHouseSink
+from sluice.streams.sinks.files import FileSink
+from sluice.streams.windows import TumblingWindows
+from sluice.v1.envelope_pb2 import EnvelopeBatch
+from tests.unit.streams.test_windows import DictState
+
+NS = 1_000_000_000
+T = 1_700_000_000 * NS
+CT = [("content-type", b"application/x-sluice-batch+proto")]
+
+
+class FakeClickHouse:
+    def __init__(self, failures: int = 0) -> None:
+        self.inserts: list[tuple[str, list[list[Any]], str]] = []
+        self.failures = failures
+
+    async def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], token: str) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ClickHouseUnavailable("ClickHouse is down")
+        self.inserts.append((table, [list(r) for r in rows], token))
+
+
+def record(offset: int, *envelopes: Any, key: bytes = b"k", partition: int = 0) -> Record:
+    return Record("raw", partition, offset, key, EnvelopeBatch(batch=envelopes).SerializeToString(), CT)
+
+
+def make(tmp_path: Path, fake: FakeClickHouse, **kwargs: Any) -> tuple[Pipeline, list[tuple[Record, str]]]:
+    dead: list[tuple[Record, str]] = []
+
+    async def dead_letter(r: Record, reason: str) -> None:
+        dead.append((r, reason))
+
+    sink = ClickHouseSink(fake, backoff=0.001, max_backoff=0.002)  # type: ignore[arg-type]
+    windows = TumblingWindows(DictState(), size=1, lateness=0, idle_close=0)
+    return Pipeline(windows, FileSink(tmp_path), sink, dead_letter=dead_letter, **kwargs), dead
+
+
+async def test_a_batch_is_routed_tokened_and_committed(tmp_path: Path) -> None:
+    fake = FakeClickHouse()
+    pipeline, dead = make(tmp_path, fake)
+    await pipeline.handle(
+        [
+            record(3, log_envelope("hi", timestamp=T, source_id="s"), counter_envelope("c", 2, timestamp=T)),
+            record(4, counter_envelope("c", 3, timestamp=T + 1)),
+            Record("raw", 0, 5, b"k", b"\x00garbage", CT),
+        ],
+        [0],
+    )
+    assert [(t, len(rows)) for t, rows, _ in fake.inserts] == [("logs", 1), ("metrics_1s", 1)]
+    assert fake.inserts[1][1][0][7:9] == [2, 5.0]
+    assert [(r.offset, reason.split(":")[0]) for r, reason in dead] == [(5, "not an EnvelopeBatch")]
+    assert [json.loads(x)["payload"] for x in (tmp_path / "k" / "logs.jsonl").read_text().splitlines()] == ["hi"]
+    assert pipeline.counters.as_dict() == {
+        "records": 3, "envelopes": 3, "logs": 1, "events": 0, "points": 2, "replayed_records_skipped": 0,
+        "dead_letters": 1, "windows_closed": 1, "metric_rows": 1,
+    }
+    assert pipeline.positions == {0: 5}
+    assert pipeline.windows.open_windows([0]) == {}
+
+
+async def test_the_same_records_replayed_give_the_same_tokens(tmp_path: Path) -> None:
+    batch = [record(1, log_envelope("a", timestamp=T)), record(2, log_envelope("b", timestamp=T))]
+    first, second = FakeClickHouse(), FakeClickHouse()
+    await make(tmp_path / "1", first)[0].handle(batch, [0])
+    await make(tmp_path / "2", second)[0].handle(batch, [0])
+    assert first.inserts == second.inserts
+    other = FakeClickHouse()
+    await make(tmp_path / "3", other)[0].handle(batch[:1], [0])
+    assert other.inserts[0][2] != first.inserts[0][2]
+
+
+async def test_routes_choose_the_sinks(tmp_path: Path) -> None:
+    fake = FakeClickHouse()
+    config = AccessKeyConfig(access_key="key", routes={"logs": ["clickhouse"], "metrics_1s": []})
+    pipeline, _ = make(tmp_path, fake, routes=lambda key: config if key == "key" else None)
+    envelopes = (log_envelope("x", timestamp=T), counter_envelope("c", 1, timestamp=T))
+    await pipeline.handle([record(0, *envelopes, key=b"key"), record(1, *envelopes, key=b"other")], [0])
+    assert [(t, [r[0] for r in rows]) for t, rows, _ in fake.inserts] == [
+        ("logs", ["key", "other"]), ("metrics_1s", ["other"])
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other"]
+
+
+async def test_clickhouse_down_is_retried_in_order_without_loss(tmp_path: Path) -> None:
+    fake = FakeClickHouse(failures=3)
+    pipeline, _ = make(tmp_path, fake)
+    await pipeline.handle([record(0, log_envelope("x", timestamp=T), counter_envelope("c", 1, timestamp=T))], [0])
+    assert [t for t, _, _ in fake.inserts] == ["logs", "metrics_1s"]
+    assert pipeline.clickhouse.retries == 3
+    assert pipeline.clickhouse.pending_rows == 0
+
+
+async def test_a_cancelled_caller_does_not_stop_its_job(tmp_path: Path) -> None:
+    fake = FakeClickHouse(failures=5)
+    pipeline, _ = make(tmp_path, fake)
+    caller = asyncio.ensure_future(pipeline.handle([record(0, log_envelope("x", timestamp=T))], [0]))
+    await asyncio.sleep(0)
+    caller.cancel()
+    await pipeline.drain()
+    assert [t for t, _, _ in fake.inserts] == ["logs"]
