@@ -31,6 +31,9 @@ class KafkaSettings(BaseModel):
     )
     raw_topic: str = "sluice.raw"
     dlq_topic: str = Field("sluice.dlq", description="undecodable records, with the reason in headers")
+    config_topic: str = Field(
+        "sluice.config", description="compacted topic of access-key configurations (the source of truth)"
+    )
     partitions: int = Field(4, ge=1, description="partitions of topics Sluice creates")
     replication_factor: int = Field(1, ge=1)
     publish_timeout: float = Field(10.0, gt=0, description="seconds to wait for Kafka's acks")
@@ -72,6 +75,16 @@ class AuthSettings(BaseModel):
             # Mixing HMAC and public-key algorithms is what key-confusion attacks exploit.
             raise ValueError("do not allow HS* together with RS*/ES*/PS* algorithms")
         return algorithms
+
+
+class TlsSettings(BaseModel):
+    """Server-side TLS of the gateway; mutual TLS when a client CA is given."""
+
+    cert_file: Path | None = Field(None, description="PEM certificate chain; TLS is off without it")
+    key_file: Path | None = Field(None, description="PEM private key of the certificate")
+    client_ca_file: Path | None = Field(
+        None, description="PEM CA bundle; when set, clients must present a certificate it signed"
+    )
 
 
 class GatewaySettings(BaseModel):
@@ -136,6 +149,7 @@ class Settings(BaseSettings):
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
 
     @model_validator(mode="after")

@@ -6,3 +6,6 @@ ACCESS_KEY = "x-access-key"
 
 # Trailing metadata of a failed send: envelopes stored (acknowledged by Kafka) before the failure.
 ACCEPTED = "x-accepted"
+
+# Trailing metadata of a RESOURCE_EXHAUSTED or UNAVAILABLE answer: seconds to wait before retrying.
+RETRY_AFTER = "retry-after"

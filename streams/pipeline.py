@@ -111,6 +111,7 @@ class Pipeline:
         self._flush_state = flush_state
         self._metrics_table = metrics_table
         self._batch = _Batch()
+        # Per partition, the highest source offset whose outputs are durable.
         self.positions: dict[int, int] = {}
         self._lock = asyncio.Lock()
         self._inflight: set[asyncio.Task[None]] = set()
@@ -161,7 +162,6 @@ class Pipeline:
         batch, counters = self._batch, self.counters
         for record in records:
             counters.records += 1
-            self.positions[record.partition] = max(self.positions.get(record.partition, -1), record.offset)
             low, high = batch.positions.get(record.partition, (record.offset, record.offset))
             batch.positions[record.partition] = (min(low, record.offset), max(high, record.offset))
             access_key = (record.key or b"").decode("utf-8", "replace").split(":", 1)[0]
@@ -215,3 +215,5 @@ class Pipeline:
             self.counters.metric_rows += len(window.rows)
         if self._flush_state is not None:
             await self._flush_state()
+        for partition, (_, high) in batch.positions.items():
+            self.positions[partition] = max(self.positions.get(partition, -1), high)

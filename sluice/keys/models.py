@@ -34,10 +34,20 @@ def validate_access_key(key: str) -> str:
 
 
 class Limits(BaseModel):
-    """Per-key limits; 0 means unlimited."""
+    """Per-key limits; 0 means unlimited.
+
+    ``bytes_*`` are enforced by the gateway on what a key sends; ``events_*`` by the worker's
+    throttler on the envelopes it processes (metrics are never throttled).
+    """
 
     bytes_per_second: int = Field(0, ge=0)
+    bytes_burst: int = Field(0, ge=0, description="bucket size in bytes; 0 = one second's worth")
     events_per_second: int = Field(0, ge=0)
+    events_burst: int = Field(0, ge=0, description="bucket size in envelopes; 0 = one second's worth")
+    over_limit: Literal["drop", "sample"] = Field(
+        "drop", description="what happens to logs and events over events_per_second"
+    )
+    sample_one_in: int = Field(10, ge=1, description="with over_limit=sample: keep 1 in N")
 
 
 class AccessKeyConfig(BaseModel):
@@ -47,6 +57,7 @@ class AccessKeyConfig(BaseModel):
     enabled: bool = True
     description: str = ""
     shards: int = Field(1, ge=1, le=1024)
+    encrypt: bool = Field(False, description="encrypt this key's records at rest in Kafka")
     limits: Limits = Field(default_factory=Limits)
     routes: dict[Stream, list[Sink]] = Field(default_factory=lambda: dict(DEFAULT_ROUTES))
     version: int = Field(1, ge=1)
