@@ -2,20 +2,27 @@
 
 A record's value is the concatenation of length-delimited envelopes, which is exactly the
 protobuf encoding of an ``EnvelopeBatch``: envelopes are serialized once (by the validator) and
-never re-encoded. :meth:`Publisher.publish` returns only after Kafka acknowledged every record.
+never re-encoded. With the ``block`` (and ``spool``) policy, :meth:`Publisher.publish` returns only
+after Kafka acknowledged every record.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from sluice.exceptions import ConfigurationError
+from sluice.ingress.alerts import RateLimitedLog
+from sluice.ingress.buffer import Chunk, Diode
 from sluice.ingress.exceptions import PublishFailed
+from sluice.ingress.metrics import GatewayMetrics
 from sluice.kafka import (
     CONTENT_TYPE_BATCH,
     H_ACCESS_KEY,
@@ -25,7 +32,9 @@ from sluice.kafka import (
     SCHEMA_VERSION,
     KafkaUnavailable,
 )
-from sluice.settings import KafkaSettings
+from sluice.settings import GatewaySettings, KafkaSettings
+
+log = logging.getLogger(__name__)
 
 # Room for the record's key, headers and framing on top of its value.
 RECORD_OVERHEAD = 64 * 1024
@@ -70,9 +79,19 @@ def frame_records(encoded: Sequence[bytes], max_record_bytes: int) -> list[bytes
 
 
 class Publisher:
-    """One Kafka producer (acks=all, not idempotent: Tansu lacks InitProducerId) for the raw topic."""
+    """The raw topic's producer (acks=all, not idempotent: Tansu lacks InitProducerId), fed
+    through a :class:`Diode`. Calls :meth:`enqueue` chunks and, unless the policy is lossy,
+    wait for Kafka's acknowledgement with :meth:`wait`; one task hands chunks to Kafka in order.
+    """
 
-    def __init__(self, kafka: KafkaSettings, *, client_id: str = "sluice-gateway") -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        gateway: GatewaySettings,
+        *,
+        metrics: GatewayMetrics,
+        client_id: str = "sluice-gateway",
+    ) -> None:
         if not kafka.bootstrap:
             raise ConfigurationError(
                 "kafka.bootstrap is empty: the publisher needs a broker",
@@ -84,7 +103,15 @@ class Publisher:
         self._linger_ms = kafka.linger_ms
         self._max_record_bytes = kafka.max_record_bytes
         self._timeout = kafka.publish_timeout
+        self._metrics = metrics
+        self.diode = Diode(
+            gateway.buffer_bytes, gateway.buffer_policy,
+            block_timeout=gateway.block_timeout, on_drop=self._dropped,
+        )
+        self._alert = RateLimitedLog(log, gateway.alert_interval)
         self._producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Connect to the broker; :class:`KafkaUnavailable` when it cannot be reached."""
@@ -110,38 +137,105 @@ class Publisher:
                 hint="is the broker running and is SLUICE_KAFKA_BOOTSTRAP right?",
             ) from exc
         self._producer = producer
+        self._metrics.kafka_up.set(1)
+        self._task = asyncio.ensure_future(self._run(producer))
 
     async def stop(self) -> None:
-        """Send what is pending and disconnect."""
+        """Hand Kafka what is buffered (for up to ``kafka.publish_timeout``), then disconnect."""
         producer, self._producer = self._producer, None
-        if producer is not None:
-            await producer.stop()
-
-    async def publish(self, access_key: str, encoded: Sequence[bytes]) -> int:
-        """Publish encoded envelopes of one access key; the number published once Kafka acknowledged.
-
-        Raises :class:`PublishFailed` (retriable, UNAVAILABLE) when Kafka fails or does not
-        acknowledge within ``kafka.publish_timeout``; some records may have been stored then.
-        """
-        if not encoded:
-            return 0
-        if self._producer is None:
-            raise RuntimeError("Publisher.publish() called before start()")
-        key = access_key.encode()
-        records = frame_records(encoded, self._max_record_bytes)
-        what = f"{len(records)} record(s) on {self.topic!r}"
+        if producer is None:
+            return
         try:
             async with asyncio.timeout(self._timeout):
-                acks = [
-                    await self._producer.send(self.topic, record, key=key, headers=self._headers(key))
-                    for record in records
-                ]
-                await asyncio.gather(*acks)
+                while self.diode.used:
+                    await asyncio.sleep(0.01)
+        except TimeoutError:
+            log.error("stopping with %d buffered bytes Kafka did not take", self.diode.used)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await producer.stop()
+
+    # -- what calls use ----------------------------------------------------------------
+
+    async def enqueue(self, access_key: str, encoded: Sequence[bytes]) -> Chunk:
+        """Frame encoded envelopes of one key into records and queue them (see :class:`Diode`)."""
+        if self._producer is None:
+            raise RuntimeError("Publisher.enqueue() called before start()")
+        chunk = Chunk(access_key.encode(), frame_records(encoded, self._max_record_bytes), len(encoded))
+        await self.diode.put(chunk)
+        self._metrics.buffer_bytes.set(self.diode.used)
+        return chunk
+
+    async def wait(self, chunk: Chunk) -> None:
+        """Return once Kafka acknowledged ``chunk``; :class:`PublishFailed` if it did not in time."""
+        if self.diode.lossy:
+            return
+        what = f"{len(chunk.records)} record(s) on {self.topic!r}"
+        try:
+            await asyncio.wait_for(asyncio.shield(chunk.done), self._timeout)
         except TimeoutError as exc:
             raise PublishFailed(f"Kafka did not acknowledge {what} within {self._timeout:g}s") from exc
         except KafkaError as exc:
             raise PublishFailed(f"Kafka did not acknowledge {what}: {exc!r}") from exc
+
+    async def publish(self, access_key: str, encoded: Sequence[bytes]) -> int:
+        """:meth:`enqueue` and :meth:`wait`; the number of envelopes taken."""
+        if not encoded:
+            return 0
+        await self.wait(await self.enqueue(access_key, encoded))
         return len(encoded)
+
+    # -- the producer side -------------------------------------------------------------
+
+    async def _run(self, producer: AIOKafkaProducer) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            chunk = await self.diode.get()
+            started = loop.time()
+            try:
+                acks = [
+                    await producer.send(self.topic, record, key=chunk.key, headers=self._headers(chunk.key))
+                    for record in chunk.records
+                ]
+            except KafkaError as exc:
+                self._finish(chunk, exc, started)
+                continue
+            gathered = asyncio.gather(*acks)
+            gathered.add_done_callback(functools.partial(self._acked, chunk, started))
+
+    def _acked(self, chunk: Chunk, started: float, acks: asyncio.Future[Any]) -> None:
+        self._finish(chunk, None if acks.cancelled() else acks.exception(), started)
+
+    def _finish(self, chunk: Chunk, error: BaseException | None, started: float) -> None:
+        metrics = self._metrics
+        if error is None:
+            metrics.kafka_up.set(1)
+            metrics.publish_seconds.observe(asyncio.get_running_loop().time() - started)
+            for record in chunk.records:
+                metrics.record_bytes.observe(len(record))
+            metrics.acknowledged.labels(chunk.key.decode()).inc(chunk.envelopes)
+            if not chunk.done.done():
+                chunk.done.set_result(None)
+        else:
+            metrics.kafka_up.set(0)
+            if self.diode.lossy:
+                self._dropped(chunk, "kafka_error")
+            elif not chunk.done.done():
+                chunk.done.set_exception(error)
+            else:
+                chunk.done.exception()  # already answered (timed out): mark the error as seen
+        task = asyncio.ensure_future(self.diode.release(chunk))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(lambda _: metrics.buffer_bytes.set(self.diode.used))
+
+    def _dropped(self, chunk: Chunk, reason: str) -> None:
+        key = chunk.key.decode()
+        self._metrics.dropped.labels(key, self.diode.policy, reason).inc(chunk.envelopes)
+        self._alert.warning(
+            "dropped %d envelope(s) of %r (policy %s, %s)", chunk.envelopes, key, self.diode.policy, reason
+        )
 
     @staticmethod
     def _headers(key: bytes) -> list[tuple[str, bytes]]:

@@ -11,10 +11,15 @@ import logging
 import signal
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
 
 from sluice.exceptions import ConfigurationError
 from sluice.ingress.auth import Authenticator, TokenVerifier
 from sluice.ingress.exceptions import BindError
+from sluice.ingress.limits import ByteRateLimiter
+from sluice.ingress.metrics import GatewayMetrics
 from sluice.ingress.publisher import Publisher
 from sluice.ingress.service import AgentConfigServicer, IngressServicer
 from sluice.ingress.validate import EnvelopeValidator
@@ -25,16 +30,23 @@ from sluice.v1 import config_pb2_grpc, ingress_pb2_grpc
 
 log = logging.getLogger(__name__)
 
+SERVICE_NAMES = (
+    "sluice.v1.Ingress",
+    "sluice.v1.AgentConfig",
+    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+    reflection.SERVICE_NAME,
+)
+
 # Tag and length of an envelope inside a record: it must fit with them.
 _FRAMING_BYTES = 6
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
+def parse_listen(listen: str, setting: str = "gateway.listen") -> tuple[str, int]:
     """``host:port`` (host may be ``[v6]``) split; :class:`ConfigurationError` when malformed."""
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise ConfigurationError(
-            f"gateway.listen {listen!r} is not host:port", hint="e.g. 127.0.0.1:4317 or [::]:4317"
+            f"{setting} {listen!r} is not host:port", hint="e.g. 127.0.0.1:4317 or [::]:4317"
         )
     return host, int(port)
 
@@ -56,8 +68,11 @@ class Gateway:
         )
         self._authenticator = Authenticator(TokenVerifier(settings.auth), self.keys)
         self._validator = EnvelopeValidator(gateway)
-        self.publisher = Publisher(kafka)
+        self.metrics = GatewayMetrics()
+        self.publisher = Publisher(kafka, gateway, metrics=self.metrics)
+        self._health = HealthServicer()
         self._server: grpc.aio.Server | None = None
+        self.metrics_port: int | None = None
 
     @property
     def port(self) -> int:
@@ -93,13 +108,18 @@ class Gateway:
                     self._authenticator,
                     self._validator,
                     self.publisher,
+                    metrics=self.metrics,
+                    limiter=ByteRateLimiter(),
                     stream_batch_envelopes=gateway.stream_batch_envelopes,
+                    stream_linger=gateway.stream_linger,
                 ),
                 server,
             )
             config_pb2_grpc.add_AgentConfigServicer_to_server(  # type: ignore[no-untyped-call]
-                AgentConfigServicer(self._authenticator), server
+                AgentConfigServicer(self._authenticator, self.metrics), server
             )
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+            reflection.enable_server_reflection(SERVICE_NAMES, server)
             try:
                 self._port = server.add_insecure_port(gateway.listen)
             except RuntimeError as exc:
@@ -107,6 +127,18 @@ class Gateway:
                     f"cannot listen on {gateway.listen}", hint="is another process using that port?"
                 ) from exc
             await server.start()
+            for service in SERVICE_NAMES:
+                await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+            if gateway.metrics_listen:
+                host, port = parse_listen(gateway.metrics_listen, "gateway.metrics_listen")
+                try:
+                    self.metrics_port = self.metrics.serve(host.strip("[]"), port)
+                except OSError as exc:
+                    await server.stop(None)
+                    raise BindError(
+                        f"cannot serve metrics on {gateway.metrics_listen}: {exc.strerror}",
+                        hint="set SLUICE_GATEWAY_METRICS_LISTEN to a free host:port, or empty to turn it off",
+                    ) from exc
         except BaseException:
             await self.publisher.stop()
             raise
@@ -119,8 +151,10 @@ class Gateway:
         """Refuse new calls, let in-flight calls finish for ``grace`` seconds, then disconnect Kafka."""
         server, self._server = self._server, None
         if server is not None:
+            await self._health.enter_graceful_shutdown()
             await server.stop(grace)
         await self.publisher.stop()
+        self.metrics.close()
 
     async def __aenter__(self) -> Gateway:
         await self.start()

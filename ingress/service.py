@@ -10,22 +10,33 @@ the call) Kafka had acknowledged before the failure.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
-from typing import NoReturn
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from typing import Any, NoReturn
 
 import grpc
 
 from sluice.exceptions import SluiceError
 from sluice.ingress.auth import Authenticator
-from sluice.ingress.exceptions import PermissionDenied, grpc_status, quoted
+from sluice.ingress.buffer import Chunk
+from sluice.ingress.exceptions import (
+    IngressError,
+    InvalidEnvelope,
+    PermissionDenied,
+    RateLimited,
+    grpc_status,
+    quoted,
+)
+from sluice.ingress.limits import ByteRateLimiter
+from sluice.ingress.metrics import GatewayMetrics
 from sluice.ingress.publisher import Publisher
 from sluice.ingress.validate import EnvelopeValidator
 from sluice.keys import AccessKeyConfig
 from sluice.v1 import config_pb2, config_pb2_grpc, ingress_pb2, ingress_pb2_grpc
 from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch
-from sluice.wire import ACCEPTED
+from sluice.wire import ACCEPTED, RETRY_AFTER
 
 log = logging.getLogger(__name__)
 
@@ -37,33 +48,81 @@ _CLIENT_ERRORS = {
 
 
 async def abort(
-    context: grpc.aio.ServicerContext, exc: SluiceError, *, accepted: int | None = None
+    context: grpc.aio.ServicerContext,
+    exc: SluiceError,
+    *,
+    accepted: int | None = None,
 ) -> NoReturn:
-    """End the call with the status of ``exc``; ``accepted`` goes to the ``x-accepted`` trailer."""
+    """End the call with the status of ``exc``; ``accepted`` goes to the ``x-accepted`` trailer,
+    a rate limit's wait to ``retry-after``."""
     code = grpc_status(exc)
     if code in _CLIENT_ERRORS:
         log.debug("refused call from %s: %s %s", context.peer(), code.name, exc)
-    elif code == grpc.StatusCode.UNAVAILABLE:
+    elif code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED):
         log.warning("call from %s failed: %s", context.peer(), exc)
     else:
         log.error("call from %s failed: %s", context.peer(), exc, exc_info=exc)
-    trailer = () if accepted is None else ((ACCEPTED, str(accepted)),)
-    await context.abort(code, str(exc), trailing_metadata=trailer)
+    trailer: list[tuple[str, str]] = []
+    if accepted is not None:
+        trailer.append((ACCEPTED, str(accepted)))
+    if isinstance(exc, RateLimited):
+        trailer.append((RETRY_AFTER, f"{exc.retry_after:.3f}"))
+    await context.abort(code, str(exc), trailing_metadata=tuple(trailer))
     raise AssertionError("unreachable: ServicerContext.abort() raises")
 
 
 async def authenticate(
-    authenticator: Authenticator, context: grpc.aio.ServicerContext
+    authenticator: Authenticator, context: grpc.aio.ServicerContext, metrics: GatewayMetrics
 ) -> AccessKeyConfig:
-    """The caller's access-key configuration, or the call is aborted."""
+    """The caller's access-key configuration, or the call is aborted (and the failure counted)."""
     try:
         return authenticator.authenticate(context.invocation_metadata())
-    except SluiceError as exc:
+    except IngressError as exc:
+        metrics.auth_failures.labels(exc.reason).inc()
         await abort(context, exc)
 
 
+_FLUSH = object()  # from _paced: the oldest pending envelope has waited long enough
+
+
+async def _paced(
+    requests: AsyncIterator[Sequence[Envelope]], deadline: Callable[[], float | None]
+) -> AsyncIterator[Sequence[Envelope] | object]:
+    """``requests``, with :data:`_FLUSH` in between whenever ``deadline()`` passes in silence."""
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=1)
+
+    async def pump() -> None:
+        try:
+            async for item in requests:
+                await queue.put(("item", item))
+            await queue.put(("end", None))
+        except Exception as exc:  # handed to the reader, which raises it
+            await queue.put(("error", exc))
+
+    reader = asyncio.ensure_future(pump())
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            due = deadline()
+            try:
+                kind, item = await asyncio.wait_for(
+                    queue.get(), None if due is None else max(0.0, due - loop.time())
+                )
+            except TimeoutError:
+                yield _FLUSH
+                continue
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+
+
 class IngressServicer(ingress_pb2_grpc.IngressServicer):
-    """``sluice.v1.Ingress``: authenticate, validate, publish; answer once Kafka acknowledged."""
+    """``sluice.v1.Ingress``: authenticate, validate, limit, publish; answer once Kafka acknowledged."""
 
     def __init__(
         self,
@@ -71,14 +130,22 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
         validator: EnvelopeValidator,
         publisher: Publisher,
         *,
+        metrics: GatewayMetrics,
+        limiter: ByteRateLimiter,
         stream_batch_envelopes: int,
+        stream_linger: float,
     ) -> None:
         if stream_batch_envelopes < 1:
             raise ValueError(f"stream_batch_envelopes must be >= 1, got {stream_batch_envelopes}")
+        if stream_linger <= 0:
+            raise ValueError(f"stream_linger must be > 0, got {stream_linger}")
         self._authenticator = authenticator
         self._validator = validator
         self._publisher = publisher
+        self._metrics = metrics
+        self._limiter = limiter
         self._chunk = stream_batch_envelopes
+        self._linger = stream_linger
 
     async def Send(
         self, request: EnvelopeBatch, context: grpc.aio.ServicerContext
@@ -89,7 +156,7 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
             self._validator.check_batch_length(len(request.batch))
             yield request.batch
 
-        return await self._ingest(context, whole(), chunk=None)
+        return await self._ingest(context, whole(), "Send", streaming=False)
 
     async def Sender(
         self, request_iterator: AsyncIterable[Envelope], context: grpc.aio.ServicerContext
@@ -100,7 +167,7 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
             async for envelope in request_iterator:
                 yield (envelope,)
 
-        return await self._ingest(context, singles(), chunk=self._chunk)
+        return await self._ingest(context, singles(), "Sender", streaming=True)
 
     async def BatchSender(
         self, request_iterator: AsyncIterable[EnvelopeBatch], context: grpc.aio.ServicerContext
@@ -114,36 +181,84 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
                 index += 1
                 yield batch.batch
 
-        return await self._ingest(context, batches(), chunk=self._chunk)
+        return await self._ingest(context, batches(), "BatchSender", streaming=True)
 
     async def _ingest(
         self,
         context: grpc.aio.ServicerContext,
         requests: AsyncIterator[Sequence[Envelope]],
+        entry_point: str,
         *,
-        chunk: int | None,
+        streaming: bool,
     ) -> ingress_pb2.SendResponse:
         """The one path of every entry point; ``requests`` is not read before authentication.
 
-        Envelopes are validated (and stamped) as they arrive and published ``chunk`` at a time,
-        or all together at the end when ``chunk`` is None.
+        Envelopes are validated (and stamped) as they arrive, charged to the key's byte rate,
+        and queued for Kafka ``stream_batch_envelopes`` at a time, or as soon as the oldest has
+        waited ``stream_linger`` seconds; a unary ``Send`` is queued whole. The answer waits for
+        Kafka's acknowledgement of everything queued (unless the buffer policy is lossy).
         """
-        config = await authenticate(self._authenticator, context)
+        config = await authenticate(self._authenticator, context, self._metrics)
         key = config.access_key
-        size = chunk or sys.maxsize
-        received = accepted = 0
+        metrics = self._metrics
+        received = 0
         pending: list[bytes] = []
+        since: float | None = None
+        chunks: list[Chunk] = []
+        loop = asyncio.get_running_loop()
+
+        async def flush(upto: int) -> None:
+            nonlocal since
+            while len(pending) >= upto and pending:
+                chunks.append(await self._publisher.enqueue(key, pending[: self._chunk]))
+                del pending[: self._chunk]
+            since = loop.time() if pending else None
+
+        items = _paced(requests, lambda: None if since is None else since + self._linger) if streaming else requests
         try:
-            async for envelopes in requests:
-                pending += self._validator.validate(envelopes, key, first_index=received)
+            async for envelopes in items:
+                if envelopes is _FLUSH:
+                    await flush(1)
+                    continue
+                assert isinstance(envelopes, Sequence)
+                encoded = self._validator.validate(envelopes, key, first_index=received)
+                nbytes = sum(map(len, encoded))
+                wait = self._limiter.take(key, nbytes, config.limits)
+                if wait:
+                    metrics.rate_limited.labels(key).inc()
+                    raise RateLimited(
+                        f"access key {key!r} is over its limit of {config.limits.bytes_per_second} bytes/s; "
+                        f"retry in {wait:.2f}s",
+                        retry_after=wait,
+                    )
+                metrics.received.labels(key, entry_point).inc(len(encoded))
+                metrics.received_bytes.labels(key, entry_point).inc(nbytes)
                 received += len(envelopes)
-                while len(pending) >= size:
-                    accepted += await self._publisher.publish(key, pending[:size])
-                    del pending[:size]
-            accepted += await self._publisher.publish(key, pending)
+                if since is None:
+                    since = loop.time()
+                pending += encoded
+                await flush(self._chunk if streaming else sys.maxsize)
+            await flush(1)
+            accepted = 0
+            for chunk in chunks:
+                await self._publisher.wait(chunk)
+                accepted += chunk.envelopes
         except SluiceError as exc:
-            await abort(context, exc, accepted=accepted)
+            if isinstance(exc, InvalidEnvelope):
+                metrics.invalid.labels(exc.reason).inc()
+            await abort(context, exc, accepted=await self._acknowledged(chunks))
         return ingress_pb2.SendResponse(accepted=accepted)
+
+    async def _acknowledged(self, chunks: Sequence[Chunk]) -> int:
+        """Envelopes in the leading chunks Kafka acknowledged (waiting for those in flight)."""
+        accepted = 0
+        for chunk in chunks:
+            try:
+                await self._publisher.wait(chunk)
+            except SluiceError:
+                break
+            accepted += chunk.envelopes
+        return accepted
 
 
 def config_response(config: AccessKeyConfig) -> config_pb2.AgentConfigResponse:
@@ -164,13 +279,14 @@ def config_response(config: AccessKeyConfig) -> config_pb2.AgentConfigResponse:
 class AgentConfigServicer(config_pb2_grpc.AgentConfigServicer):
     """``sluice.v1.AgentConfig``: an agent reads the configuration of its own access key."""
 
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator, metrics: GatewayMetrics) -> None:
         self._authenticator = authenticator
+        self._metrics = metrics
 
     async def GetConfig(
         self, request: config_pb2.GetConfigRequest, context: grpc.aio.ServicerContext
     ) -> config_pb2.AgentConfigResponse:
-        config = await authenticate(self._authenticator, context)
+        config = await authenticate(self._authenticator, context, self._metrics)
         if request.access_key and request.access_key != config.access_key:
             await abort(
                 context,

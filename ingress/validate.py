@@ -37,7 +37,7 @@ class EnvelopeValidator:
         """Refuse a request batch of more than ``gateway.max_batch_envelopes`` envelopes."""
         if length > self._max_batch:
             raise InvalidEnvelope(
-                f"{where}: {length} envelopes exceed the limit of {self._max_batch} per batch"
+                f"{where}: {length} envelopes exceed the limit of {self._max_batch} per batch", reason="batch_too_large"
             )
 
     def validate(
@@ -59,11 +59,11 @@ class EnvelopeValidator:
             if timestamp == 0:
                 env.timestamp = now
             elif timestamp < 0:
-                raise InvalidEnvelope(f"envelope[{index}].timestamp: {timestamp} is negative")
+                raise InvalidEnvelope(f"envelope[{index}].timestamp: {timestamp} is negative", reason="timestamp")
             elif timestamp > horizon:
                 raise InvalidEnvelope(
                     f"envelope[{index}].timestamp: {timestamp} is more than "
-                    f"{self._max_future_ns / 1e9:g}s in the future"
+                    f"{self._max_future_ns / 1e9:g}s in the future", reason="timestamp"
                 )
             if not env.source_id:
                 env.source_id = access_key
@@ -71,10 +71,10 @@ class EnvelopeValidator:
                 self._check_tags(env, index)
             kind = env.WhichOneof("message")
             if kind is None:
-                raise InvalidEnvelope(f"envelope[{index}]: no message is set (expected one of {KINDS})")
+                raise InvalidEnvelope(f"envelope[{index}]: no message is set (expected one of {KINDS})", reason="no_message")
             if kind == "counter":
                 if not env.counter.name:
-                    raise InvalidEnvelope(f"envelope[{index}].counter.name: must not be empty")
+                    raise InvalidEnvelope(f"envelope[{index}].counter.name: must not be empty", reason="counter")
             elif kind == "gauge":
                 self._check_gauge(env, index)
             elif kind == "timer":
@@ -82,7 +82,7 @@ class EnvelopeValidator:
             data = env.SerializeToString()
             if len(data) > max_bytes:
                 raise InvalidEnvelope(
-                    f"envelope[{index}]: {len(data)} bytes exceed the limit of {max_bytes} bytes"
+                    f"envelope[{index}]: {len(data)} bytes exceed the limit of {max_bytes} bytes", reason="too_large"
                 )
             append(data)
         return encoded
@@ -91,41 +91,41 @@ class EnvelopeValidator:
         tags = env.tags
         if len(tags) > self._max_tags:
             raise InvalidEnvelope(
-                f"envelope[{index}].tags: {len(tags)} tags exceed the limit of {self._max_tags}"
+                f"envelope[{index}].tags: {len(tags)} tags exceed the limit of {self._max_tags}", reason="tags"
             )
         for key, value in tags.items():
             if len(key) * 4 > self._max_key_bytes and len(key.encode()) > self._max_key_bytes:
                 raise InvalidEnvelope(
                     f"envelope[{index}].tags[{quoted(key)}]: key is {len(key.encode())} bytes, "
-                    f"the limit is {self._max_key_bytes}"
+                    f"the limit is {self._max_key_bytes}", reason="tags"
                 )
             if len(value) * 4 > self._max_value_bytes and len(value.encode()) > self._max_value_bytes:
                 raise InvalidEnvelope(
                     f"envelope[{index}].tags[{quoted(key)}]: value is {len(value.encode())} bytes, "
-                    f"the limit is {self._max_value_bytes}"
+                    f"the limit is {self._max_value_bytes}", reason="tags"
                 )
 
     @staticmethod
     def _check_gauge(env: Envelope, index: int) -> None:
         metrics = env.gauge.metrics
         if not metrics:
-            raise InvalidEnvelope(f"envelope[{index}].gauge.metrics: must not be empty")
+            raise InvalidEnvelope(f"envelope[{index}].gauge.metrics: must not be empty", reason="gauge")
         for name, metric in metrics.items():
             if not name:
-                raise InvalidEnvelope(f"envelope[{index}].gauge.metrics['']: name must not be empty")
+                raise InvalidEnvelope(f"envelope[{index}].gauge.metrics['']: name must not be empty", reason="gauge")
             value = metric.value
             if not math.isfinite(value):
                 raise InvalidEnvelope(
                     f"envelope[{index}].gauge.metrics[{quoted(name)}].value: "
-                    f"{_not_finite(value)} is not allowed"
+                    f"{_not_finite(value)} is not allowed", reason="gauge"
                 )
 
     @staticmethod
     def _check_timer(env: Envelope, index: int) -> None:
         timer = env.timer
         if not timer.name:
-            raise InvalidEnvelope(f"envelope[{index}].timer.name: must not be empty")
+            raise InvalidEnvelope(f"envelope[{index}].timer.name: must not be empty", reason="timer")
         if timer.stop < timer.start:
             raise InvalidEnvelope(
-                f"envelope[{index}].timer.stop: {timer.stop} is before start {timer.start}"
+                f"envelope[{index}].timer.stop: {timer.stop} is before start {timer.start}", reason="timer"
             )

@@ -103,6 +103,20 @@ class GatewaySettings(BaseModel):
     stream_batch_envelopes: int = Field(
         1000, ge=1, description="a Sender/BatchSender stream is published in batches this large"
     )
+    stream_linger: float = Field(
+        0.2, gt=0, description="a stream's envelopes are published at most this many seconds after arrival"
+    )
+    buffer_policy: Literal["block", "drop-oldest", "drop-newest", "spool"] = Field(
+        "block", description="what happens when Kafka does not keep up (see ingress/buffer.py)"
+    )
+    buffer_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="room between receiving and Kafka")
+    block_timeout: float = Field(
+        5.0, gt=0, description="with block: seconds a call waits for room before UNAVAILABLE"
+    )
+    alert_interval: float = Field(10.0, ge=0, description="at most one drop alert line per this many seconds")
+    metrics_listen: str = Field(
+        "127.0.0.1:9464", description="host:port of the Prometheus /metrics endpoint; empty = off"
+    )
     keys_reload_interval: float = Field(1.0, gt=0)
 
 

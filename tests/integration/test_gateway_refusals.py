@@ -38,7 +38,7 @@ def shared_settings(tansu: Tansu, tmp_path_factory: pytest.TempPathFactory) -> S
         data_dir=tmp_path_factory.mktemp("gateway"),
         kafka={"bootstrap": tansu.bootstrap, "raw_topic": f"sluice.raw.{unique}", "partitions": 2},
         auth={"jwt_secret": "shared-secret-" + os.urandom(32).hex()},
-        gateway={"listen": "127.0.0.1:0"},
+        gateway={"listen": "127.0.0.1:0", "metrics_listen": "127.0.0.1:0"},
     )  # type: ignore[arg-type]
 
 

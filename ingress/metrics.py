@@ -1,0 +1,67 @@
+"""The gateway's Prometheus metrics, in a registry of its own (several gateways can share a
+process, as in tests), served over HTTP on ``gateway.metrics_listen``."""
+
+from __future__ import annotations
+
+import threading
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+ENTRY_POINTS = ("Send", "Sender", "BatchSender")
+
+
+class GatewayMetrics:
+    """Every metric the gateway exports; all names start with ``sluice_gateway_``."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.received = Counter(
+            "sluice_gateway_received_envelopes", "Envelopes received (valid ones)",
+            ["access_key", "entry_point"], registry=r,
+        )
+        self.received_bytes = Counter(
+            "sluice_gateway_received_bytes", "Bytes of envelopes received (serialized)",
+            ["access_key", "entry_point"], registry=r,
+        )
+        self.acknowledged = Counter(
+            "sluice_gateway_acknowledged_envelopes", "Envelopes Kafka acknowledged", ["access_key"], registry=r
+        )
+        self.invalid = Counter(
+            "sluice_gateway_invalid_requests", "Requests refused as invalid, by reason", ["reason"], registry=r
+        )
+        self.auth_failures = Counter(
+            "sluice_gateway_auth_failures", "Calls refused by authentication or authorization, by reason",
+            ["reason"], registry=r,
+        )
+        self.rate_limited = Counter(
+            "sluice_gateway_rate_limited_requests", "Requests refused over the key's byte rate",
+            ["access_key"], registry=r,
+        )
+        self.dropped = Counter(
+            "sluice_gateway_dropped_envelopes", "Envelopes dropped by the buffer policy",
+            ["access_key", "policy", "reason"], registry=r,
+        )
+        self.publish_seconds = Histogram(
+            "sluice_gateway_kafka_publish_seconds", "Time from handing a chunk to Kafka to its acknowledgement",
+            registry=r, buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.record_bytes = Histogram(
+            "sluice_gateway_record_bytes", "Size of the Kafka records published", registry=r,
+            buckets=(256, 1024, 4096, 16384, 65536, 262144, 1048576),
+        )
+        self.buffer_bytes = Gauge("sluice_gateway_buffer_bytes", "Bytes queued or in flight to Kafka", registry=r)
+        self.kafka_up = Gauge("sluice_gateway_kafka_up", "1 when the last publish to Kafka succeeded", registry=r)
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def serve(self, host: str, port: int) -> int:
+        """Serve ``/metrics`` on host:port in a thread; the bound port."""
+        self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        return int(self._server.server_port)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
