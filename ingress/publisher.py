@@ -109,6 +109,7 @@ class Publisher:
             block_timeout=gateway.block_timeout, on_drop=self._dropped,
         )
         self._alert = RateLimitedLog(log, gateway.alert_interval)
+        self._in_flight = asyncio.Semaphore(gateway.max_in_flight_chunks)
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -191,6 +192,7 @@ class Publisher:
     async def _run(self, producer: AIOKafkaProducer) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            await self._in_flight.acquire()
             chunk = await self.diode.get()
             started = loop.time()
             try:
@@ -225,6 +227,7 @@ class Publisher:
                 chunk.done.set_exception(error)
             else:
                 chunk.done.exception()  # already answered (timed out): mark the error as seen
+        self._in_flight.release()
         task = asyncio.ensure_future(self.diode.release(chunk))
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -113,6 +113,9 @@ class GatewaySettings(BaseModel):
     block_timeout: float = Field(
         5.0, gt=0, description="with block: seconds a call waits for room before UNAVAILABLE"
     )
+    max_in_flight_chunks: int = Field(
+        64, ge=1, description="chunks handed to Kafka and not yet acknowledged; the rest wait in the buffer"
+    )
     alert_interval: float = Field(10.0, ge=0, description="at most one drop alert line per this many seconds")
     metrics_listen: str = Field(
         "127.0.0.1:9464", description="host:port of the Prometheus /metrics endpoint; empty = off"

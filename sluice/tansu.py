@@ -56,8 +56,17 @@ def wait_for_port(host: str, port: int, timeout: float) -> bool:
 class Tansu:
     """A Tansu broker process on 127.0.0.1; ``start()`` returns once it accepts connections."""
 
-    def __init__(self, *, port: int | None = None, binary: Path | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        binary: Path | None = None,
+        log_path: Path | None = None,
+        advertised_port: int | None = None,
+    ) -> None:
         self.port = port or free_port()
+        # Clients reconnect to the advertised address: a proxy in front of the broker gives its own.
+        self.advertised_port = advertised_port or self.port
         self.binary = tansu_binary(binary)
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -68,9 +77,10 @@ class Tansu:
 
     def start(self, timeout: float = 20.0) -> Tansu:
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(
-            [str(self.binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
+            [str(self.binary), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
              "--storage-engine", "memory://tansu/"],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )

@@ -1,0 +1,247 @@
+"""The gateway under pressure, through real gRPC and a real broker behind a fault proxy:
+buffer policies with exact drop counts, byte-rate limits, stream linger, metrics, health."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import pytest_asyncio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from sluice.client import ClientError, SluiceClient, counter_envelope, log_envelope
+from sluice.ingress import Gateway, issue_token
+from sluice.ingress.publisher import frame_records
+from sluice.keys import JsonKeyStore, Limits
+from sluice.settings import Settings
+from sluice.tansu import Tansu, free_port
+from sluice.v1 import ingress_pb2_grpc
+from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch
+from tests.fixtures.proxy import FaultProxy
+from tests.integration.gateway_helpers import add_key, batch_of, envelopes_of, metadata_for, read_topic, singles
+
+T = 1_700_000_000_000_000_000
+
+
+def metric_values(gateway: Gateway) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the gateway's /metrics, as read by Prometheus' own parser."""
+    assert gateway.metrics_port
+    with urllib.request.urlopen(f"http://127.0.0.1:{gateway.metrics_port}/metrics") as r:
+        text = r.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def ten(key: str, batch: int) -> list[Envelope]:
+    """Ten envelopes whose encoding does not depend on when they are sent."""
+    return [counter_envelope("n", batch * 10 + i, timestamp=T, source_id=key) for i in range(10)]
+
+
+def chunk_bytes(key: str) -> int:
+    (record,) = frame_records([e.SerializeToString() for e in ten(key, 0)], 1 << 20)
+    return len(record) + len(key)
+
+
+@pytest.fixture
+def proxied(tmp_path: Path) -> Iterator[tuple[Tansu, FaultProxy]]:
+    """A broker of this test's own, reached only through a fault proxy."""
+    proxy_port = free_port()
+    broker = Tansu(log_path=tmp_path / "tansu.log", advertised_port=proxy_port).start()
+    proxy = FaultProxy(broker.port, port=proxy_port).start()
+    yield broker, proxy
+    proxy.stop()
+    broker.stop()
+
+
+async def start_stalled_gateway(
+    settings: Settings, proxied: tuple[Tansu, FaultProxy], unique: str, policy: str
+) -> tuple[Gateway, str]:
+    _, proxy = proxied
+    key = f"ak_{unique}"
+    settings.kafka.bootstrap = f"127.0.0.1:{proxy.port}"
+    settings.gateway.buffer_policy = policy  # type: ignore[assignment]
+    settings.gateway.max_in_flight_chunks = 1
+    settings.gateway.buffer_bytes = chunk_bytes(key) * 5 // 2  # two chunks fit, a third does not
+    settings.gateway.block_timeout = 1.0
+    gateway = Gateway(settings)
+    await gateway.start()
+    assert isinstance(gateway.keys, JsonKeyStore)
+    add_key(gateway.keys, key)
+    return gateway, key
+
+
+@pytest.mark.parametrize(
+    ("policy", "delivered"),
+    [("drop-newest", [0, 1]), ("drop-oldest", [0, 5])],
+)
+async def test_lossy_policies_drop_exactly_what_they_count(
+    settings: Settings, proxied: tuple[Tansu, FaultProxy], unique: str, policy: str, delivered: list[int]
+) -> None:
+    gateway, key = await start_stalled_gateway(settings, proxied, unique, policy)
+    try:
+        proxied[1].set_mode("stall")
+        async with SluiceClient(gateway.address, key, issue_token(settings.auth, key, 60)) as client:
+            for batch in range(6):
+                assert await client.send(ten(key, batch)) == 10  # lossy: answered once buffered
+            assert gateway.publisher.diode.used <= settings.gateway.buffer_bytes
+            dropped = metric_values(gateway)[
+                ("sluice_gateway_dropped_envelopes_total",
+                 (("access_key", key), ("policy", policy), ("reason", "buffer_full")))
+            ]
+            assert dropped == 40
+            proxied[1].set_mode("pass")
+            deadline = time.monotonic() + 20
+            while gateway.publisher.diode.used and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+    finally:
+        await gateway.stop()
+    stored = envelopes_of(await read_topic(settings.kafka.bootstrap, settings.kafka.raw_topic))
+    assert stored == [e for b in delivered for e in ten(key, b)]
+
+
+async def test_block_pushes_back_then_delivers_everything_acknowledged(
+    settings: Settings, proxied: tuple[Tansu, FaultProxy], unique: str
+) -> None:
+    gateway, key = await start_stalled_gateway(settings, proxied, unique, "block")
+    try:
+        proxied[1].set_mode("stall")
+        async with SluiceClient(gateway.address, key, issue_token(settings.auth, key, 60)) as client:
+            first = asyncio.ensure_future(client.send(ten(key, 0)))  # in flight, waits for Kafka
+            second = asyncio.ensure_future(client.send(ten(key, 1)))  # queued
+            while gateway.publisher.diode.used < 2 * chunk_bytes(key):
+                await asyncio.sleep(0.01)
+            started = time.monotonic()
+            with pytest.raises(ClientError) as info:
+                await client.send(ten(key, 2))  # no room: waits block_timeout, then UNAVAILABLE
+            assert 0.9 < time.monotonic() - started < 3
+            assert (info.value.code, info.value.retriable, info.value.accepted) == (
+                grpc.StatusCode.UNAVAILABLE, True, 0
+            )
+            assert info.value.details == (
+                "the gateway's buffer stayed full for 1s (Kafka is slow or unavailable)"
+            )
+            assert not first.done() and not second.done()
+            assert gateway.publisher.diode.used <= settings.gateway.buffer_bytes
+            proxied[1].set_mode("pass")
+            assert await first == 10 and await second == 10
+    finally:
+        await gateway.stop()
+    stored = envelopes_of(await read_topic(settings.kafka.bootstrap, settings.kafka.raw_topic))
+    # The two calls raced to the gateway; each of their envelopes is stored exactly once.
+    assert sorted(stored, key=lambda e: e.counter.delta) == ten(key, 0) + ten(key, 1)
+
+
+@pytest_asyncio.fixture
+async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
+    async with Gateway(settings) as gw:
+        yield gw
+
+
+async def test_byte_rate_limit_exceeded_and_recovered(gateway: Gateway, unique: str) -> None:
+    assert isinstance(gateway.keys, JsonKeyStore)
+    key = add_key(gateway.keys, f"ak_{unique}", limits=Limits(bytes_per_second=1000, bytes_burst=1500))
+    line = log_envelope(b"x" * 1100, timestamp=T, source_id="s")
+    size = len(line.SerializeToString())
+    async with grpc.aio.insecure_channel(gateway.address) as channel:
+        stub = ingress_pb2_grpc.IngressStub(channel)
+
+        async def send() -> int:
+            response = await stub.Send(EnvelopeBatch(batch=[line]), metadata=metadata_for(gateway.settings, key))
+            return int(response.accepted)
+
+        assert await send() == 1
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await send()
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert (info.value.details() or "").startswith(
+            f"access key '{key}' is over its limit of 1000 bytes/s; retry in "
+        )
+        trailers = dict(info.value.trailing_metadata() or ())
+        retry_after = float(trailers["retry-after"])
+        assert 0 < retry_after <= (size - (1500 - size)) / 1000
+        assert trailers["x-accepted"] == "0"
+        await asyncio.sleep(retry_after)
+        assert await send() == 1
+    values = metric_values(gateway)
+    assert values[("sluice_gateway_rate_limited_requests_total", (("access_key", key),))] == 1
+    assert values[("sluice_gateway_acknowledged_envelopes_total", (("access_key", key),))] == 2
+    records = await read_topic(gateway.settings.kafka.bootstrap, gateway.settings.kafka.raw_topic)
+    assert envelopes_of(records) == [line, line]
+
+
+async def test_a_quiet_stream_is_published_after_the_linger(gateway: Gateway, unique: str) -> None:
+    assert isinstance(gateway.keys, JsonKeyStore)
+    key = add_key(gateway.keys, f"ak_{unique}")
+    assert gateway.settings.gateway.stream_linger == 0.2
+    seen = asyncio.Event()
+
+    async def stream() -> AsyncIterator[Envelope]:
+        for env in ten(key, 0)[:3]:
+            yield env
+        await seen.wait()  # the stream stays open until its first envelopes are on the topic
+        yield ten(key, 0)[3]
+
+    async with grpc.aio.insecure_channel(gateway.address) as channel:
+        call = asyncio.ensure_future(
+            ingress_pb2_grpc.IngressStub(channel).Sender(stream(), metadata=metadata_for(gateway.settings, key))
+        )
+        deadline = time.monotonic() + 5
+        while not (records := await read_topic(gateway.settings.kafka.bootstrap, gateway.settings.kafka.raw_topic)):
+            assert time.monotonic() < deadline, "nothing was published while the stream was open"
+            await asyncio.sleep(0.1)
+        assert [len(batch_of(r)) for r in records] == [3]
+        seen.set()
+        assert (await call).accepted == 4
+
+
+async def test_metrics_count_what_the_traffic_did(gateway: Gateway, unique: str) -> None:
+    assert isinstance(gateway.keys, JsonKeyStore)
+    key = add_key(gateway.keys, f"ak_{unique}")
+    add_key(gateway.keys, f"ak_off_{unique}", enabled=False)
+    async with grpc.aio.insecure_channel(gateway.address) as channel:
+        stub = ingress_pb2_grpc.IngressStub(channel)
+        await stub.Sender(singles(ten(key, 0)), metadata=metadata_for(gateway.settings, key))
+        bad = Envelope(timestamp=-1, source_id="s")
+        bad.log.payload = b"x"
+        for metadata in (
+            metadata_for(gateway.settings, key, token_key=f"ak_off_{unique}"),
+            metadata_for(gateway.settings, f"ak_off_{unique}"),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.Sender(singles([bad]), metadata=metadata)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.Sender(singles([bad]), metadata=metadata_for(gateway.settings, key))
+    values = metric_values(gateway)
+    size = sum(len(e.SerializeToString()) for e in ten(key, 0))
+    labels = (("access_key", key), ("entry_point", "Sender"))
+    assert values[("sluice_gateway_received_envelopes_total", labels)] == 10
+    assert values[("sluice_gateway_received_bytes_total", labels)] == size
+    assert values[("sluice_gateway_acknowledged_envelopes_total", (("access_key", key),))] == 10
+    assert values[("sluice_gateway_invalid_requests_total", (("reason", "timestamp"),))] == 1
+    assert values[("sluice_gateway_auth_failures_total", (("reason", "invalid_token"),))] == 1
+    assert values[("sluice_gateway_auth_failures_total", (("reason", "permission_denied"),))] == 1
+    assert values[("sluice_gateway_kafka_up", ())] == 1
+    assert values[("sluice_gateway_kafka_publish_seconds_count", ())] == 1
+    assert values[("sluice_gateway_record_bytes_count", ())] == 1
+
+
+async def test_health_and_reflection(gateway: Gateway) -> None:
+    async with grpc.aio.insecure_channel(gateway.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("sluice.v1.Ingress", "sluice.v1.AgentConfig"):
+            answer = await health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = reflect.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        names = [s.name async for r in responses for s in r.list_services_response.service]
+    assert {"sluice.v1.Ingress", "sluice.v1.AgentConfig", "grpc.health.v1.Health"} <= set(names)
