@@ -24,7 +24,8 @@ from sluice.ingress.publisher import Publisher
 from sluice.ingress.service import AgentConfigServicer, IngressServicer
 from sluice.ingress.validate import EnvelopeValidator
 from sluice.kafka import ensure_topics
-from sluice.keys import AccessKeyStore, JsonKeyStore
+from sluice.keys import JsonKeyStore
+from sluice.keys.topic_store import ConfigTopicStore
 from sluice.settings import Settings
 from sluice.v1 import config_pb2_grpc, ingress_pb2_grpc
 
@@ -54,7 +55,7 @@ def parse_listen(listen: str, setting: str = "gateway.listen") -> tuple[str, int
 class Gateway:
     """The gRPC gateway: ``await start()``, serve, ``await stop(grace)``; or ``async with``."""
 
-    def __init__(self, settings: Settings, *, keys: AccessKeyStore | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         gateway, kafka = settings.gateway, settings.kafka
         self._host, self._port = parse_listen(gateway.listen)
         if gateway.max_envelope_bytes + _FRAMING_BYTES > kafka.max_record_bytes:
@@ -63,8 +64,8 @@ class Gateway:
                 f"kafka.max_record_bytes ({kafka.max_record_bytes})"
             )
         self.settings = settings
-        self.keys: AccessKeyStore = keys if keys is not None else JsonKeyStore(
-            settings.access_keys_path, reload_interval=gateway.keys_reload_interval
+        self.keys = ConfigTopicStore(
+            kafka.bootstrap, kafka.config_topic, replication_factor=kafka.replication_factor
         )
         self._authenticator = Authenticator(TokenVerifier(settings.auth), self.keys)
         self._validator = EnvelopeValidator(gateway)
@@ -95,7 +96,17 @@ class Gateway:
             partitions=kafka.partitions,
             replication_factor=kafka.replication_factor,
         )
-        await self.publisher.start()
+        await self.keys.start()
+        seed = self.settings.access_keys_path
+        if seed.exists():
+            added = await self.keys.seed(JsonKeyStore(seed).list())
+            if added:
+                log.info("seeded %d access key(s) from %s: %s", len(added), seed, ", ".join(added))
+        try:
+            await self.publisher.start()
+        except BaseException:
+            await self.keys.stop()
+            raise
         try:
             server = grpc.aio.server(
                 options=[
@@ -116,7 +127,7 @@ class Gateway:
                 server,
             )
             config_pb2_grpc.add_AgentConfigServicer_to_server(  # type: ignore[no-untyped-call]
-                AgentConfigServicer(self._authenticator, self.metrics), server
+                AgentConfigServicer(self._authenticator, self.metrics, self.keys), server
             )
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
             reflection.enable_server_reflection(SERVICE_NAMES, server)
@@ -141,6 +152,7 @@ class Gateway:
                     ) from exc
         except BaseException:
             await self.publisher.stop()
+            await self.keys.stop()
             raise
         self._server = server
         log.info(
@@ -154,6 +166,7 @@ class Gateway:
             await self._health.enter_graceful_shutdown()
             await server.stop(grace)
         await self.publisher.stop()
+        await self.keys.stop()
         self.metrics.close()
 
     async def __aenter__(self) -> Gateway:

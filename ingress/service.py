@@ -34,6 +34,7 @@ from sluice.ingress.metrics import GatewayMetrics
 from sluice.ingress.publisher import Publisher
 from sluice.ingress.validate import EnvelopeValidator
 from sluice.keys import AccessKeyConfig
+from sluice.keys.topic_store import ConfigTopicStore
 from sluice.v1 import config_pb2, config_pb2_grpc, ingress_pb2, ingress_pb2_grpc
 from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch
 from sluice.wire import ACCEPTED, RETRY_AFTER
@@ -279,20 +280,36 @@ def config_response(config: AccessKeyConfig) -> config_pb2.AgentConfigResponse:
 class AgentConfigServicer(config_pb2_grpc.AgentConfigServicer):
     """``sluice.v1.AgentConfig``: an agent reads the configuration of its own access key."""
 
-    def __init__(self, authenticator: Authenticator, metrics: GatewayMetrics) -> None:
+    def __init__(self, authenticator: Authenticator, metrics: GatewayMetrics, keys: ConfigTopicStore) -> None:
         self._authenticator = authenticator
         self._metrics = metrics
+        self._keys = keys
 
-    async def GetConfig(
+    async def _caller(
         self, request: config_pb2.GetConfigRequest, context: grpc.aio.ServicerContext
-    ) -> config_pb2.AgentConfigResponse:
+    ) -> AccessKeyConfig:
+        """The caller's configuration; a call for another key's is refused."""
         config = await authenticate(self._authenticator, context, self._metrics)
         if request.access_key and request.access_key != config.access_key:
             await abort(
                 context,
                 PermissionDenied(
                     f"access key {config.access_key!r} may not read the configuration of "
-                    f"{quoted(request.access_key)}"
+                    f"{quoted(request.access_key)}",
+                    reason="foreign_key",
                 ),
             )
-        return config_response(config)
+        return config
+
+    async def GetConfig(
+        self, request: config_pb2.GetConfigRequest, context: grpc.aio.ServicerContext
+    ) -> config_pb2.AgentConfigResponse:
+        return config_response(await self._caller(request, context))
+
+    async def WatchConfig(
+        self, request: config_pb2.GetConfigRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[config_pb2.AgentConfigResponse]:
+        """The configuration now, then every new version until the client goes away."""
+        config = await self._caller(request, context)
+        async for version in self._keys.watch(config.access_key):
+            yield config_response(version)

@@ -32,6 +32,7 @@ async def ensure_topics(
     *,
     partitions: int,
     replication_factor: int = 1,
+    configs: dict[str, str] | None = None,
     timeout: float = 30.0,
 ) -> None:
     """Create the topics that do not exist yet; existing ones are left as they are."""
@@ -46,7 +47,7 @@ async def ensure_topics(
             if missing:
                 try:
                     await admin.create_topics(
-                        [NewTopic(t, partitions, replication_factor) for t in missing]
+                        [NewTopic(t, partitions, replication_factor, topic_configs=configs or {}) for t in missing]
                     )
                 except TopicAlreadyExistsError:
                     pass

@@ -11,7 +11,8 @@ from aiokafka.structs import ConsumerRecord
 
 from sluice.client import counter_envelope, gauge_envelope
 from sluice.ingress import issue_token
-from sluice.keys import AccessKeyConfig, JsonKeyStore
+from sluice.keys import AccessKeyConfig
+from sluice.keys.topic_store import ConfigTopicStore
 from sluice.settings import Settings
 from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch
 
@@ -78,8 +79,8 @@ def nan_gauge() -> Envelope:
     return gauge_envelope({"cpu": (float("nan"), "%"), "mem": (1.0, "B")})
 
 
-def add_key(keys: JsonKeyStore, key: str, **config: object) -> str:
-    keys.put(AccessKeyConfig(access_key=key, **config))  # type: ignore[arg-type]
+async def add_key(keys: ConfigTopicStore, key: str, **config: object) -> str:
+    await keys.put(AccessKeyConfig(access_key=key, **config))  # type: ignore[arg-type]
     return key
 
 

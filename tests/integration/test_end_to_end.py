@@ -24,7 +24,6 @@ from sluice.client import (
     timer_envelope,
 )
 from sluice.ingress import Gateway, issue_token
-from sluice.keys import JsonKeyStore
 from sluice.settings import Settings
 from tests.fixtures.stack import WorkerProcess
 from tests.integration.gateway_helpers import add_key, read_topic
@@ -51,9 +50,8 @@ def read_lines(path: Path) -> list[dict[str, object]]:
 async def test_logs_events_and_metrics_end_to_end(
     gateway: Gateway, worker_process: WorkerProcess, unique: str
 ) -> None:
-    assert isinstance(gateway.keys, JsonKeyStore)
-    key_a = add_key(gateway.keys, f"ak_a_{unique}")
-    key_b = add_key(gateway.keys, f"ak_b_{unique}")
+    key_a = await add_key(gateway.keys, f"ak_a_{unique}")
+    key_b = await add_key(gateway.keys, f"ak_b_{unique}")
     worker_process.start()
 
     async with client_for(gateway, key_a) as a, client_for(gateway, key_b) as b:
@@ -125,8 +123,7 @@ async def test_logs_events_and_metrics_end_to_end(
 async def test_undecodable_record_goes_to_the_dead_letter_topic(
     gateway: Gateway, worker_process: WorkerProcess, settings: Settings, unique: str
 ) -> None:
-    assert isinstance(gateway.keys, JsonKeyStore)
-    key = add_key(gateway.keys, f"ak_{unique}")
+    key = await add_key(gateway.keys, f"ak_{unique}")
     worker_process.start()
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap)
     await producer.start()

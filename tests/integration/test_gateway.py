@@ -30,7 +30,6 @@ from sluice.client import (
 from sluice.exceptions import ConfigurationError
 from sluice.ingress import BindError, Gateway, issue_token, run_gateway
 from sluice.kafka import CONTENT_TYPE_BATCH, SCHEMA_VERSION
-from sluice.keys import JsonKeyStore
 from sluice.settings import Settings
 from sluice.tansu import Tansu, free_port, wait_for_port
 from sluice.v1 import ingress_pb2_grpc
@@ -53,10 +52,9 @@ async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
         yield gw
 
 
-@pytest.fixture
-def key(gateway: Gateway, unique: str) -> str:
-    assert isinstance(gateway.keys, JsonKeyStore)
-    return add_key(gateway.keys, f"ak_{unique}")
+@pytest_asyncio.fixture
+async def key(gateway: Gateway, unique: str) -> str:
+    return await add_key(gateway.keys, f"ak_{unique}")
 
 
 @pytest_asyncio.fixture
@@ -149,8 +147,7 @@ async def test_large_send_is_split_by_record_size(settings: Settings, unique: st
     settings.gateway.max_envelope_bytes = 2048
     sent = [log_envelope(b"x" * 1000, source_id="app", timestamp=i + 1) for i in range(10)]
     async with Gateway(settings) as gateway:
-        assert isinstance(gateway.keys, JsonKeyStore)
-        key = add_key(gateway.keys, f"ak_{unique}")
+        key = await add_key(gateway.keys, f"ak_{unique}")
         async with SluiceClient(gateway.address, key, issue_token(settings.auth, key, 60)) as client:
             assert await client.send(sent) == 10
     records = await read_topic(settings.kafka.bootstrap, settings.kafka.raw_topic)
@@ -218,8 +215,7 @@ async def test_kafka_not_acknowledging_is_unavailable(settings: Settings, unique
         settings.kafka.bootstrap = broker.bootstrap
         settings.kafka.publish_timeout = 1.0
         async with Gateway(settings) as gateway:
-            assert isinstance(gateway.keys, JsonKeyStore)
-            key = add_key(gateway.keys, f"ak_{unique}")
+            key = await add_key(gateway.keys, f"ak_{unique}")
             async with SluiceClient(gateway.address, key, issue_token(settings.auth, key, 60)) as client:
                 assert await client.send(counters(3)) == 3
                 assert broker.proc is not None

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sluice.client import ClientError, SluiceClient, counter_envelope, log_envelope
 from sluice.ingress import Gateway, issue_token
 from sluice.ingress.publisher import frame_records
-from sluice.keys import JsonKeyStore, Limits
+from sluice.keys import Limits
 from sluice.settings import Settings
 from sluice.tansu import Tansu, free_port
 from sluice.v1 import ingress_pb2_grpc
@@ -75,8 +75,7 @@ async def start_stalled_gateway(
     settings.gateway.block_timeout = 1.0
     gateway = Gateway(settings)
     await gateway.start()
-    assert isinstance(gateway.keys, JsonKeyStore)
-    add_key(gateway.keys, key)
+    await add_key(gateway.keys, key)
     return gateway, key
 
 
@@ -148,8 +147,7 @@ async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
 
 
 async def test_byte_rate_limit_exceeded_and_recovered(gateway: Gateway, unique: str) -> None:
-    assert isinstance(gateway.keys, JsonKeyStore)
-    key = add_key(gateway.keys, f"ak_{unique}", limits=Limits(bytes_per_second=1000, bytes_burst=1500))
+    key = await add_key(gateway.keys, f"ak_{unique}", limits=Limits(bytes_per_second=1000, bytes_burst=1500))
     line = log_envelope(b"x" * 1100, timestamp=T, source_id="s")
     size = len(line.SerializeToString())
     async with grpc.aio.insecure_channel(gateway.address) as channel:
@@ -180,8 +178,7 @@ async def test_byte_rate_limit_exceeded_and_recovered(gateway: Gateway, unique: 
 
 
 async def test_a_quiet_stream_is_published_after_the_linger(gateway: Gateway, unique: str) -> None:
-    assert isinstance(gateway.keys, JsonKeyStore)
-    key = add_key(gateway.keys, f"ak_{unique}")
+    key = await add_key(gateway.keys, f"ak_{unique}")
     assert gateway.settings.gateway.stream_linger == 0.2
     seen = asyncio.Event()
 
@@ -205,9 +202,8 @@ async def test_a_quiet_stream_is_published_after_the_linger(gateway: Gateway, un
 
 
 async def test_metrics_count_what_the_traffic_did(gateway: Gateway, unique: str) -> None:
-    assert isinstance(gateway.keys, JsonKeyStore)
-    key = add_key(gateway.keys, f"ak_{unique}")
-    add_key(gateway.keys, f"ak_off_{unique}", enabled=False)
+    key = await add_key(gateway.keys, f"ak_{unique}")
+    await add_key(gateway.keys, f"ak_off_{unique}", enabled=False)
     async with grpc.aio.insecure_channel(gateway.address) as channel:
         stub = ingress_pb2_grpc.IngressStub(channel)
         await stub.Sender(singles(ten(key, 0)), metadata=metadata_for(gateway.settings, key))

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from sluice.client import ClientError, SluiceClient, counter_envelope, log_envelope, timer_envelope
 from sluice.ingress import Gateway, issue_token
-from sluice.keys import JsonKeyStore, Limits
+from sluice.keys import Limits
 from sluice.settings import Settings
 from sluice.tansu import Tansu
 from sluice.v1 import config_pb2, config_pb2_grpc, ingress_pb2_grpc
@@ -36,7 +36,12 @@ def shared_settings(tansu: Tansu, tmp_path_factory: pytest.TempPathFactory) -> S
     unique = os.urandom(5).hex()
     return Settings(
         data_dir=tmp_path_factory.mktemp("gateway"),
-        kafka={"bootstrap": tansu.bootstrap, "raw_topic": f"sluice.raw.{unique}", "partitions": 2},
+        kafka={
+            "bootstrap": tansu.bootstrap,
+            "raw_topic": f"sluice.raw.{unique}",
+            "config_topic": f"sluice.config.{unique}",
+            "partitions": 2,
+        },
         auth={"jwt_secret": "shared-secret-" + os.urandom(32).hex()},
         gateway={"listen": "127.0.0.1:0", "metrics_listen": "127.0.0.1:0"},
     )  # type: ignore[arg-type]
@@ -45,10 +50,9 @@ def shared_settings(tansu: Tansu, tmp_path_factory: pytest.TempPathFactory) -> S
 @pytest_asyncio.fixture(scope="module")
 async def shared(shared_settings: Settings) -> AsyncIterator[Gateway]:
     async with Gateway(shared_settings) as gw:
-        assert isinstance(gw.keys, JsonKeyStore)
-        add_key(gw.keys, "ak_shared_ok", shards=3, limits=Limits(bytes_per_second=1000), version=1)
-        add_key(gw.keys, "ak_shared_other")
-        add_key(gw.keys, "ak_shared_off", enabled=False)
+        await add_key(gw.keys, "ak_shared_ok", shards=3, limits=Limits(bytes_per_second=1000), version=1)
+        await add_key(gw.keys, "ak_shared_other")
+        await add_key(gw.keys, "ak_shared_off", enabled=False)
         yield gw
     records = await read_topic(shared_settings.kafka.bootstrap, shared_settings.kafka.raw_topic)
     assert records == [], "a refused call published something"

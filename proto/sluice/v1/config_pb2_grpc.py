@@ -40,6 +40,11 @@ class AgentConfigStub:
                 request_serializer=sluice_dot_v1_dot_config__pb2.GetConfigRequest.SerializeToString,
                 response_deserializer=sluice_dot_v1_dot_config__pb2.AgentConfigResponse.FromString,
                 _registered_method=True)
+        self.WatchConfig = channel.unary_stream(
+                '/sluice.v1.AgentConfig/WatchConfig',
+                request_serializer=sluice_dot_v1_dot_config__pb2.GetConfigRequest.SerializeToString,
+                response_deserializer=sluice_dot_v1_dot_config__pb2.AgentConfigResponse.FromString,
+                _registered_method=True)
 
 
 class AgentConfigServicer:
@@ -52,11 +57,23 @@ class AgentConfigServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchConfig(self, request, context):
+        """The configuration now, then each new version as it changes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentConfigServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetConfig': grpc.unary_unary_rpc_method_handler(
                     servicer.GetConfig,
+                    request_deserializer=sluice_dot_v1_dot_config__pb2.GetConfigRequest.FromString,
+                    response_serializer=sluice_dot_v1_dot_config__pb2.AgentConfigResponse.SerializeToString,
+            ),
+            'WatchConfig': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchConfig,
                     request_deserializer=sluice_dot_v1_dot_config__pb2.GetConfigRequest.FromString,
                     response_serializer=sluice_dot_v1_dot_config__pb2.AgentConfigResponse.SerializeToString,
             ),
@@ -87,6 +104,33 @@ class AgentConfig:
             request,
             target,
             '/sluice.v1.AgentConfig/GetConfig',
+            sluice_dot_v1_dot_config__pb2.GetConfigRequest.SerializeToString,
+            sluice_dot_v1_dot_config__pb2.AgentConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sluice.v1.AgentConfig/WatchConfig',
             sluice_dot_v1_dot_config__pb2.GetConfigRequest.SerializeToString,
             sluice_dot_v1_dot_config__pb2.AgentConfigResponse.FromString,
             options,
