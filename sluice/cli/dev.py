@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from sluice.cli.keys import dev_broker_path
 from sluice.client import SluiceClient, counter_envelope, gauge_envelope, log_envelope
 from sluice.exceptions import SluiceError
 from sluice.ingress.auth import issue_token
@@ -105,12 +106,14 @@ def run_dev(settings: Settings, *, demo: bool = False) -> int:
             tansu = Tansu(binary=settings.tansu_bin, log_path=data / "tansu.log").start()
             settings.kafka.bootstrap = tansu.bootstrap
         env = dict(os.environ) | settings.to_env()
+        dev_broker_path(settings).write_text(settings.kafka.bootstrap)
         children.append(Child("gateway", env, data / "gateway.log"))
         children.append(Child("worker", env, data / "worker.log"))
         return asyncio.run(_serve(settings, children, tansu, demo))
     finally:
         for child in reversed(children):
             child.stop(30)
+        dev_broker_path(settings).unlink(missing_ok=True)
         if tansu is not None:
             tansu.stop()
 
@@ -136,6 +139,9 @@ Sluice is running.
   data      {settings.data_dir.resolve()}  (files in files/, chDB in clickhouse/)
   key       {DEV_KEY}
   token     {token}
+
+Manage keys (this data dir's commands find the broker by themselves):
+  sluice keys add tenant-a && sluice token issue --access-key tenant-a
 
 Send, then query:
   echo hello | sluice send --target {target} --access-key {DEV_KEY} --token {token}

@@ -80,47 +80,20 @@ def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
-    from sluice.cli.output import print_rows
-    from sluice.keys import AccessKeyConfig, JsonKeyStore, Limits, generate_access_key, validate_access_key
+    from sluice.cli.keys import run_keys
 
-    store = JsonKeyStore(settings.access_keys_path)
-    if args.keys_command == "add":
-        key = validate_access_key(args.access_key or generate_access_key())
-        if store.get(key) is not None:
-            raise SluiceError(f"access key {key!r} exists already in {store.path}")
-        config = store.put(
-            AccessKeyConfig(
-                access_key=key,
-                enabled=not args.disabled,
-                description=args.description,
-                limits=Limits(bytes_per_second=args.bytes_per_second, events_per_second=args.events_per_second),
-            )
-        )
-        print(config.access_key)
-        return 0
-    configs = store.list()
-    if args.format == "json":
-        print(json.dumps([c.model_dump(mode="json") for c in configs], indent=2))
-        return 0
-    print_rows(
-        ["access_key", "enabled", "shards", "bytes/s", "events/s", "version", "description"],
-        [
-            [c.access_key, c.enabled, c.shards, c.limits.bytes_per_second, c.limits.events_per_second,
-             c.version, c.description]
-            for c in configs
-        ],
-        args.format,
-    )
-    return 0
+    return run_keys(settings, args)
 
 
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+    from sluice.cli.keys import known
     from sluice.ingress.auth import issue_token
-    from sluice.keys import JsonKeyStore
 
-    if JsonKeyStore(settings.access_keys_path).get(args.access_key) is None:
-        print(f"warning: {args.access_key!r} is not in {settings.access_keys_path}", file=sys.stderr)
-    print(issue_token(settings.auth, args.access_key, args.ttl))
+    token = issue_token(settings.auth, args.access_key, args.ttl)
+    found, where = known(settings, args.access_key)
+    if not found:
+        print(f"warning: {args.access_key!r} is not in {where}", file=sys.stderr)
+    print(token)
     return 0
 
 
@@ -156,15 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--format", choices=["table", "json", "csv"], default="table")
 
     keys = command("keys", cmd_keys, "manage access keys")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-    add = keys_sub.add_parser("add", help="add an access key (a random one unless named)")
-    add.add_argument("access_key", nargs="?")
-    add.add_argument("--description", default="")
-    add.add_argument("--disabled", action="store_true")
-    add.add_argument("--bytes-per-second", type=int, default=0)
-    add.add_argument("--events-per-second", type=int, default=0)
-    lst = keys_sub.add_parser("list", help="list the access keys")
-    lst.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    from sluice.cli.keys import add_arguments
+
+    add_arguments(keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION"))
 
     token = command("token", cmd_token, "issue access tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
