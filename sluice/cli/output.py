@@ -16,9 +16,10 @@ def _cell(value: Any) -> str:
 
 
 def print_rows(
-    columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table", out: TextIO = sys.stdout
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table", out: TextIO | None = None
 ) -> None:
-    """Print ``rows`` as ``table``, ``json`` (one object per row, in a list) or ``csv``."""
+    """Print ``rows`` as ``table``, ``json`` (one object per row, in a list) or ``csv`` (to stdout)."""
+    out = out or sys.stdout
     if fmt == "json":
         json.dump([dict(zip(columns, r)) for r in rows], out, default=str, ensure_ascii=False)
         out.write("\n")
