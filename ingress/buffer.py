@@ -81,6 +81,16 @@ class Diode:
         # A chunk larger than the whole buffer still goes through alone.
         return self.used + chunk.nbytes <= self.capacity or self.used == 0
 
+    async def try_put(self, chunk: Chunk) -> bool:
+        """Queue ``chunk`` if it fits now; False (and nothing dropped) if it does not."""
+        async with self._changed:
+            if not self._fits(chunk):
+                return False
+            self._queue.append(chunk)
+            self.used += chunk.nbytes
+            self._changed.notify_all()
+            return True
+
     async def put(self, chunk: Chunk) -> bool:
         """Queue ``chunk``; False when it was dropped. :class:`BufferFull` when ``block`` timed out."""
         async with self._changed:

@@ -59,6 +59,14 @@ class BufferFull(IngressError):
     retriable = True
 
 
+class SpoolFull(IngressError):
+    """The ``spool`` policy's disk spool reached its size limit."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "spool_full"
+    retriable = True
+
+
 class RateLimited(IngressError):
     """The access key sends more bytes per second than its limit allows."""
 

@@ -51,6 +51,18 @@ class GatewayMetrics:
             buckets=(256, 1024, 4096, 16384, 65536, 262144, 1048576),
         )
         self.buffer_bytes = Gauge("sluice_gateway_buffer_bytes", "Bytes queued or in flight to Kafka", registry=r)
+        self.spooled = Counter("sluice_gateway_spooled_envelopes", "Envelopes written to the disk spool", registry=r)
+        self.replayed = Counter(
+            "sluice_gateway_replayed_envelopes", "Envelopes replayed from the disk spool to Kafka", registry=r
+        )
+        self.spool_bytes = Gauge("sluice_gateway_spool_bytes", "Bytes in the disk spool", registry=r)
+        self.spool_oldest_age = Gauge(
+            "sluice_gateway_spool_oldest_age_seconds", "Age of the oldest spooled record not yet replayed",
+            registry=r,
+        )
+        self.spool_corrupt = Counter(
+            "sluice_gateway_spool_corrupt_segments", "Spool segments quarantined as corrupt", registry=r
+        )
         self.kafka_up = Gauge("sluice_gateway_kafka_up", "1 when the last publish to Kafka succeeded", registry=r)
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None

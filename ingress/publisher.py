@@ -13,6 +13,7 @@ import functools
 import logging
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -23,6 +24,8 @@ from sluice.ingress.alerts import RateLimitedLog
 from sluice.ingress.buffer import Chunk, Diode
 from sluice.ingress.exceptions import PublishFailed
 from sluice.ingress.metrics import GatewayMetrics
+from sluice.ingress.spool import Spool
+from sluice.ingress.spooler import Spooler
 from sluice.kafka import (
     CONTENT_TYPE_BATCH,
     H_ACCESS_KEY,
@@ -90,6 +93,7 @@ class Publisher:
         gateway: GatewaySettings,
         *,
         metrics: GatewayMetrics,
+        spool_dir: Path,
         client_id: str = "sluice-gateway",
     ) -> None:
         if not kafka.bootstrap:
@@ -113,6 +117,10 @@ class Publisher:
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self.spooler: Spooler | None = None
+        if gateway.buffer_policy == "spool":
+            spool = Spool(spool_dir, max_bytes=gateway.spool_max_bytes, segment_bytes=gateway.spool_segment_bytes)
+            self.spooler = Spooler(spool, metrics)
 
     async def start(self) -> None:
         """Connect to the broker; :class:`KafkaUnavailable` when it cannot be reached."""
@@ -140,6 +148,8 @@ class Publisher:
         self._producer = producer
         self._metrics.kafka_up.set(1)
         self._task = asyncio.ensure_future(self._run(producer))
+        if self.spooler is not None:
+            self.spooler.start(self._send_and_wait, lambda: self.diode.used == 0)
 
     async def stop(self) -> None:
         """Hand Kafka what is buffered (for up to ``kafka.publish_timeout``), then disconnect."""
@@ -155,6 +165,9 @@ class Publisher:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self.spooler is not None:
+            await asyncio.gather(*self._background, return_exceptions=True)
+            await self.spooler.stop()
         await producer.stop()
 
     # -- what calls use ----------------------------------------------------------------
@@ -164,7 +177,10 @@ class Publisher:
         if self._producer is None:
             raise RuntimeError("Publisher.enqueue() called before start()")
         chunk = Chunk(access_key.encode(), frame_records(encoded, self._max_record_bytes), len(encoded))
-        await self.diode.put(chunk)
+        if self.spooler is None:
+            await self.diode.put(chunk)
+        elif self.spooler.active or not await self.diode.try_put(chunk):
+            await self.spooler.add(chunk)  # behind what is spooled already, or no room in memory
         self._metrics.buffer_bytes.set(self.diode.used)
         return chunk
 
@@ -173,12 +189,25 @@ class Publisher:
         if self.diode.lossy:
             return
         what = f"{len(chunk.records)} record(s) on {self.topic!r}"
+        # A spooled chunk is answered when Kafka took it or the spool did, after Kafka failed it.
+        timeout = self._timeout * (3 if self.spooler else 1)
         try:
-            await asyncio.wait_for(asyncio.shield(chunk.done), self._timeout)
+            await asyncio.wait_for(asyncio.shield(chunk.done), timeout)
         except TimeoutError as exc:
-            raise PublishFailed(f"Kafka did not acknowledge {what} within {self._timeout:g}s") from exc
+            raise PublishFailed(f"Kafka did not acknowledge {what} within {timeout:g}s") from exc
         except KafkaError as exc:
             raise PublishFailed(f"Kafka did not acknowledge {what}: {exc!r}") from exc
+
+    async def _send_and_wait(self, key: bytes, records: list[bytes]) -> None:
+        """Send records and wait for their acknowledgement (the spool's replay)."""
+        if self._producer is None:
+            raise RuntimeError("the publisher is stopped")
+        async with asyncio.timeout(self._timeout):
+            acks = [
+                await self._producer.send(self.topic, record, key=key, headers=self._headers(key))
+                for record in records
+            ]
+            await asyncio.gather(*acks)
 
     async def publish(self, access_key: str, encoded: Sequence[bytes]) -> int:
         """:meth:`enqueue` and :meth:`wait`; the number of envelopes taken."""
@@ -223,6 +252,10 @@ class Publisher:
             metrics.kafka_up.set(0)
             if self.diode.lossy:
                 self._dropped(chunk, "kafka_error")
+            elif self.spooler is not None:
+                spooling = asyncio.ensure_future(self.spooler.add(chunk))
+                self._background.add(spooling)
+                spooling.add_done_callback(self._background.discard)
             elif not chunk.done.done():
                 chunk.done.set_exception(error)
             else:

@@ -70,7 +70,9 @@ class Gateway:
         self._authenticator = Authenticator(TokenVerifier(settings.auth), self.keys)
         self._validator = EnvelopeValidator(gateway)
         self.metrics = GatewayMetrics()
-        self.publisher = Publisher(kafka, gateway, metrics=self.metrics)
+        self.publisher = Publisher(
+            kafka, gateway, metrics=self.metrics, spool_dir=gateway.spool_dir or settings.data_dir / "spool"
+        )
         self._health = HealthServicer()
         self._server: grpc.aio.Server | None = None
         self.metrics_port: int | None = None

@@ -116,6 +116,9 @@ class GatewaySettings(BaseModel):
     max_in_flight_chunks: int = Field(
         64, ge=1, description="chunks handed to Kafka and not yet acknowledged; the rest wait in the buffer"
     )
+    spool_dir: Path | None = Field(None, description="the spool policy's directory; default <data_dir>/spool")
+    spool_max_bytes: int = Field(1 << 30, ge=4096, description="the spool's size limit")
+    spool_segment_bytes: int = Field(16 << 20, ge=1024, description="size of one spool segment file")
     alert_interval: float = Field(10.0, ge=0, description="at most one drop alert line per this many seconds")
     metrics_listen: str = Field(
         "127.0.0.1:9464", description="host:port of the Prometheus /metrics endpoint; empty = off"

@@ -241,3 +241,41 @@ async def test_health_and_reflection(gateway: Gateway) -> None:
         responses = reflect.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
         names = [s.name async for r in responses for s in r.list_services_response.service]
     assert {"sluice.v1.Ingress", "sluice.v1.AgentConfig", "grpc.health.v1.Health"} <= set(names)
+
+
+async def test_spool_acknowledges_through_a_broker_outage_and_replays_exactly_once(
+    settings: Settings, proxied: tuple[Tansu, FaultProxy], unique: str
+) -> None:
+    _, proxy = proxied
+    key = f"ak_{unique}"
+    settings.kafka.bootstrap = f"127.0.0.1:{proxy.port}"
+    settings.kafka.publish_timeout = 1.0
+    settings.gateway.buffer_policy = "spool"
+    async with Gateway(settings) as gateway:
+        await add_key(gateway.keys, key)
+        async with SluiceClient(gateway.address, key, issue_token(settings.auth, key, 60)) as client:
+            assert await client.send(ten(key, 0)) == 10  # Kafka is there
+            assert metric_values(gateway).get(("sluice_gateway_spooled_envelopes_total", ())) == 0
+            proxy.set_mode("partition")
+            started = time.monotonic()
+            for batch in range(1, 6):
+                assert await client.send(ten(key, batch)) == 10  # acknowledged from the spool
+            assert time.monotonic() - started < 10
+            outage = metric_values(gateway)
+            assert outage[("sluice_gateway_spooled_envelopes_total", ())] == 50
+            assert outage[("sluice_gateway_spool_bytes", ())] > 0
+            assert outage[("sluice_gateway_spool_oldest_age_seconds", ())] > 0
+            assert outage[("sluice_gateway_kafka_up", ())] == 0
+            proxy.set_mode("pass")
+            assert gateway.publisher.spooler is not None
+            deadline = time.monotonic() + 30
+            while gateway.publisher.spooler.active or not gateway.publisher.spooler.spool.empty:
+                assert time.monotonic() < deadline, "the spool was not replayed"
+                await asyncio.sleep(0.1)
+            assert await client.send(ten(key, 6)) == 10  # straight to Kafka again
+        after = metric_values(gateway)
+        assert after[("sluice_gateway_replayed_envelopes_total", ())] == 50
+        assert after[("sluice_gateway_acknowledged_envelopes_total", (("access_key", key),))] == 70
+    stored = envelopes_of(await read_topic(settings.kafka.bootstrap, settings.kafka.raw_topic))
+    assert sorted(stored, key=lambda e: e.counter.delta) == [e for b in range(7) for e in ten(key, b)]
+    assert list((settings.data_dir / "spool").glob("*.seg")) == []
