@@ -37,6 +37,7 @@ class Chunk:
     key: bytes
     records: list[bytes]
     envelopes: int
+    kid: str = ""  # the encryption key id when the records are encrypted
     nbytes: int = 0
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 

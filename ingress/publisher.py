@@ -19,6 +19,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from sluice.crypto import ALGORITHM, H_ENCRYPTION, H_KEY_ID, Keyring
 from sluice.exceptions import ConfigurationError
 from sluice.ingress.alerts import RateLimitedLog
 from sluice.ingress.buffer import Chunk, Diode
@@ -93,6 +94,7 @@ class Publisher:
         gateway: GatewaySettings,
         *,
         metrics: GatewayMetrics,
+        keyring: Keyring,
         spool_dir: Path,
         client_id: str = "sluice-gateway",
     ) -> None:
@@ -108,6 +110,7 @@ class Publisher:
         self._max_record_bytes = kafka.max_record_bytes
         self._timeout = kafka.publish_timeout
         self._metrics = metrics
+        self._keyring = keyring
         self.diode = Diode(
             gateway.buffer_bytes, gateway.buffer_policy,
             block_timeout=gateway.block_timeout, on_drop=self._dropped,
@@ -172,11 +175,17 @@ class Publisher:
 
     # -- what calls use ----------------------------------------------------------------
 
-    async def enqueue(self, access_key: str, encoded: Sequence[bytes]) -> Chunk:
-        """Frame encoded envelopes of one key into records and queue them (see :class:`Diode`)."""
+    async def enqueue(self, access_key: str, encoded: Sequence[bytes], *, encrypt: bool = False) -> Chunk:
+        """Frame encoded envelopes of one key into records (encrypted if asked) and queue them
+        (see :class:`Diode`)."""
         if self._producer is None:
             raise RuntimeError("Publisher.enqueue() called before start()")
-        chunk = Chunk(access_key.encode(), frame_records(encoded, self._max_record_bytes), len(encoded))
+        records = frame_records(encoded, self._max_record_bytes)
+        kid = ""
+        if encrypt:
+            encrypted = [self._keyring.encrypt(access_key, r) for r in records]
+            kid, records = encrypted[0][0], [blob for _, blob in encrypted]
+        chunk = Chunk(access_key.encode(), records, len(encoded), kid)
         if self.spooler is None:
             await self.diode.put(chunk)
         elif self.spooler.active or not await self.diode.try_put(chunk):
@@ -198,13 +207,13 @@ class Publisher:
         except KafkaError as exc:
             raise PublishFailed(f"Kafka did not acknowledge {what}: {exc!r}") from exc
 
-    async def _send_and_wait(self, key: bytes, records: list[bytes]) -> None:
+    async def _send_and_wait(self, key: bytes, records: list[bytes], kid: str) -> None:
         """Send records and wait for their acknowledgement (the spool's replay)."""
         if self._producer is None:
             raise RuntimeError("the publisher is stopped")
         async with asyncio.timeout(self._timeout):
             acks = [
-                await self._producer.send(self.topic, record, key=key, headers=self._headers(key))
+                await self._producer.send(self.topic, record, key=key, headers=self._headers(key, kid))
                 for record in records
             ]
             await asyncio.gather(*acks)
@@ -226,7 +235,9 @@ class Publisher:
             started = loop.time()
             try:
                 acks = [
-                    await producer.send(self.topic, record, key=chunk.key, headers=self._headers(chunk.key))
+                    await producer.send(
+                        self.topic, record, key=chunk.key, headers=self._headers(chunk.key, chunk.kid)
+                    )
                     for record in chunk.records
                 ]
             except KafkaError as exc:
@@ -274,10 +285,13 @@ class Publisher:
         )
 
     @staticmethod
-    def _headers(key: bytes) -> list[tuple[str, bytes]]:
-        return [
+    def _headers(key: bytes, kid: str = "") -> list[tuple[str, bytes]]:
+        headers = [
             (H_CONTENT_TYPE, CONTENT_TYPE_BATCH),
             (H_SCHEMA_VERSION, SCHEMA_VERSION),
             (H_BATCH_ID, uuid.uuid4().hex.encode()),
             (H_ACCESS_KEY, key),
         ]
+        if kid:
+            headers += [(H_ENCRYPTION, ALGORITHM), (H_KEY_ID, kid.encode())]
+        return headers

@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from sluice.crypto import Keyring
 from sluice.exceptions import ConfigurationError
 from sluice.ingress.auth import Authenticator, TokenVerifier
 from sluice.ingress.exceptions import BindError
@@ -71,7 +72,8 @@ class Gateway:
         self._validator = EnvelopeValidator(gateway)
         self.metrics = GatewayMetrics()
         self.publisher = Publisher(
-            kafka, gateway, metrics=self.metrics, spool_dir=gateway.spool_dir or settings.data_dir / "spool"
+            kafka, gateway, metrics=self.metrics, keyring=Keyring(settings.encryption),
+            spool_dir=gateway.spool_dir or settings.data_dir / "spool",
         )
         self._health = HealthServicer()
         self._server: grpc.aio.Server | None = None

@@ -211,7 +211,7 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
         async def flush(upto: int) -> None:
             nonlocal since
             while len(pending) >= upto and pending:
-                chunks.append(await self._publisher.enqueue(key, pending[: self._chunk]))
+                chunks.append(await self._publisher.enqueue(key, pending[: self._chunk], encrypt=config.encrypt))
                 del pending[: self._chunk]
             since = loop.time() if pending else None
 

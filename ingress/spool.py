@@ -2,7 +2,8 @@
 
 Segments ``<n>.seg`` in the spool directory hold entries, each framed as
 ``length (4) | crc32 (4) | payload``; the payload is the spool time (8, float), the envelope
-count (4), the access key (2 + bytes) and the records (4 + bytes each). Entries are appended
+count (4), the access key and the encryption key id (2 + bytes each, the id empty when the
+records are not encrypted) and the records (4 + bytes each). Entries are appended
 and fsynced before a call is acknowledged. Replay reads from the oldest segment; a ``<n>.pos``
 file remembers how far a segment was replayed, so a restart does not replay it again. An entry
 that fails its checksum (or is cut short) sends the rest of its segment to ``<n>.corrupt``:
@@ -25,7 +26,7 @@ from pathlib import Path
 from sluice.ingress.exceptions import SpoolFull
 
 _FRAME = struct.Struct(">II")  # length, crc32
-_HEAD = struct.Struct(">dIH")  # spooled at, envelopes, key length
+_HEAD = struct.Struct(">dIHH")  # spooled at, envelopes, key length, key id length
 _LEN = struct.Struct(">I")
 
 
@@ -34,29 +35,32 @@ class SpoolEntry:
     key: bytes
     records: list[bytes]
     envelopes: int
+    kid: str
     spooled_at: float
     segment: int
     end: int  # offset in the segment just after this entry
 
 
-def _encode(key: bytes, records: list[bytes], envelopes: int, at: float) -> bytes:
-    parts = [_HEAD.pack(at, envelopes, len(key)), key]
+def _encode(key: bytes, records: list[bytes], envelopes: int, kid: str, at: float) -> bytes:
+    kid_bytes = kid.encode()
+    parts = [_HEAD.pack(at, envelopes, len(key), len(kid_bytes)), key, kid_bytes]
     for record in records:
         parts += (_LEN.pack(len(record)), record)
     payload = b"".join(parts)
     return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def _decode(payload: bytes) -> tuple[bytes, list[bytes], int, float]:
-    at, envelopes, key_len = _HEAD.unpack_from(payload)
-    pos = _HEAD.size + key_len
-    key = payload[_HEAD.size : pos]
+def _decode(payload: bytes) -> tuple[bytes, list[bytes], int, str, float]:
+    at, envelopes, key_len, kid_len = _HEAD.unpack_from(payload)
+    pos = _HEAD.size + key_len + kid_len
+    key = payload[_HEAD.size : _HEAD.size + key_len]
+    kid = payload[_HEAD.size + key_len : pos].decode()
     records = []
     while pos < len(payload):
         (n,) = _LEN.unpack_from(payload, pos)
         records.append(payload[pos + 4 : pos + 4 + n])
         pos += 4 + n
-    return key, records, envelopes, at
+    return key, records, envelopes, kid, at
 
 
 class Spool:
@@ -105,9 +109,9 @@ class Spool:
             self._oldest = entry.spooled_at if entry else None
         return 0.0 if self._oldest is None else max(0.0, self._clock() - self._oldest)
 
-    def append(self, key: bytes, records: list[bytes], envelopes: int) -> None:
+    def append(self, key: bytes, records: list[bytes], envelopes: int, kid: str = "") -> None:
         """Write one chunk durably; :class:`SpoolFull` when it would pass ``max_bytes``."""
-        data = _encode(key, records, envelopes, self._clock())
+        data = _encode(key, records, envelopes, kid, self._clock())
         if self.size + len(data) > self.max_bytes:
             raise SpoolFull(
                 f"the gateway's spool is full ({self.max_bytes} bytes) and Kafka is not taking records",
@@ -150,8 +154,8 @@ class Spool:
             except ValueError:
                 self._quarantine(n)
                 continue
-            key, records, envelopes, at = _decode(payload)
-            return SpoolEntry(key, records, envelopes, at, n, pos + _FRAME.size + length)
+            key, records, envelopes, kid, at = _decode(payload)
+            return SpoolEntry(key, records, envelopes, kid, at, n, pos + _FRAME.size + length)
         return None
 
     def advance(self, entry: SpoolEntry) -> None:

@@ -19,7 +19,7 @@ from sluice.ingress.spool import Spool
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[bytes, list[bytes]], Awaitable[None]]
+Send = Callable[[bytes, list[bytes], str], Awaitable[None]]
 
 
 class Spooler:
@@ -52,7 +52,7 @@ class Spooler:
     async def add(self, chunk: Chunk) -> None:
         """Spool ``chunk`` durably and resolve it; its ``done`` fails if the spool is full."""
         try:
-            await self._run(self.spool.append, chunk.key, chunk.records, chunk.envelopes)
+            await self._run(self.spool.append, chunk.key, chunk.records, chunk.envelopes, chunk.kid)
         except SluiceError as exc:
             if not chunk.done.done():
                 chunk.done.set_exception(exc)
@@ -88,7 +88,7 @@ class Spooler:
                 await asyncio.sleep(0.05)
                 continue
             try:
-                await send(entry.key, entry.records)
+                await send(entry.key, entry.records, entry.kid)
             except Exception as exc:  # Kafka still away: keep it on disk and try again later
                 log.warning("replaying the spool failed (%r); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)

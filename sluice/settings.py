@@ -77,6 +77,15 @@ class AuthSettings(BaseModel):
         return algorithms
 
 
+class EncryptionSettings(BaseModel):
+    """Master keys for encryption at rest of the records of keys with ``encrypt: true``."""
+
+    keys: dict[str, SecretStr] = Field(
+        default_factory=dict, description="key id -> base64 of 32 random bytes (JSON in SLUICE_ENCRYPTION_KEYS)"
+    )
+    current: str = Field("", description="the key id new records are encrypted with; default: the first")
+
+
 class TlsSettings(BaseModel):
     """Server-side TLS of the gateway; mutual TLS when a client CA is given."""
 
@@ -170,6 +179,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     tls: TlsSettings = Field(default_factory=TlsSettings)
+    encryption: EncryptionSettings = Field(default_factory=EncryptionSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
 
     @model_validator(mode="after")
@@ -204,7 +214,7 @@ class Settings(BaseSettings):
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
             if isinstance(value, (list, dict)):
-                env[name] = json.dumps(value)
+                env[name] = json.dumps(value, default=lambda v: v.get_secret_value())
             else:
                 env[name] = str(value).lower() if isinstance(value, bool) else str(value)
 

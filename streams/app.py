@@ -12,6 +12,7 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
+from sluice.crypto import Keyring
 from sluice.kafka import ensure_topics_sync
 from sluice.keys import JsonKeyStore
 from sluice.settings import Settings
@@ -81,6 +82,7 @@ class Worker:
             dead_letter=self._dead_letter,
             routes=self.keys.get,
             flush_state=self._flush_producer,
+            keyring=Keyring(settings.encryption),
         )
         self._wire()
 

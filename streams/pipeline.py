@@ -16,7 +16,9 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sluice.crypto import H_KEY_ID, DecryptError, Keyring
 from sluice.keys.models import DEFAULT_ROUTES, AccessKeyConfig, Sink, Stream
+from sluice.settings import EncryptionSettings
 from sluice.streams.decode import EVENT_COLUMNS, LOG_COLUMNS, decoder_for
 from sluice.streams.exceptions import DecodeError
 from sluice.streams.sinks.clickhouse import ClickHouseSink
@@ -100,6 +102,7 @@ class Pipeline:
         dead_letter: DeadLetter,
         routes: RouteLookup = lambda key: None,
         flush_state: Callable[[], Awaitable[None]] | None = None,
+        keyring: Keyring | None = None,
         metrics_table: str = "metrics_1s",
     ) -> None:
         self.windows = windows
@@ -109,6 +112,7 @@ class Pipeline:
         self._dead_letter = dead_letter
         self._routes = routes
         self._flush_state = flush_state
+        self._keyring = keyring or Keyring(EncryptionSettings())
         self._metrics_table = metrics_table
         self._batch = _Batch()
         # Per partition, the highest source offset whose outputs are durable.
@@ -166,10 +170,14 @@ class Pipeline:
             batch.positions[record.partition] = (min(low, record.offset), max(high, record.offset))
             access_key = (record.key or b"").decode("utf-8", "replace").split(":", 1)[0]
             try:
+                value = record.value
+                kid = record.header(H_KEY_ID)
+                if kid is not None:
+                    value = self._keyring.decrypt(access_key, kid.decode("utf-8", "replace"), value)
                 decoded = decoder_for(record.header(H_CONTENT_TYPE))(
-                    record.value, access_key, record.partition, record.offset
+                    value, access_key, record.partition, record.offset
                 )
-            except DecodeError as exc:
+            except (DecodeError, DecryptError) as exc:
                 counters.dead_letters += 1
                 batch.dead.append((record, str(exc)))
                 continue

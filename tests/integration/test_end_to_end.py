@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer
+from pydantic import SecretStr
 
 from sluice.client import (
     SluiceClient,
@@ -23,6 +24,7 @@ from sluice.client import (
     log_envelope,
     timer_envelope,
 )
+from sluice.crypto import generate_master_key
 from sluice.ingress import Gateway, issue_token
 from sluice.settings import Settings
 from tests.fixtures.stack import WorkerProcess
@@ -153,3 +155,25 @@ async def test_undecodable_record_goes_to_the_dead_letter_topic(
             settings.kafka.raw_topic.encode(), b"0", str(record.offset).encode()
         )
     assert worker_process.status()["counters"]["dead_letters"] == 2
+
+
+async def test_encrypted_keys_are_not_plaintext_on_the_topic_and_decrypt_in_the_worker(
+    settings: Settings, worker_process: WorkerProcess, unique: str
+) -> None:
+    settings.encryption.keys = {"k1": SecretStr(generate_master_key())}
+    async with Gateway(settings) as gateway:
+        secret = await add_key(gateway.keys, f"ak_sec_{unique}", encrypt=True)
+        plain = await add_key(gateway.keys, f"ak_pub_{unique}")
+        worker_process.start()
+        async with client_for(gateway, secret) as a, client_for(gateway, plain) as b:
+            assert await a.send([log_envelope("top secret payload", timestamp=T0)]) == 1
+            assert await b.send([log_envelope("public payload", timestamp=T0)]) == 1
+        await worker_process.caught_up()
+        rows = await worker_process.query("SELECT access_key, payload FROM sluice.logs FINAL ORDER BY access_key")
+    assert rows == [[plain, "public payload"], [secret, "top secret payload"]]
+    records = {r.key.decode(): r for r in await read_topic(settings.kafka.bootstrap, settings.kafka.raw_topic)}
+    assert b"top secret" not in records[secret].value
+    assert dict(records[secret].headers)["key-id"] == b"k1"
+    assert dict(records[secret].headers)["encryption"] == b"aes-256-gcm"
+    assert b"public payload" in records[plain].value
+    assert "key-id" not in dict(records[plain].headers)

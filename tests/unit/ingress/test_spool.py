@@ -27,7 +27,7 @@ def drain(s: Spool) -> list[tuple[bytes, list[bytes], int]]:
 def test_entries_come_back_in_order_across_segments_and_reopen(tmp_path: Path) -> None:
     s = spool(tmp_path)
     for i in range(20):
-        s.append(b"k%d" % (i % 3), [bytes([i]) * 50, b"r"], i)
+        s.append(b"k%d" % (i % 3), [bytes([i]) * 50, b"r"], i, "k1" if i % 2 else "")
     assert len(list(tmp_path.glob("*.seg"))) > 1
     first = s.peek()
     assert first is not None
