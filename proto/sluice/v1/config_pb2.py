@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16sluice/v1/config.proto\x12\tsluice.v1\"&\n\x10GetConfigRequest\x12\x12\n\naccess_key\x18\x01 \x01(\t\"=\n\x06Limits\x12\x18\n\x10\x62ytes_per_second\x18\x01 \x01(\x04\x12\x19\n\x11\x65vents_per_second\x18\x02 \x01(\x04\"&\n\x05Route\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\r\n\x05sinks\x18\x02 \x03(\t\"\xa0\x01\n\x13\x41gentConfigResponse\x12\x12\n\naccess_key\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x12\x0e\n\x06shards\x18\x03 \x01(\r\x12!\n\x06limits\x18\x04 \x01(\x0b\x32\x11.sluice.v1.Limits\x12 \n\x06routes\x18\x05 \x03(\x0b\x32\x10.sluice.v1.Route\x12\x0f\n\x07version\x18\x06 \x01(\x04\x32W\n\x0b\x41gentConfig\x12H\n\tGetConfig\x12\x1b.sluice.v1.GetConfigRequest\x1a\x1e.sluice.v1.AgentConfigResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16sluice/v1/config.proto\x12\tsluice.v1\"&\n\x10GetConfigRequest\x12\x12\n\naccess_key\x18\x01 \x01(\t\"=\n\x06Limits\x12\x18\n\x10\x62ytes_per_second\x18\x01 \x01(\x04\x12\x19\n\x11\x65vents_per_second\x18\x02 \x01(\x04\"&\n\x05Route\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\r\n\x05sinks\x18\x02 \x03(\t\"\xa0\x01\n\x13\x41gentConfigResponse\x12\x12\n\naccess_key\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x12\x0e\n\x06shards\x18\x03 \x01(\r\x12!\n\x06limits\x18\x04 \x01(\x0b\x32\x11.sluice.v1.Limits\x12 \n\x06routes\x18\x05 \x03(\x0b\x32\x10.sluice.v1.Route\x12\x0f\n\x07version\x18\x06 \x01(\x04\x32\xa5\x01\n\x0b\x41gentConfig\x12H\n\tGetConfig\x12\x1b.sluice.v1.GetConfigRequest\x1a\x1e.sluice.v1.AgentConfigResponse\x12L\n\x0bWatchConfig\x12\x1b.sluice.v1.GetConfigRequest\x1a\x1e.sluice.v1.AgentConfigResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,6 +39,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROUTE']._serialized_end=178
   _globals['_AGENTCONFIGRESPONSE']._serialized_start=181
   _globals['_AGENTCONFIGRESPONSE']._serialized_end=341
-  _globals['_AGENTCONFIG']._serialized_start=343
-  _globals['_AGENTCONFIG']._serialized_end=430
+  _globals['_AGENTCONFIG']._serialized_start=344
+  _globals['_AGENTCONFIG']._serialized_end=509
 # @@protoc_insertion_point(module_scope)

@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class AgentConfigStub:
-    """Agents fetch the configuration of their access key.
+    """Agents fetch the configuration of their access key, and follow its changes.
     """
 
     def __init__(self, channel):
@@ -40,14 +40,26 @@ class AgentConfigStub:
                 request_serializer=sluice_dot_v1_dot_config__pb2.GetConfigRequest.SerializeToString,
                 response_deserializer=sluice_dot_v1_dot_config__pb2.AgentConfigResponse.FromString,
                 _registered_method=True)
+        self.WatchConfig = channel.unary_stream(
+                '/sluice.v1.AgentConfig/WatchConfig',
+                request_serializer=sluice_dot_v1_dot_config__pb2.GetConfigRequest.SerializeToString,
+                response_deserializer=sluice_dot_v1_dot_config__pb2.AgentConfigResponse.FromString,
+                _registered_method=True)
 
 
 class AgentConfigServicer:
-    """Agents fetch the configuration of their access key.
+    """Agents fetch the configuration of their access key, and follow its changes.
     """
 
     def GetConfig(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchConfig(self, request, context):
+        """The current configuration first, then each new version as it changes.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -60,6 +72,11 @@ def add_AgentConfigServicer_to_server(servicer, server):
                     request_deserializer=sluice_dot_v1_dot_config__pb2.GetConfigRequest.FromString,
                     response_serializer=sluice_dot_v1_dot_config__pb2.AgentConfigResponse.SerializeToString,
             ),
+            'WatchConfig': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchConfig,
+                    request_deserializer=sluice_dot_v1_dot_config__pb2.GetConfigRequest.FromString,
+                    response_serializer=sluice_dot_v1_dot_config__pb2.AgentConfigResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'sluice.v1.AgentConfig', rpc_method_handlers)
@@ -69,7 +86,7 @@ def add_AgentConfigServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AgentConfig:
-    """Agents fetch the configuration of their access key.
+    """Agents fetch the configuration of their access key, and follow its changes.
     """
 
     @staticmethod
@@ -87,6 +104,33 @@ class AgentConfig:
             request,
             target,
             '/sluice.v1.AgentConfig/GetConfig',
+            sluice_dot_v1_dot_config__pb2.GetConfigRequest.SerializeToString,
+            sluice_dot_v1_dot_config__pb2.AgentConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sluice.v1.AgentConfig/WatchConfig',
             sluice_dot_v1_dot_config__pb2.GetConfigRequest.SerializeToString,
             sluice_dot_v1_dot_config__pb2.AgentConfigResponse.FromString,
             options,
