@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from sluice.client import grpc_patch
 from sluice.client.exceptions import ClientError
 from sluice.client.retry import RetryPolicy, Retrying
 from sluice.client.stream import OnAck, StreamSender
@@ -16,6 +17,8 @@ from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch
 from sluice.wire import ACCESS_KEY, AUTHORIZATION
 
 T = TypeVar("T")
+
+grpc_patch.install()
 
 Batches = AsyncIterable[Iterable[Envelope]] | Iterable[Iterable[Envelope]]
 

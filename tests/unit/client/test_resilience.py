@@ -188,3 +188,16 @@ async def test_watch_config_refused_is_raised(fake: tuple[FakeGateway, str], tim
             async for _ in c.watch_config():
                 pass
     assert (info.value.code, gateway.calls, time_.sleeps) == (grpc.StatusCode.UNAUTHENTICATED, 1, [])
+
+
+async def test_a_stream_ended_early_by_the_server_keeps_its_status(fake: tuple[FakeGateway, str]) -> None:
+    """grpc/grpc#36066: without sluice.client.grpc_patch some of these end as INTERNAL."""
+    gateway, address = fake
+    codes = []
+    async with SluiceClient(address, "ak_test", "good", retry=RetryPolicy.never()) as c:
+        for _ in range(200):
+            gateway.failures = [Failure(after=20, store=10)]
+            with pytest.raises(ClientError) as info:
+                await c.send_stream(batches(50, 10))
+            codes.append((info.value.code, info.value.accepted))
+    assert codes == [(UNAVAILABLE, 10)] * 200
