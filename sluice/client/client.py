@@ -56,7 +56,7 @@ class SluiceClient:
         self._metadata = ((AUTHORIZATION, f"Bearer {token}"), (ACCESS_KEY, access_key))
         self._credentials = credentials
         self._timeout = timeout
-        self._options = list(options)
+        self._options = _with_reconnect_backoff(list(options), self.retry.max_backoff)
         self._channel: grpc.aio.Channel | None = None
         self._ingress: Any = None
         self._config: Any = None
@@ -179,3 +179,16 @@ class SluiceClient:
 async def _aiter(items: Iterable[T]) -> AsyncIterator[T]:
     for item in items:
         yield item
+
+
+def _with_reconnect_backoff(options: list[tuple[str, Any]], max_seconds: float) -> list[tuple[str, Any]]:
+    """``options`` plus reconnect backoffs bounded like the retries, unless set: gRPC's own go up
+    to 120 s, and calls fail at once while a channel waits to reconnect to a gateway that is back."""
+    ms = max(100, int(max_seconds * 1000))
+    given = {name for name, _ in options}
+    defaults = [
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", ms),
+    ]
+    return options + [(name, value) for name, value in defaults if name not in given]

@@ -145,8 +145,10 @@ class StreamSender:
 
     async def _one_call(self) -> None:
         call = _Call()
-        requests = self._requests(call, self._backlog)
-        self._backlog = []
+        # What is resent belongs to the call before any of it is written: a call may fail
+        # before gRPC reads its first request.
+        call.sent, self._backlog = self._backlog, []
+        requests = self._requests(call, list(call.sent))
         rpc = self._open_call(requests)
         error: ClientError | None = None
         try:
@@ -181,11 +183,11 @@ class StreamSender:
             self._on_ack(count)
 
     async def _requests(self, call: _Call, resend: list[Batch]) -> AsyncIterator[EnvelopeBatch]:
-        """The requests of one call: what is to be resent, then new batches up to the limits."""
+        """The requests of one call: ``resend`` (already in ``call.sent``), then new batches up
+        to the limits."""
         started = time.monotonic()
         count = 0
         for batch in resend:
-            call.sent.append(batch)
             count += len(batch)
             yield EnvelopeBatch(batch=batch)
         while count < self._max_envelopes:

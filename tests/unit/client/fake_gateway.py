@@ -19,8 +19,9 @@ from sluice.wire import ACCEPTED, RETRY_AFTER
 
 @dataclass
 class Failure:
-    """Fail a call with ``code`` after reading ``after`` envelopes (streams) of which ``store``
-    are stored; the trailers carry ``x-accepted`` when ``tell`` and ``retry-after`` if set."""
+    """Fail a call with ``code`` after reading ``after`` envelopes (streams; 0: before reading)
+    of which ``store`` are stored; the trailers carry ``x-accepted`` when ``tell`` and
+    ``retry-after`` if set."""
 
     code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE
     after: int = 0
@@ -66,6 +67,8 @@ class FakeGateway(ingress_pb2_grpc.IngressServicer, config_pb2_grpc.AgentConfigS
         failure = self.failures.pop(0) if self.failures else None
         got: list[Envelope] = []
         self.received.append(0)
+        if failure is not None and failure.after == 0:  # before reading anything
+            await self._refuse(context, failure, 0)
         async for batch in request_iterator:
             got += batch.batch
             self.received[-1] = len(got)

@@ -95,6 +95,17 @@ async def test_broken_stream_resends_only_what_was_not_acknowledged(
     assert time_.sleeps == [0.5, 0.0]
 
 
+async def test_what_a_call_failing_at_once_did_not_send_is_still_resent(
+    fake: tuple[FakeGateway, str], time_: FakeTime
+) -> None:
+    gateway, address = fake
+    gateway.failures = [Failure(after=35, store=30), Failure(after=0, tell=False), Failure(after=0)]
+    async with client(address, time_) as c:
+        assert await c.send_stream(batches(10, 10)) == 100
+    assert gateway.stored == envelopes(100)
+    assert gateway.received[-1] == 70
+
+
 async def test_a_stream_broken_without_x_accepted_is_resent_whole(
     fake: tuple[FakeGateway, str], time_: FakeTime
 ) -> None:
