@@ -66,31 +66,61 @@ async def test_calls_retry_until_the_gateway_is_back_on_the_same_port(settings: 
     assert isinstance(first.keys, JsonKeyStore)
     key = add_key(first.keys, f"ak_{unique}")
     release = asyncio.Event()
-    pulled = asyncio.Event()
+    acked = asyncio.Event()
 
     async def source() -> AsyncIterator[list[Envelope]]:
         for i in range(3):
             yield counters(100, start=10 + 100 * i)
-        pulled.set()
-        await release.wait()  # the gateway goes away with these 300 unacknowledged
+        await release.wait()  # idle: the first call ends (max_stream_seconds) and is acknowledged
         yield counters(100, start=310)
 
     async with SluiceClient(first.address, key, issue_token(settings.auth, key, 60), retry=retries.policy()) as client:
         assert await client.send(counters(10)) == 10
-        streaming = asyncio.ensure_future(client.send_stream(source()))
-        await asyncio.wait_for(pulled.wait(), 10)
-        await first.stop(grace=0)
+        streaming = asyncio.ensure_future(
+            client.send_stream(source(), max_stream_seconds=0.2, on_ack=lambda n: acked.set())
+        )
+        await asyncio.wait_for(acked.wait(), 10)
+        await first.stop(grace=1)
         sending = asyncio.ensure_future(client.send(counters(5, start=410)))
+        release.set()
         await asyncio.wait_for(retries.retrying.wait(), 10)
         assert not streaming.done() and not sending.done()
         async with Gateway(settings):
-            release.set()
             assert await asyncio.wait_for(sending, 30) == 5
-            streamed = await asyncio.wait_for(streaming, 30)
+            assert await asyncio.wait_for(streaming, 30) == 400
     got = await stored(settings)
-    print("DEBUG", streamed, [env.counter.delta for env in got])
     assert sorted(env.counter.delta for env in got) == list(range(415))
     assert len(retries.waits) >= 2
+
+
+async def test_a_stream_cut_by_a_gateway_stop_is_resent_at_least_once(settings: Settings, unique: str) -> None:
+    """The gateway going away mid-stream says nothing of what it stored: everything of that
+    call is resent, so nothing is lost and only that call's envelopes may be stored twice."""
+    settings.gateway.listen = f"127.0.0.1:{free_port()}"
+    first = Gateway(settings)
+    await first.start()
+    assert isinstance(first.keys, JsonKeyStore)
+    key = add_key(first.keys, f"ak_{unique}")
+    release = asyncio.Event()
+    pulled = asyncio.Event()
+
+    async def source() -> AsyncIterator[list[Envelope]]:
+        for i in range(3):
+            yield counters(100, start=100 * i)
+        pulled.set()
+        await release.wait()
+        yield counters(100, start=300)
+
+    async with SluiceClient(first.address, key, issue_token(settings.auth, key, 60), retry=Retries().policy()) as client:
+        streaming = asyncio.ensure_future(client.send_stream(source()))
+        await asyncio.wait_for(pulled.wait(), 10)
+        await first.stop(grace=0)
+        async with Gateway(settings):
+            release.set()
+            assert await asyncio.wait_for(streaming, 30) == 400
+    deltas = [env.counter.delta for env in await stored(settings)]
+    assert sorted(set(deltas)) == list(range(400))
+    assert all(d < 300 for d in deltas if deltas.count(d) > 1) and len(deltas) <= 700
 
 
 # --- sluice send --follow ------------------------------------------------------------------
