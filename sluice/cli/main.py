@@ -67,6 +67,8 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
     from sluice.cli.send import run_send
 
+    if args.follow:  # a long-running agent: say when it retries
+        _setup_logging(settings)
     return run_send(settings, args)
 
 

@@ -6,9 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 import pytest_asyncio
 
 from sluice.cli.follow import follow
+from sluice.cli.main import build_parser, main
+from sluice.cli.send import retry_policy
 from sluice.client import RetryPolicy, SluiceClient
 from sluice.client.tail import FileTail, Position, PositionFile
 from tests.unit.client.fake_gateway import Failure, FakeGateway, start_fake
@@ -68,3 +71,27 @@ async def test_positions_follow_acknowledgements_across_a_broken_stream(
     assert [env.log.payload for env in gateway.stored] == lines
     assert positions.saved[0] == sum(len(line) + 1 for line in lines[:10])  # from x-accepted
     assert positions.saved[-1] == log.stat().st_size
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--follow"], "sluice send: --follow needs a FILE (and no --metrics)"),
+        (["f.log", "--follow", "--metrics", "3"], "sluice send: --follow needs a FILE (and no --metrics)"),
+        (["f.log", "--state", "p"], "sluice send: --state goes with --follow"),
+    ],
+)
+def test_follow_argument_errors(args: list[str], message: str) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["send", "--access-key", "ak_x", "--token", "t", *args])
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("args", "attempts", "elapsed"),
+    [([], None, 60.0), (["--follow", "f"], None, None), (["--follow", "f", "--retry-for", "5m"], None, 300.0)],
+)
+def test_retry_for(args: list[str], attempts: int | None, elapsed: float | None) -> None:
+    parsed = build_parser().parse_args(["send", "--access-key", "ak_x", "--token", "t", *args])
+    policy = retry_policy(parsed)
+    assert (policy.max_attempts, policy.max_elapsed) == (attempts, elapsed)
