@@ -35,8 +35,12 @@ def install() -> bool:
     except ImportError:  # pragma: no cover - layout of another grpcio
         return False
     mixin: Any = getattr(_call, "_StreamRequestMixin", None)
-    original = getattr(mixin, "_write", None)
-    if original is None or not hasattr(cygrpc, "InternalError"):  # pragma: no cover
+    needed = ("_RPC_ALREADY_FINISHED_DETAILS", "_RPC_HALF_CLOSED_DETAILS", "_common")
+    if (
+        not hasattr(mixin, "_write")
+        or not hasattr(cygrpc, "InternalError")
+        or not all(hasattr(_call, name) for name in needed)
+    ):  # pragma: no cover
         log.debug("grpcio internals differ; stream status patch not installed")
         return False
 

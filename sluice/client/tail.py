@@ -50,12 +50,19 @@ class PositionFile:
             ) from exc
 
     def save(self, position: Position) -> None:
+        """Write ``position`` (durably, replacing the previous one in one step)."""
         tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump({"inode": position.inode, "offset": position.offset}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        try:
+            with open(tmp, "w") as f:
+                json.dump({"inode": position.inode, "offset": position.offset}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            raise SluiceError(
+                f"cannot write the position file {self.path}: {exc.strerror}",
+                hint="choose a writable place with --state",
+            ) from exc
 
 
 Line = tuple[bytes, Position]  # a line without its newline, and the position after it
@@ -119,7 +126,11 @@ class FileTail:
     def _switch(self, path: Path, offset: int) -> None:
         if self._file is not None:
             self._file.close()
-        self._file = open(path, "rb")
+            self._file = None
+        try:
+            self._file = open(path, "rb")
+        except OSError as exc:
+            raise SluiceError(f"cannot read {path}: {exc.strerror}") from exc
         self._inode = os.fstat(self._file.fileno()).st_ino
         self._file.seek(offset)
         self._offset = offset

@@ -115,3 +115,19 @@ def test_position_file(tmp_path: Path) -> None:
         state.load()
     assert str(info.value).startswith(f"cannot read the position file {state.path}: ")
     assert info.value.hint == "delete it to follow the file from its start again"
+
+
+def test_position_file_that_cannot_be_written(tmp_path: Path) -> None:
+    state = PositionFile(tmp_path / "missing-dir" / "pos")
+    with pytest.raises(SluiceError) as info:
+        state.save(Position(1, 2))
+    assert str(info.value) == (
+        f"cannot write the position file {state.path}: No such file or directory "
+        "(hint: choose a writable place with --state)"
+    )
+
+
+async def test_a_folder_is_not_followed(tmp_path: Path) -> None:
+    follower = Follower(FileTail(tmp_path, poll_interval=0.01))
+    with pytest.raises(SluiceError, match=rf"^cannot read {tmp_path}: Is a directory$"):
+        await follower.next()
