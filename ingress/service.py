@@ -106,9 +106,10 @@ async def _paced(
         while True:
             due = deadline()
             try:
-                kind, item = await asyncio.wait_for(
-                    queue.get(), None if due is None else max(0.0, due - loop.time())
-                )
+                # Not asyncio.wait_for: on 3.11 it can swallow a cancellation that arrives as
+                # the item does, and a cancelled call must not reach the final flush.
+                async with asyncio.timeout(None if due is None else max(0.0, due - loop.time())):
+                    kind, item = await queue.get()
             except TimeoutError:
                 yield _FLUSH
                 continue
@@ -239,6 +240,12 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
                     since = loop.time()
                 pending += encoded
                 await flush(self._chunk if streaming else sys.maxsize)
+            if streaming:
+                # A stream the client cancelled ends like a finished one; the cancellation is
+                # delivered at the next await, before its tail is queued for Kafka.
+                await asyncio.sleep(0)
+                if context.cancelled():
+                    raise asyncio.CancelledError
             await flush(1)
             accepted = 0
             for chunk in chunks:

@@ -67,6 +67,8 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
     from sluice.cli.send import run_send
 
+    if args.follow:  # a long-running agent: say when it retries
+        _setup_logging(settings)
     return run_send(settings, args)
 
 
@@ -123,6 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--metrics", type=int, metavar="N", help="send N synthetic counter and gauge envelopes instead")
     send.add_argument("--batch", type=int, default=500, help="envelopes per batch (default 500)")
     send.add_argument("--source-id", default="", help="source_id of the envelopes (default: the access key)")
+    send.add_argument(
+        "--follow", action="store_true",
+        help="keep sending the lines appended to FILE (across rotation) until SIGINT or SIGTERM",
+    )
+    send.add_argument("--state", metavar="PATH", help="--follow: position file (default: FILE.sluice-pos)")
+    send.add_argument(
+        "--retry-for", type=duration, metavar="DURATION",
+        help="retry an unavailable or overloaded gateway this long, e.g. 5m (default: 1m; --follow: for ever)",
+    )
 
     query = command("query", cmd_query, "run a read-only SQL query on ClickHouse")
     query.add_argument("sql")

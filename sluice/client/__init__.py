@@ -10,10 +10,13 @@ from sluice.client.envelopes import (
     timer_envelope,
 )
 from sluice.client.exceptions import ClientError
+from sluice.client.retry import RetryPolicy, Retrying
 
 __all__ = [
     "ClientError",
     "EnvelopeFields",
+    "RetryPolicy",
+    "Retrying",
     "SluiceClient",
     "counter_envelope",
     "event_envelope",

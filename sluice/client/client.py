@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import grpc
 
+from sluice.client import grpc_patch
 from sluice.client.exceptions import ClientError
+from sluice.client.retry import RetryPolicy, Retrying
+from sluice.client.stream import OnAck, StreamSender
 from sluice.keys import validate_access_key
 from sluice.v1 import config_pb2, config_pb2_grpc, ingress_pb2, ingress_pb2_grpc
 from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch
 from sluice.wire import ACCESS_KEY, AUTHORIZATION
 
 T = TypeVar("T")
+
+grpc_patch.install()
 
 Batches = AsyncIterable[Iterable[Envelope]] | Iterable[Iterable[Envelope]]
 
@@ -22,8 +27,10 @@ class SluiceClient:
     """An async client of one gateway, for one access key and its token.
 
     Use it inside a running event loop (the gRPC channel is opened on first use) and
-    ``await close()`` it, or use ``async with``. ``timeout`` is the deadline of unary calls
-    in seconds (None = none); streams have no deadline. Failed calls raise :class:`ClientError`.
+    ``await close()`` it, or use ``async with``. ``timeout`` is the deadline of each unary call
+    attempt in seconds (None = none); streams have no deadline. Calls failing with a retriable
+    status are retried as ``retry`` says (default ``RetryPolicy()``;
+    ``RetryPolicy.never()`` to fail at once). Failed calls raise :class:`ClientError`.
     """
 
     def __init__(
@@ -34,6 +41,7 @@ class SluiceClient:
         *,
         credentials: grpc.ChannelCredentials | None = None,
         timeout: float | None = 30.0,
+        retry: RetryPolicy | None = None,
         options: Iterable[tuple[str, Any]] = (),
     ) -> None:
         if not target:
@@ -44,10 +52,11 @@ class SluiceClient:
             raise ValueError(f"timeout must be > 0 or None, got {timeout}")
         self.target = target
         self.access_key = validate_access_key(access_key)
+        self.retry = retry if retry is not None else RetryPolicy()
         self._metadata = ((AUTHORIZATION, f"Bearer {token}"), (ACCESS_KEY, access_key))
         self._credentials = credentials
         self._timeout = timeout
-        self._options = list(options)
+        self._options = _with_reconnect_backoff(list(options), self.retry.max_backoff)
         self._channel: grpc.aio.Channel | None = None
         self._ingress: Any = None
         self._config: Any = None
@@ -65,14 +74,21 @@ class SluiceClient:
         return self._channel
 
     async def _call(self, invoke: Callable[[], Awaitable[T]]) -> T:
-        """Run one call and translate its failure; the place for retries and backoff."""
-        try:
-            return await invoke()
-        except grpc.aio.AioRpcError as exc:
-            raise ClientError.from_rpc_error(exc) from exc
+        """Run a unary call, again after each retriable failure while the retry policy allows."""
+        retrying = self.retry.start()
+        while True:
+            try:
+                return await invoke()
+            except grpc.aio.AioRpcError as exc:
+                error = ClientError.from_rpc_error(exc)
+            await retrying.failed(error)
 
     async def send(self, envelopes: Iterable[Envelope]) -> int:
-        """Send one batch (unary ``Send``); the number of envelopes the gateway stored."""
+        """Send one batch (unary ``Send``, retried as a whole); the number of envelopes stored.
+
+        A retried batch may be stored twice if an earlier attempt was stored but its answer
+        lost (at-least-once).
+        """
         self._open()
         request = EnvelopeBatch(batch=envelopes)
         response: ingress_pb2.SendResponse = await self._call(
@@ -80,18 +96,35 @@ class SluiceClient:
         )
         return response.accepted
 
-    async def send_stream(self, batches: Batches) -> int:
-        """Stream batches (``BatchSender``); the number of envelopes stored when the stream ends."""
+    async def send_stream(
+        self,
+        batches: Batches,
+        *,
+        max_stream_envelopes: int = 10_000,
+        max_stream_seconds: float | None = None,
+        on_ack: OnAck | None = None,
+    ) -> int:
+        """Stream batches (``BatchSender``); the number of envelopes stored over all calls.
+
+        The client keeps what it sent until the gateway acknowledges it, so a stream is cut into
+        calls of at most ``max_stream_envelopes`` envelopes and ``max_stream_seconds`` seconds.
+        A call broken by a retriable error is followed by one resending only what the gateway
+        did not acknowledge (``x-accepted``); everything of that call when it did not say
+        (at-least-once). ``on_ack(n)`` is told each time ``n`` more envelopes, in order, are
+        settled. On failure :class:`ClientError`'s ``accepted`` counts all calls (None if the
+        last one did not say).
+        """
         self._open()
-        requests: AsyncIterator[EnvelopeBatch] | Iterator[EnvelopeBatch]
-        if isinstance(batches, AsyncIterable):
-            requests = (EnvelopeBatch(batch=b) async for b in batches)
-        else:
-            requests = (EnvelopeBatch(batch=b) for b in batches)
-        response: ingress_pb2.SendResponse = await self._call(
-            lambda: self._ingress.BatchSender(requests, metadata=self._metadata)
+        source = batches if isinstance(batches, AsyncIterable) else _aiter(batches)
+        sender = StreamSender(
+            lambda requests: self._ingress.BatchSender(requests, metadata=self._metadata),
+            source,
+            self.retry.start(),
+            max_envelopes=max_stream_envelopes,
+            max_seconds=max_stream_seconds,
+            on_ack=on_ack,
         )
-        return response.accepted
+        return await sender.run()
 
     async def get_config(self, access_key: str = "") -> config_pb2.AgentConfigResponse:
         """The configuration of this client's access key (``access_key`` empty or the same)."""
@@ -101,6 +134,34 @@ class SluiceClient:
             lambda: self._config.GetConfig(request, metadata=self._metadata, timeout=self._timeout)
         )
         return response
+
+    async def watch_config(
+        self, access_key: str = "", *, retry: RetryPolicy | None = None
+    ) -> AsyncIterator[config_pb2.AgentConfigResponse]:
+        """The key's configuration now, then each time it changes (``WatchConfig``), for ever.
+
+        A broken watch is re-opened after the backoff of ``retry`` (default: the client's);
+        what the new watch repeats of the last configuration yielded is skipped. Refusals and
+        used-up retries raise :class:`ClientError`.
+        """
+        self._open()
+        request = config_pb2.GetConfigRequest(access_key=access_key)
+        retrying: Retrying = (retry or self.retry).start()
+        last: config_pb2.AgentConfigResponse | None = None
+        while True:
+            call = self._config.WatchConfig(request, metadata=self._metadata)
+            try:
+                async for response in call:
+                    retrying.progressed()
+                    if response != last:
+                        last = response
+                        yield response
+                error = ClientError(grpc.StatusCode.UNAVAILABLE, "the gateway ended the watch")
+            except grpc.aio.AioRpcError as exc:
+                error = ClientError.from_rpc_error(exc)
+            finally:
+                call.cancel()
+            await retrying.failed(error)
 
     async def close(self) -> None:
         """Close the channel; in-flight calls are cancelled."""
@@ -113,3 +174,21 @@ class SluiceClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+async def _aiter(items: Iterable[T]) -> AsyncIterator[T]:
+    for item in items:
+        yield item
+
+
+def _with_reconnect_backoff(options: list[tuple[str, Any]], max_seconds: float) -> list[tuple[str, Any]]:
+    """``options`` plus reconnect backoffs bounded like the retries, unless set: gRPC's own go up
+    to 120 s, and calls fail at once while a channel waits to reconnect to a gateway that is back."""
+    ms = max(100, int(max_seconds * 1000))
+    given = {name for name, _ in options}
+    defaults = [
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", ms),
+    ]
+    return options + [(name, value) for name, value in defaults if name not in given]

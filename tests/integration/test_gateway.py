@@ -20,6 +20,7 @@ import pytest_asyncio
 
 from sluice.client import (
     ClientError,
+    RetryPolicy,
     SluiceClient,
     counter_envelope,
     event_envelope,
@@ -216,7 +217,8 @@ async def test_kafka_not_acknowledging_is_unavailable(settings: Settings, unique
         settings.kafka.publish_timeout = 1.0
         async with Gateway(settings) as gateway:
             key = await add_key(gateway.keys, f"ak_{unique}")
-            async with SluiceClient(gateway.address, key, issue_token(settings.auth, key, 60)) as client:
+            token = issue_token(settings.auth, key, 60)
+            async with SluiceClient(gateway.address, key, token, retry=RetryPolicy.never()) as client:
                 assert await client.send(counters(3)) == 3
                 assert broker.proc is not None
                 broker.proc.kill()  # a crash: no goodbye to the producer

@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from sluice.client import ClientError, SluiceClient, counter_envelope, log_envelope
+from sluice.client.retry import RetryPolicy
 from sluice.ingress import Gateway, issue_token
 from sluice.ingress.publisher import frame_records
 from sluice.keys import Limits
@@ -114,7 +115,8 @@ async def test_block_pushes_back_then_delivers_everything_acknowledged(
     gateway, key = await start_stalled_gateway(settings, proxied, unique, "block")
     try:
         proxied[1].set_mode("stall")
-        async with SluiceClient(gateway.address, key, issue_token(settings.auth, key, 60)) as client:
+        token = issue_token(settings.auth, key, 60)
+        async with SluiceClient(gateway.address, key, token, retry=RetryPolicy.never()) as client:
             first = asyncio.ensure_future(client.send(ten(key, 0)))  # in flight, waits for Kafka
             second = asyncio.ensure_future(client.send(ten(key, 1)))  # queued
             while gateway.publisher.diode.used < 2 * chunk_bytes(key):
@@ -279,3 +281,30 @@ async def test_spool_acknowledges_through_a_broker_outage_and_replays_exactly_on
     stored = envelopes_of(await read_topic(settings.kafka.bootstrap, settings.kafka.raw_topic))
     assert sorted(stored, key=lambda e: e.counter.delta) == [e for b in range(7) for e in ten(key, b)]
     assert list((settings.data_dir / "spool").glob("*.seg")) == []
+
+
+async def test_a_stream_the_client_cancels_publishes_nothing_more(settings: Settings, unique: str) -> None:
+    settings.gateway.stream_linger = 30  # nothing goes out on time while the stream is open
+    async with Gateway(settings) as gateway:
+        key = await add_key(gateway.keys, f"ak_{unique}")
+        sent = asyncio.Event()
+
+        async def stream() -> AsyncIterator[Envelope]:
+            for env in ten(key, 0)[:2]:
+                yield env
+            sent.set()
+            await asyncio.sleep(30)
+
+        async with grpc.aio.insecure_channel(gateway.address) as channel:
+            call = ingress_pb2_grpc.IngressStub(channel).Sender(stream(), metadata=metadata_for(settings, key))
+            await sent.wait()
+            await asyncio.sleep(0.2)  # the gateway has read both envelopes
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+        await asyncio.sleep(0.5)
+        assert gateway.publisher.diode.used == 0
+        values = metric_values(gateway)
+        assert values[("sluice_gateway_received_envelopes_total", (("access_key", key), ("entry_point", "Sender")))] == 2
+        assert ("sluice_gateway_acknowledged_envelopes_total", (("access_key", key),)) not in values
+    assert await read_topic(settings.kafka.bootstrap, settings.kafka.raw_topic) == []
