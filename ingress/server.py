@@ -14,9 +14,12 @@ import grpc
 
 from sluice.exceptions import ConfigurationError
 from sluice.ingress.auth import Authenticator, TokenVerifier
+from sluice.ingress.deadline import DeadlineInterceptor
 from sluice.ingress.exceptions import BindError
 from sluice.ingress.publisher import Publisher
+from sluice.ingress.server_options import server_options
 from sluice.ingress.service import AgentConfigServicer, IngressServicer
+from sluice.ingress.tls import server_credentials
 from sluice.ingress.validate import EnvelopeValidator
 from sluice.kafka import ensure_topics
 from sluice.keys import AccessKeyStore, JsonKeyStore
@@ -55,6 +58,7 @@ class Gateway:
             settings.access_keys_path, reload_interval=gateway.keys_reload_interval
         )
         self._authenticator = Authenticator(TokenVerifier(settings.auth), self.keys)
+        self._credentials = server_credentials(settings.tls)
         self._validator = EnvelopeValidator(gateway)
         self.publisher = Publisher(kafka)
         self._server: grpc.aio.Server | None = None
@@ -63,6 +67,13 @@ class Gateway:
     def port(self) -> int:
         """The port served on: the one bound by the system once started if ``listen`` had port 0."""
         return self._port
+
+    @property
+    def transport(self) -> str:
+        """``plaintext``, ``TLS`` or ``mutual TLS``."""
+        if self._credentials is None:
+            return "plaintext"
+        return "TLS" if self.settings.tls.client_ca_file is None else "mutual TLS"
 
     @property
     def address(self) -> str:
@@ -83,10 +94,9 @@ class Gateway:
         await self.publisher.start()
         try:
             server = grpc.aio.server(
-                options=[
-                    ("grpc.max_receive_message_length", gateway.max_message_bytes),
-                    ("grpc.so_reuseport", 0),  # a port in use is an error, not a shared port
-                ]
+                options=server_options(gateway),
+                maximum_concurrent_rpcs=gateway.max_concurrent_rpcs,
+                interceptors=[DeadlineInterceptor(gateway.call_timeout, gateway.stream_timeout)],
             )
             ingress_pb2_grpc.add_IngressServicer_to_server(  # type: ignore[no-untyped-call]
                 IngressServicer(
@@ -101,7 +111,10 @@ class Gateway:
                 AgentConfigServicer(self._authenticator), server
             )
             try:
-                self._port = server.add_insecure_port(gateway.listen)
+                if self._credentials is None:
+                    self._port = server.add_insecure_port(gateway.listen)
+                else:
+                    self._port = server.add_secure_port(gateway.listen, self._credentials)
             except RuntimeError as exc:
                 raise BindError(
                     f"cannot listen on {gateway.listen}", hint="is another process using that port?"
@@ -112,7 +125,8 @@ class Gateway:
             raise
         self._server = server
         log.info(
-            "gateway listening on %s, publishing to %s at %s", self.address, kafka.raw_topic, kafka.bootstrap
+            "gateway listening on %s (%s), publishing to %s at %s",
+            self.address, self.transport, kafka.raw_topic, kafka.bootstrap,
         )
 
     async def stop(self, grace: float | None = 10.0) -> None:
