@@ -99,24 +99,23 @@ def _load(files: TlsFiles) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey
     return ca, key
 
 
-def generate_self_signed(
-    directory: Path, hostnames: Sequence[str] = DEFAULT_HOSTNAMES, *, days: int = 365
-) -> TlsFiles:
-    """A CA (``ca.pem``/``ca.key``) and a server certificate (``server.pem``/``server.key``) for
-    ``hostnames`` (DNS names or IP addresses) in ``directory``; existing files are kept."""
-    if not hostnames:
-        raise ValueError("hostnames must name at least one host name or IP address")
-    if days < 1:
-        raise ValueError(f"days must be >= 1, got {days}")
-    directory.mkdir(parents=True, exist_ok=True)
-    files = TlsFiles(
-        directory / "ca.pem", directory / "ca.key", directory / "server.pem", directory / "server.key"
-    )
-    if all(path.exists() for path in (files.ca_cert, files.ca_key, files.server_cert, files.server_key)):
-        return files
-    ca_key = ec.generate_private_key(ec.SECP256R1())
+def _covers(path: Path, hostnames: Sequence[str]) -> bool:
+    """Whether the certificate at ``path`` names every host and is valid for another day."""
+    if not path.exists():
+        return False
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    tomorrow = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)
+    try:
+        names = set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        return False
+    return set(_san(hostnames)) <= names and cert.not_valid_after_utc > tomorrow
+
+
+def _new_ca(files: TlsFiles, days: int) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
     ca = (
-        _certificate("Sluice development CA", ca_key, None, ca_key, days)
+        _certificate("Sluice development CA", key, None, key, days)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -126,13 +125,37 @@ def generate_self_signed(
             ),
             critical=True,
         )
-        .sign(ca_key, hashes.SHA256())
+        .sign(key, hashes.SHA256())
     )
-    server, server_key = _leaf(ca, ca_key, hostnames[0], ExtendedKeyUsageOID.SERVER_AUTH, days, hostnames)
-    _write_key(files.ca_key, ca_key)
+    _write_key(files.ca_key, key)
     files.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    _write_key(files.server_key, server_key)
-    files.server_cert.write_bytes(server.public_bytes(serialization.Encoding.PEM))
+
+
+def generate_self_signed(
+    directory: Path, hostnames: Sequence[str] = DEFAULT_HOSTNAMES, *, days: int = 365
+) -> TlsFiles:
+    """A CA (``ca.pem``/``ca.key``) and a server certificate it signed (``server.pem``/``server.key``)
+    for ``hostnames`` (DNS names or IP addresses), in ``directory``.
+
+    Existing files are kept while they serve: the CA always (clients trust it already), the server
+    certificate while it names every host and is valid for another day.
+    """
+    if not hostnames:
+        raise ValueError("hostnames must name at least one host name or IP address")
+    if days < 1:
+        raise ValueError(f"days must be >= 1, got {days}")
+    directory.mkdir(parents=True, exist_ok=True)
+    files = TlsFiles(
+        directory / "ca.pem", directory / "ca.key", directory / "server.pem", directory / "server.key"
+    )
+    if not (files.ca_cert.exists() and files.ca_key.exists()):
+        _new_ca(files, days)
+        files.server_cert.unlink(missing_ok=True)
+    if not (files.server_key.exists() and _covers(files.server_cert, hostnames)):
+        ca, ca_key = _load(files)
+        server, key = _leaf(ca, ca_key, hostnames[0], ExtendedKeyUsageOID.SERVER_AUTH, days, hostnames)
+        _write_key(files.server_key, key)
+        files.server_cert.write_bytes(server.public_bytes(serialization.Encoding.PEM))
     return files
 
 

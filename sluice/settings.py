@@ -144,7 +144,7 @@ class GatewaySettings(BaseModel):
         10.0, ge=0, description="a client pinging more often than this (or without calls) gets a strike"
     )
     max_ping_strikes: int = Field(
-        2, ge=0, description="strikes before the connection is closed with GOAWAY too_many_pings"
+        2, ge=0, description="strikes before the connection is closed (GOAWAY too_many_pings); 0: never"
     )
     max_connection_idle: float = Field(300.0, gt=0, description="a connection without calls this long is closed")
     max_connection_age: float | None = Field(
