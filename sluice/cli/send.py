@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 
 from sluice.client import ClientError, SluiceClient, counter_envelope, gauge_envelope, log_envelope
+from sluice.client.tls import tls_credentials
 from sluice.settings import Settings
 from sluice.v1.envelope_pb2 import Envelope
 
@@ -61,8 +62,11 @@ def run_send(settings: Settings, args: argparse.Namespace) -> int:
             sent += len(batch)
             yield batch
 
+    credentials = tls_credentials(args.ca_file, args.cert_file, args.key_file)
+
     async def go() -> int:
-        async with SluiceClient(args.target or settings.gateway.listen, args.access_key, args.token) as client:
+        target = args.target or settings.gateway.listen
+        async with SluiceClient(target, args.access_key, args.token, credentials=credentials) as client:
             return await client.send_stream(counted())
 
     try:
