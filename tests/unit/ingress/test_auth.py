@@ -479,3 +479,21 @@ def test_metadata_value_takes_the_first() -> None:
     assert metadata_value(md, "a") == "1"
     assert metadata_value(md, "b") == "2"
     assert metadata_value(md, "c") is None
+
+
+def test_keys_by_kid_pass_through_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`sluice dev` hands its settings to children as SLUICE_* variables: secrets and paths by kid too."""
+    from sluice.settings import Settings
+
+    settings = Settings(
+        auth={"jwt_secrets": {"k1": OLD, "k2": NEW}, "jwt_kid": "k2", "jwt_public_key_files": {}},
+    )  # type: ignore[arg-type]
+    env = settings.to_env()
+    assert json.loads(env["SLUICE_AUTH_JWT_SECRETS"]) == {"k1": OLD, "k2": NEW}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert Settings().auth == settings.auth
+    rs = AuthSettings(algorithms=["RS256"], jwt_public_key_files={"r1": tmp_path / "r1.pem"})
+    monkeypatch.setenv("SLUICE_AUTH_ALGORITHMS", '["RS256"]')
+    monkeypatch.setenv("SLUICE_AUTH_JWT_PUBLIC_KEY_FILES", Settings(auth=rs).to_env()["SLUICE_AUTH_JWT_PUBLIC_KEY_FILES"])
+    assert Settings().auth.jwt_public_key_files == {"r1": tmp_path / "r1.pem"}
