@@ -1,8 +1,8 @@
 """A server-side deadline on every call, whatever deadline (if any) the client set.
 
-A call still running after its limit ends with DEADLINE_EXCEEDED: ``call_timeout`` for calls
-with a single request (unary, server-streaming), ``stream_timeout`` for calls streaming
-requests, which legitimately last as long as the client keeps sending. For streamed
+A call still running after its limit ends with DEADLINE_EXCEEDED: ``call_timeout`` for unary
+calls, ``stream_timeout`` for streaming calls (``Sender``, ``BatchSender``, watches), which
+legitimately last as long as the client keeps sending or watching. For streamed
 responses the limit bounds the time spent producing them; a client that stops reading is
 bounded by HTTP/2 flow control, keepalive and ``max_connection_age``.
 """
@@ -57,7 +57,7 @@ def _bounded_stream(behavior: Callable[..., AsyncIterator[Any]], limit: float) -
 
 
 class DeadlineInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Bounds every call's duration: ``call_timeout`` or ``stream_timeout`` seconds."""
+    """Bounds every call's duration: ``call_timeout`` (unary) or ``stream_timeout`` seconds."""
 
     def __init__(self, call_timeout: float, stream_timeout: float) -> None:
         if not call_timeout > 0 or not stream_timeout > 0:
@@ -73,7 +73,8 @@ class DeadlineInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(handler_call_details)
         if handler is None:
             return None  # unknown method: gRPC answers UNIMPLEMENTED
-        limit = self._stream_timeout if handler.request_streaming else self._call_timeout
+        streaming = handler.request_streaming or handler.response_streaming
+        limit = self._stream_timeout if streaming else self._call_timeout
         kind = ("stream" if handler.request_streaming else "unary") + "_" + (
             "stream" if handler.response_streaming else "unary"
         )

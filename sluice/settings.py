@@ -154,10 +154,10 @@ class GatewaySettings(BaseModel):
         30.0, gt=0, description="calls still running this long after max_connection_age are cut"
     )
     call_timeout: float = Field(
-        60.0, gt=0, description="a unary-request call running longer ends with DEADLINE_EXCEEDED"
+        60.0, gt=0, description="a unary call running longer ends with DEADLINE_EXCEEDED"
     )
     stream_timeout: float = Field(
-        3600.0, gt=0, description="a streaming call running longer ends with DEADLINE_EXCEEDED"
+        3600.0, gt=0, description="a streaming call (either direction) running longer ends so too"
     )
 
 

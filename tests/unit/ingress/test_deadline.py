@@ -58,7 +58,7 @@ HANDLERS = grpc.method_handlers_generic_handler(
 
 @pytest.fixture
 async def channel() -> AsyncIterator[grpc.aio.Channel]:
-    server = grpc.aio.server(interceptors=[DeadlineInterceptor(call_timeout=0.3, stream_timeout=0.6)])
+    server = grpc.aio.server(interceptors=[DeadlineInterceptor(call_timeout=0.3, stream_timeout=0.7)])
     server.add_generic_rpc_handlers([HANDLERS])
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -90,20 +90,20 @@ async def test_unary_calls(channel: grpc.aio.Channel) -> None:
 async def test_client_streams_get_the_stream_limit(channel: grpc.aio.Channel) -> None:
     call = channel.stream_unary("/test.Slow/ClientStream")
     assert await call(iter([b"0.2", b"0.2"])) == b"0.4"  # longer than call_timeout, within stream_timeout
-    assert await failure(call(iter([b"0.2"] * 5))) == expired("0.6")
+    assert await failure(call(iter([b"0.2"] * 5))) == expired("0.7")
 
 
 @pytest.mark.parametrize("method", ["ServerStream", "ServerStreamWrites"])
-async def test_server_streams(channel: grpc.aio.Channel, method: str) -> None:
+async def test_server_streams_get_the_stream_limit(channel: grpc.aio.Channel, method: str) -> None:
     call = channel.unary_stream(f"/test.Slow/{method}")
     assert [r async for r in call(b"0.01")] == [b"0", b"1", b"2", b"3", b"4"]
     received: list[bytes] = []
-    slow = call(b"0.2")
+    slow = call(b"0.3")
     with pytest.raises(grpc.aio.AioRpcError) as info:
         async for response in slow:
             received.append(response)
-    assert (info.value.code(), info.value.details()) == expired("0.3")
-    assert received == [b"0"]
+    assert (info.value.code(), info.value.details()) == expired("0.7")
+    assert received == [b"0", b"1"]
 
 
 async def test_handler_errors_pass_through(channel: grpc.aio.Channel) -> None:
