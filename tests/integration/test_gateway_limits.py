@@ -172,7 +172,7 @@ async def test_idle_connection_is_closed(settings: Settings) -> None:
 
 async def test_ping_flood_is_cut_off(settings: Settings) -> None:
     """A client pinging far more often than allowed gets GOAWAY too_many_pings: its call fails."""
-    gateway = await started(settings, min_client_ping_interval=10, max_ping_strikes=2)
+    gateway = await started(settings, min_client_ping_interval=10, max_ping_strikes=1)
     flood = [
         ("grpc.keepalive_time_ms", 20),
         ("grpc.keepalive_timeout_ms", 5000),
@@ -182,11 +182,9 @@ async def test_ping_flood_is_cut_off(settings: Settings) -> None:
     try:
         async with grpc.aio.insecure_channel(gateway.address, options=flood) as channel:
             held = HeldStream(channel, metadata_for(settings, KEY), counters(2))
-            started_at = time.monotonic()
             with pytest.raises(grpc.aio.AioRpcError) as info:
-                await asyncio.wait_for(held.call, 20)
+                await asyncio.wait_for(held.call, 20)  # the client pings about once a second
             assert (info.value.code(), info.value.details()) == (grpc.StatusCode.UNAVAILABLE, "Too many pings")
-            print(f"ping flood cut off after {time.monotonic() - started_at:.2f}s")
             held.release()
     finally:
         await gateway.stop()
