@@ -1,8 +1,9 @@
 """Who is calling: JWT bearer tokens bound to an access key, checked before a request is read.
 
 Every call carries ``authorization: Bearer <JWT>`` and ``x-access-key: <key>``. The token must be
-signed with an allowed algorithm, carry ``exp``, ``iat`` and ``sub`` (plus ``aud``/``iss`` when
-configured), and its ``sub`` must be the access key. :func:`issue_token` makes such tokens.
+signed with an allowed algorithm by the key its ``kid`` names (see :mod:`sluice.ingress.jwt_keys`),
+carry ``exp``, ``iat`` and ``sub`` (plus ``aud``/``iss`` when configured), and its ``sub`` must be
+the access key. :func:`issue_token` makes such tokens.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def issue_token(
         raise ValueError(f"ttl_seconds must be > 0, got {ttl_seconds}")
     if math.ceil(ttl_seconds) > auth.max_token_lifetime:
         raise ValueError(
-            f"ttl_seconds {ttl_seconds:g} exceeds auth.max_token_lifetime ({auth.max_token_lifetime:g}s)"
+            f"ttl_seconds {math.ceil(ttl_seconds)} exceeds auth.max_token_lifetime ({auth.max_token_lifetime:.0f}s)"
         )
     kid, key = signing_key(auth)
     issued = int(time.time() if now is None else now)
@@ -97,7 +98,7 @@ class TokenVerifier:
         lifetime = claims["exp"] - claims["iat"]
         if lifetime > self._max_lifetime:
             raise Unauthenticated(
-                f"token lifetime (exp - iat = {lifetime}s) exceeds the limit of {self._max_lifetime:g}s"
+                f"token lifetime (exp - iat = {lifetime}s) exceeds the limit of {self._max_lifetime:.0f}s"
             )
         subject = claims["sub"]
         if subject != access_key:
