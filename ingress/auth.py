@@ -1,8 +1,9 @@
 """Who is calling: JWT bearer tokens bound to an access key, checked before a request is read.
 
 Every call carries ``authorization: Bearer <JWT>`` and ``x-access-key: <key>``. The token must be
-signed with an allowed algorithm, carry ``exp``, ``iat`` and ``sub`` (plus ``aud``/``iss`` when
-configured), and its ``sub`` must be the access key. :func:`issue_token` makes such tokens.
+signed with an allowed algorithm by the key its ``kid`` names (see :mod:`sluice.ingress.jwt_keys`),
+carry ``exp``, ``iat`` and ``sub`` (plus ``aud``/``iss`` when configured), and its ``sub`` must be
+the access key. :func:`issue_token` makes such tokens.
 """
 
 from __future__ import annotations
@@ -10,123 +11,62 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey, EllipticCurvePublicKey
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 
-from sluice.exceptions import ConfigurationError
 from sluice.ingress.exceptions import PermissionDenied, Unauthenticated, quoted
+from sluice.ingress.jwt_keys import VerifyingKey, signing_key, verification_keys
 from sluice.keys import AccessKeyConfig, AccessKeyStore, validate_access_key
 from sluice.settings import AuthSettings
 from sluice.wire import ACCESS_KEY, AUTHORIZATION
 
 Metadata = Iterable[tuple[str, str | bytes]]
-PublicKey = RSAPublicKey | EllipticCurvePublicKey
-PrivateKey = RSAPrivateKey | EllipticCurvePrivateKey
-
-
-def _is_hmac(auth: AuthSettings) -> bool:
-    # The settings forbid mixing HS* with the public-key families.
-    return auth.algorithms[0].startswith("HS")
-
-
-def _hmac_secret(auth: AuthSettings) -> str:
-    secret = auth.jwt_secret.get_secret_value() if auth.jwt_secret is not None else ""
-    if not secret:
-        raise ConfigurationError(
-            f"no JWT key: auth.jwt_secret is not set but the allowed algorithms are {auth.algorithms}",
-            hint="set SLUICE_AUTH_JWT_SECRET",
-        )
-    return secret
-
-
-def _read_pem(path: Path | None, setting: str, auth: AuthSettings) -> bytes:
-    if path is None:
-        raise ConfigurationError(
-            f"no JWT key: auth.{setting} is not set but the allowed algorithms are {auth.algorithms}",
-            hint=f"set SLUICE_AUTH_{setting.upper()} to a PEM file",
-        )
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read auth.{setting} {path}: {exc.strerror}") from exc
-
-
-def _check_family(key: object, auth: AuthSettings, path: Path) -> None:
-    """RS*/PS* need an RSA key, ES* an EC key."""
-    rsa = isinstance(key, (RSAPublicKey, RSAPrivateKey))
-    for algorithm in auth.algorithms:
-        if rsa != (algorithm[:2] in ("RS", "PS")):
-            kind = "an RSA" if rsa else "an EC"
-            raise ConfigurationError(f"{path} holds {kind} key, which cannot verify {algorithm} tokens")
-
-
-def verification_key(auth: AuthSettings) -> str | PublicKey:
-    """The key tokens are verified with; :class:`ConfigurationError` when there is none."""
-    if _is_hmac(auth):
-        return _hmac_secret(auth)
-    pem = _read_pem(auth.jwt_public_key_file, "jwt_public_key_file", auth)
-    assert auth.jwt_public_key_file is not None
-    try:
-        key = load_pem_public_key(pem)
-    except ValueError as exc:
-        raise ConfigurationError(f"{auth.jwt_public_key_file} is not a PEM public key") from exc
-    if not isinstance(key, (RSAPublicKey, EllipticCurvePublicKey)):
-        raise ConfigurationError(f"{auth.jwt_public_key_file} is neither an RSA nor an EC public key")
-    _check_family(key, auth, auth.jwt_public_key_file)
-    return key
-
-
-def signing_key(auth: AuthSettings) -> str | PrivateKey:
-    """The key tokens are issued with; :class:`ConfigurationError` when there is none."""
-    if _is_hmac(auth):
-        return _hmac_secret(auth)
-    pem = _read_pem(auth.jwt_private_key_file, "jwt_private_key_file", auth)
-    assert auth.jwt_private_key_file is not None
-    try:
-        key = load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError) as exc:
-        raise ConfigurationError(
-            f"{auth.jwt_private_key_file} is not an unencrypted PEM private key"
-        ) from exc
-    if not isinstance(key, (RSAPrivateKey, EllipticCurvePrivateKey)):
-        raise ConfigurationError(f"{auth.jwt_private_key_file} is neither an RSA nor an EC private key")
-    _check_family(key, auth, auth.jwt_private_key_file)
-    return key
 
 
 def issue_token(
     auth: AuthSettings, access_key: str, ttl_seconds: float, *, now: float | None = None
 ) -> str:
-    """A token for ``access_key`` valid for ``ttl_seconds``, signed with the first allowed algorithm.
+    """A token for ``access_key`` valid for ``ttl_seconds``, signed with the first allowed algorithm
+    and, when ``auth.jwt_kid`` is set, that key id.
 
     ``now`` (seconds since the epoch) is the issue time; it defaults to the current time.
     """
     validate_access_key(access_key)
     if not ttl_seconds > 0:
         raise ValueError(f"ttl_seconds must be > 0, got {ttl_seconds}")
+    if math.ceil(ttl_seconds) > auth.max_token_lifetime:
+        raise ValueError(
+            f"ttl_seconds {math.ceil(ttl_seconds)} exceeds auth.max_token_lifetime ({auth.max_token_lifetime:.0f}s)"
+        )
+    kid, key = signing_key(auth)
     issued = int(time.time() if now is None else now)
     claims: dict[str, Any] = {"sub": access_key, "iat": issued, "exp": issued + math.ceil(ttl_seconds)}
     if auth.audience is not None:
         claims["aud"] = auth.audience
     if auth.issuer is not None:
         claims["iss"] = auth.issuer
-    return jwt.encode(claims, signing_key(auth), algorithm=auth.algorithms[0])
+    headers = None if kid is None else {"kid": kid}
+    return jwt.encode(claims, key, algorithm=auth.algorithms[0], headers=headers)
 
 
 class TokenVerifier:
-    """Verifies the bearer token of a call and returns the access key it was issued for."""
+    """Verifies the bearer token of a call and returns the access key it was issued for.
+
+    The header's ``alg`` must be allowed and its ``kid`` (or its absence) must name a configured
+    key before the signature is checked; then ``exp``, ``iat``, ``sub`` (and ``aud``/``iss`` when
+    configured) are required, ``nbf`` is honoured, ``leeway`` bounds clock skew and
+    ``max_token_lifetime`` bounds ``exp - iat``.
+    """
 
     def __init__(self, auth: AuthSettings) -> None:
-        self._key = verification_key(auth)
+        self._keys: dict[str | None, VerifyingKey] = verification_keys(auth)
         self._algorithms = list(auth.algorithms)
         self._audience = auth.audience
         self._issuer = auth.issuer
         self._leeway = auth.leeway
+        self._max_lifetime = auth.max_token_lifetime
         require = ["exp", "sub", "iat"]
         require += ["aud"] if auth.audience is not None else []
         require += ["iss"] if auth.issuer is not None else []
@@ -142,10 +82,11 @@ class TokenVerifier:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated(f"malformed {AUTHORIZATION!r} metadata: expected 'Bearer <JWT>'")
+        key = self._key_of(token)
         try:
             claims = jwt.decode(
                 token,
-                self._key,
+                key,
                 algorithms=self._algorithms,
                 options=self._options,
                 audience=self._audience,
@@ -153,7 +94,12 @@ class TokenVerifier:
                 leeway=self._leeway,
             )
         except jwt.InvalidTokenError as exc:
-            raise Unauthenticated(self._reason(token, exc)) from exc
+            raise Unauthenticated(self._reason(exc)) from exc
+        lifetime = claims["exp"] - claims["iat"]
+        if lifetime > self._max_lifetime:
+            raise Unauthenticated(
+                f"token lifetime (exp - iat = {lifetime}s) exceeds the limit of {self._max_lifetime:.0f}s"
+            )
         subject = claims["sub"]
         if subject != access_key:
             raise Unauthenticated(
@@ -161,18 +107,32 @@ class TokenVerifier:
             )
         return access_key
 
-    def _reason(self, token: str, exc: jwt.InvalidTokenError) -> str:
-        """A precise, client-facing reason for a rejected token."""
-        if isinstance(exc, jwt.InvalidAlgorithmError):
-            algorithm = str(jwt.get_unverified_header(token).get("alg"))
+    def _key_of(self, token: str) -> VerifyingKey:
+        """The key for this token's header: its algorithm must be allowed, its ``kid`` known."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError as exc:
+            raise Unauthenticated(f"malformed token: {exc}") from exc
+        algorithm = header.get("alg")
+        if algorithm not in self._algorithms:
             allowed = ", ".join(self._algorithms)
-            return f"token algorithm {quoted(algorithm)} is not allowed (allowed: {allowed})"
+            raise Unauthenticated(f"token algorithm {quoted(str(algorithm))} is not allowed (allowed: {allowed})")
+        kid = header.get("kid")
+        key = self._keys.get(kid)
+        if key is None:
+            raise Unauthenticated("token lacks a 'kid' header" if kid is None else f"unknown key id {quoted(kid)}")
+        return key
+
+    def _reason(self, exc: jwt.InvalidTokenError) -> str:
+        """A precise, client-facing reason for a rejected token."""
         if isinstance(exc, jwt.InvalidSignatureError):
             return "token signature is invalid"
         if isinstance(exc, jwt.ExpiredSignatureError):
             return "token has expired"
         if isinstance(exc, jwt.ImmatureSignatureError):
-            return "token is not valid yet"
+            if "(iat)" in str(exc):
+                return "token was issued in the future ('iat')"
+            return "token is not valid yet ('nbf')"
         if isinstance(exc, jwt.MissingRequiredClaimError):
             return f"token lacks the {exc.claim!r} claim"
         if isinstance(exc, jwt.InvalidAudienceError):
@@ -181,7 +141,9 @@ class TokenVerifier:
             return f"token audience is not {self._audience!r}"
         if isinstance(exc, jwt.InvalidIssuerError):
             return f"token issuer is not {self._issuer!r}"
-        if isinstance(exc, jwt.DecodeError):
+        if isinstance(exc, InvalidSubjectError):
+            return "token 'sub' claim is not a string"
+        if isinstance(exc, (jwt.DecodeError, jwt.InvalidIssuedAtError, InvalidJTIError)):
             return f"malformed token: {exc}"
         return f"invalid token: {exc}"
 

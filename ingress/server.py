@@ -18,11 +18,14 @@ from grpc_reflection.v1alpha import reflection
 from sluice.crypto import Keyring
 from sluice.exceptions import ConfigurationError
 from sluice.ingress.auth import Authenticator, TokenVerifier
+from sluice.ingress.deadline import DeadlineInterceptor
 from sluice.ingress.exceptions import BindError
 from sluice.ingress.limits import ByteRateLimiter
 from sluice.ingress.metrics import GatewayMetrics
 from sluice.ingress.publisher import Publisher
+from sluice.ingress.server_options import server_options
 from sluice.ingress.service import AgentConfigServicer, IngressServicer
+from sluice.ingress.tls import server_credentials
 from sluice.ingress.validate import EnvelopeValidator
 from sluice.kafka import ensure_topics
 from sluice.keys import JsonKeyStore
@@ -69,6 +72,7 @@ class Gateway:
             kafka.bootstrap, kafka.config_topic, replication_factor=kafka.replication_factor
         )
         self._authenticator = Authenticator(TokenVerifier(settings.auth), self.keys)
+        self._credentials = server_credentials(settings.tls)
         self._validator = EnvelopeValidator(gateway)
         self.metrics = GatewayMetrics()
         self.publisher = Publisher(
@@ -83,6 +87,13 @@ class Gateway:
     def port(self) -> int:
         """The port served on: the one bound by the system once started if ``listen`` had port 0."""
         return self._port
+
+    @property
+    def transport(self) -> str:
+        """``plaintext``, ``TLS`` or ``mutual TLS``."""
+        if self._credentials is None:
+            return "plaintext"
+        return "TLS" if self.settings.tls.client_ca_file is None else "mutual TLS"
 
     @property
     def address(self) -> str:
@@ -113,10 +124,9 @@ class Gateway:
             raise
         try:
             server = grpc.aio.server(
-                options=[
-                    ("grpc.max_receive_message_length", gateway.max_message_bytes),
-                    ("grpc.so_reuseport", 0),  # a port in use is an error, not a shared port
-                ]
+                options=server_options(gateway),
+                maximum_concurrent_rpcs=gateway.max_concurrent_rpcs,
+                interceptors=[DeadlineInterceptor(gateway.call_timeout, gateway.stream_timeout)],
             )
             ingress_pb2_grpc.add_IngressServicer_to_server(  # type: ignore[no-untyped-call]
                 IngressServicer(
@@ -136,7 +146,10 @@ class Gateway:
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
             reflection.enable_server_reflection(SERVICE_NAMES, server)
             try:
-                self._port = server.add_insecure_port(gateway.listen)
+                if self._credentials is None:
+                    self._port = server.add_insecure_port(gateway.listen)
+                else:
+                    self._port = server.add_secure_port(gateway.listen, self._credentials)
             except RuntimeError as exc:
                 raise BindError(
                     f"cannot listen on {gateway.listen}", hint="is another process using that port?"
@@ -160,7 +173,8 @@ class Gateway:
             raise
         self._server = server
         log.info(
-            "gateway listening on %s, publishing to %s at %s", self.address, kafka.raw_topic, kafka.bootstrap
+            "gateway listening on %s (%s), publishing to %s at %s",
+            self.address, self.transport, kafka.raw_topic, kafka.bootstrap,
         )
 
     async def stop(self, grace: float | None = 10.0) -> None:

@@ -53,17 +53,37 @@ class ClickHouseSettings(BaseModel):
 
 
 class AuthSettings(BaseModel):
-    """How access tokens (JWT) are verified and issued."""
+    """How access tokens (JWT) are verified and issued (RFC 8725: one algorithm family, every
+    claim relied on required, bounded clock skew and lifetime, keys rotated by ``kid``).
 
-    jwt_secret: SecretStr | None = Field(None, description="HMAC secret for HS* algorithms")
-    jwt_public_key_file: Path | None = Field(None, description="PEM public key for RS*/ES*/PS*")
+    A token without a ``kid`` header is verified with ``jwt_secret`` / ``jwt_public_key_file``; a
+    token with one, with the key of that id in ``jwt_secrets`` / ``jwt_public_key_files``. To
+    rotate: add the new key by id, move ``jwt_kid`` to it, drop the old id once its tokens expired.
+    """
+
+    jwt_secret: SecretStr | None = Field(None, description="HMAC secret for HS* tokens without a kid")
+    jwt_public_key_file: Path | None = Field(
+        None, description="PEM public key for RS*/ES*/PS* tokens without a kid"
+    )
     jwt_private_key_file: Path | None = Field(
         None, description="PEM private key, used only by `sluice token issue`"
+    )
+    jwt_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict, description="HMAC secrets by key id (kid), as JSON"
+    )
+    jwt_public_key_files: dict[str, Path] = Field(
+        default_factory=dict, description="PEM public keys by key id (kid), as JSON"
+    )
+    jwt_kid: str | None = Field(
+        None, description="key id issued tokens carry (HS*: its secret in jwt_secrets signs them)"
     )
     algorithms: list[JwtAlgorithm] = Field(default_factory=lambda: list[JwtAlgorithm](["HS256"]))
     audience: str | None = None
     issuer: str | None = None
-    leeway: float = Field(30.0, ge=0, description="allowed clock skew in seconds")
+    leeway: float = Field(30.0, ge=0, le=300, description="allowed clock skew in seconds")
+    max_token_lifetime: float = Field(
+        30 * 86400.0, gt=0, description="tokens whose exp - iat is longer are refused (seconds)"
+    )
 
     @field_validator("algorithms")
     @classmethod
@@ -75,6 +95,13 @@ class AuthSettings(BaseModel):
             # Mixing HMAC and public-key algorithms is what key-confusion attacks exploit.
             raise ValueError("do not allow HS* together with RS*/ES*/PS* algorithms")
         return algorithms
+
+    @field_validator("jwt_secrets", "jwt_public_key_files")
+    @classmethod
+    def _kids_not_empty(cls, keys: dict[str, Any]) -> dict[str, Any]:
+        if "" in keys:
+            raise ValueError("a key id (kid) must not be empty")
+        return keys
 
 
 class EncryptionSettings(BaseModel):
@@ -133,6 +160,34 @@ class GatewaySettings(BaseModel):
         "127.0.0.1:9464", description="host:port of the Prometheus /metrics endpoint; empty = off"
     )
     keys_reload_interval: float = Field(1.0, gt=0)
+    # Connection limits (abuse resistance); times in seconds.
+    max_concurrent_rpcs: int = Field(
+        1000, ge=1, description="calls served at once; one more is answered RESOURCE_EXHAUSTED"
+    )
+    max_concurrent_streams: int = Field(
+        100, ge=1, description="HTTP/2 streams (calls) at once per connection; more wait for a slot"
+    )
+    keepalive_time: float = Field(60.0, gt=0, description="the server pings a connection this idle")
+    keepalive_timeout: float = Field(20.0, gt=0, description="a ping unanswered this long closes it")
+    min_client_ping_interval: float = Field(
+        10.0, ge=0, description="a client pinging more often than this (or without calls) gets a strike"
+    )
+    max_ping_strikes: int = Field(
+        2, ge=0, description="strikes before the connection is closed (GOAWAY too_many_pings); 0: never"
+    )
+    max_connection_idle: float = Field(300.0, gt=0, description="a connection without calls this long is closed")
+    max_connection_age: float | None = Field(
+        None, gt=0, description="connections are asked to reconnect after this long (none: never)"
+    )
+    max_connection_age_grace: float = Field(
+        30.0, gt=0, description="calls still running this long after max_connection_age are cut"
+    )
+    call_timeout: float = Field(
+        60.0, gt=0, description="a unary call running longer ends with DEADLINE_EXCEEDED"
+    )
+    stream_timeout: float = Field(
+        3600.0, gt=0, description="a streaming call (either direction) running longer ends so too"
+    )
 
 
 class WorkerSettings(BaseModel):
@@ -158,6 +213,15 @@ class WorkerSettings(BaseModel):
         0.5, gt=0, description="seconds a batch waits for more records before it is processed"
     )
     tick_interval: float = Field(0.5, gt=0, description="seconds between checks for closed windows")
+
+
+def _json_value(value: object) -> str:
+    """Secrets and paths inside list or dict settings, for :meth:`Settings.to_env`."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot pass {type(value).__name__} in an environment variable")
 
 
 class Settings(BaseSettings):
@@ -214,7 +278,7 @@ class Settings(BaseSettings):
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
             if isinstance(value, (list, dict)):
-                env[name] = json.dumps(value, default=lambda v: v.get_secret_value())
+                env[name] = json.dumps(value, default=_json_value)
             else:
                 env[name] = str(value).lower() if isinstance(value, bool) else str(value)
 

@@ -20,7 +20,9 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from sluice.cli.keys import dev_broker_path
+from sluice.certs import DEFAULT_HOSTNAMES, generate_self_signed, issue_client_cert
 from sluice.client import SluiceClient, counter_envelope, gauge_envelope, log_envelope
+from sluice.client.tls import tls_credentials
 from sluice.exceptions import SluiceError
 from sluice.ingress.auth import issue_token
 from sluice.ingress.server import parse_listen
@@ -89,11 +91,33 @@ async def demo_load(client: SluiceClient) -> None:
         await asyncio.sleep(1)
 
 
-def run_dev(settings: Settings, *, demo: bool = False) -> int:
+def dev_tls(settings: Settings, *, mtls: bool) -> dict[str, Path]:
+    """Serve TLS (mutual TLS with ``mtls``) with certificates of a CA kept in <data_dir>/tls/;
+    the ``sluice send`` options (--ca-file, --cert-file, --key-file) that connect to it.
+
+    Certificates named by SLUICE_TLS_* are used as they are: the options are then the user's.
+    """
+    tls = settings.tls
+    if tls.cert_file is not None:
+        return {}
+    host = parse_listen(settings.gateway.listen)[0].strip("[]")
+    hosts = list(DEFAULT_HOSTNAMES) + ([host] if host not in (*DEFAULT_HOSTNAMES, "0.0.0.0", "::") else [])
+    files = generate_self_signed(settings.data_dir / "tls", hosts)
+    tls.cert_file, tls.key_file = files.server_cert, files.server_key
+    options = {"--ca-file": files.ca_cert}
+    if mtls:
+        tls.client_ca_file = files.ca_cert
+        options["--cert-file"], options["--key-file"] = issue_client_cert(files, "dev-client")
+    return options
+
+
+def run_dev(settings: Settings, *, demo: bool = False, tls: bool = False, mtls: bool = False) -> int:
+    """Run the stack until Ctrl-C; ``tls``/``mtls`` serve the gateway with (mutual) TLS."""
     data = settings.data_dir.resolve()
     data.mkdir(parents=True, exist_ok=True)
     settings.keys_file = settings.access_keys_path.resolve()
     settings.data_dir = data
+    tls_options = dev_tls(settings, mtls=mtls) if tls or mtls else {}
     if settings.auth.jwt_secret is None and settings.auth.algorithms[0].startswith("HS"):
         settings.auth.jwt_secret = SecretStr(dev_secret(data))
     keys = JsonKeyStore(settings.access_keys_path)
@@ -109,7 +133,7 @@ def run_dev(settings: Settings, *, demo: bool = False) -> int:
         dev_broker_path(settings).write_text(settings.kafka.bootstrap)
         children.append(Child("gateway", env, data / "gateway.log"))
         children.append(Child("worker", env, data / "worker.log"))
-        return asyncio.run(_serve(settings, children, tansu, demo))
+        return asyncio.run(_serve(settings, children, tansu, demo, tls_options))
     finally:
         for child in reversed(children):
             child.stop(30)
@@ -118,7 +142,9 @@ def run_dev(settings: Settings, *, demo: bool = False) -> int:
             tansu.stop()
 
 
-async def _serve(settings: Settings, children: list[Child], tansu: Tansu | None, demo: bool) -> int:
+async def _serve(
+    settings: Settings, children: list[Child], tansu: Tansu | None, demo: bool, tls_options: dict[str, Path]
+) -> int:
     gateway, worker = children
     host, port = parse_listen(settings.gateway.listen)
     url = worker_url(settings)
@@ -131,10 +157,22 @@ async def _serve(settings: Settings, children: list[Child], tansu: Tansu | None,
                 raise SluiceError(f"the {child.name} did not listen on {h}:{p} within 60s", hint=f"see {child.log_path}")
     token = issue_token(settings.auth, DEV_KEY, 24 * 3600)
     target = settings.gateway.listen
+    tls = settings.tls
+    transport = "plaintext" if tls.cert_file is None else "mutual TLS" if tls.client_ca_file else "TLS"
+    if tls_options:
+        credentials = tls_credentials(
+            tls_options["--ca-file"], tls_options.get("--cert-file"), tls_options.get("--key-file")
+        )
+    elif tls.cert_file is not None:  # the user's certificates: the demo trusts the chain served
+        credentials = tls_credentials(tls.cert_file)
+        tls_options = {"--ca-file": Path("<CA that signed the gateway's certificate>")}
+    else:
+        credentials = None
+    send_options = "".join(f" {option} {path}" for option, path in tls_options.items())
     print(f"""
 Sluice is running.
   broker    {settings.kafka.bootstrap}{' (Tansu, memory storage)' if tansu else ''}
-  gateway   {target}          log: {gateway.log_path}
+  gateway   {target} ({transport})  log: {gateway.log_path}
   worker    {url}   log: {worker.log_path}
   data      {settings.data_dir.resolve()}  (files in files/, chDB in clickhouse/)
   key       {DEV_KEY}
@@ -144,7 +182,7 @@ Manage keys (this data dir's commands find the broker by themselves):
   sluice keys add tenant-a && sluice token issue --access-key tenant-a
 
 Send, then query:
-  echo hello | sluice send --target {target} --access-key {DEV_KEY} --token {token}
+  echo hello | sluice send --target {target} --access-key {DEV_KEY} --token {token}{send_options}
   sluice query "SELECT timestamp, payload FROM sluice.logs FINAL ORDER BY timestamp DESC LIMIT 10"
 
 Ctrl-C stops everything; what was acknowledged is written before it stops.
@@ -153,7 +191,7 @@ Ctrl-C stops everything; what was acknowledged is written before it stops.
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
-    async with SluiceClient(target, DEV_KEY, token) as client:
+    async with SluiceClient(target, DEV_KEY, token, credentials=credentials) as client:
         load = asyncio.ensure_future(demo_load(client)) if demo else None
         while not stopping.is_set():
             for child in children:

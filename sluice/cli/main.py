@@ -9,6 +9,7 @@ import logging
 import re
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -61,7 +62,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     from sluice.cli.dev import run_dev
 
-    return run_dev(settings, demo=args.demo)
+    return run_dev(settings, demo=args.demo, tls=args.tls or args.mtls, mtls=args.mtls)
 
 
 def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
@@ -91,7 +92,10 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     from sluice.cli.keys import known
     from sluice.ingress.auth import issue_token
 
-    token = issue_token(settings.auth, args.access_key, args.ttl)
+    try:
+        token = issue_token(settings.auth, args.access_key, args.ttl)
+    except ValueError as exc:
+        raise SluiceError(str(exc)) from exc
     found, where = known(settings, args.access_key)
     if not found:
         print(f"warning: {args.access_key!r} is not in {where}", file=sys.stderr)
@@ -114,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     dev = command("dev", cmd_dev, "run Tansu, the gateway, a worker and chDB on this machine")
     dev.add_argument("--demo", action="store_true", help="also send a small synthetic load")
+    dev.add_argument(
+        "--tls", action="store_true",
+        help="serve TLS with a certificate from a CA made once under <data_dir>/tls/ (unless SLUICE_TLS_CERT_FILE is set)",
+    )
+    dev.add_argument("--mtls", action="store_true", help="like --tls, and require client certificates of that CA")
     command("gateway", cmd_gateway, "serve the gRPC gateway")
     command("worker", cmd_worker, "run a Faust worker")
 
@@ -134,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--retry-for", type=duration, metavar="DURATION",
         help="retry an unavailable or overloaded gateway this long, e.g. 5m (default: 1m; --follow: for ever)",
     )
+    send.add_argument("--ca-file", type=Path, help="connect with TLS, trusting this PEM CA bundle")
+    send.add_argument("--cert-file", type=Path, help="PEM client certificate, for gateways requiring mutual TLS")
+    send.add_argument("--key-file", type=Path, help="PEM private key of --cert-file")
 
     query = command("query", cmd_query, "run a read-only SQL query on ClickHouse")
     query.add_argument("sql")

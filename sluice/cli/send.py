@@ -9,7 +9,10 @@ import random
 import sys
 from collections.abc import Iterator
 
+import grpc
+
 from sluice.client import ClientError, RetryPolicy, SluiceClient, counter_envelope, gauge_envelope, log_envelope
+from sluice.client.tls import tls_credentials
 from sluice.settings import Settings
 from sluice.v1.envelope_pb2 import Envelope
 
@@ -65,8 +68,9 @@ def run_send(settings: Settings, args: argparse.Namespace) -> int:
         raise SystemExit("sluice send: --state goes with --follow")
     target = args.target or settings.gateway.listen
     retry = retry_policy(args)
+    credentials = tls_credentials(args.ca_file, args.cert_file, args.key_file)
     if args.follow:
-        return _run_follow(target, retry, args)
+        return _run_follow(target, retry, credentials, args)
     envelopes = synthetic_metrics(args.metrics) if args.metrics is not None else log_lines(args.file)
     sent = 0
 
@@ -80,7 +84,7 @@ def run_send(settings: Settings, args: argparse.Namespace) -> int:
             yield batch
 
     async def go() -> int:
-        async with SluiceClient(target, args.access_key, args.token, retry=retry) as client:
+        async with SluiceClient(target, args.access_key, args.token, retry=retry, credentials=credentials) as client:
             return await client.send_stream(counted())
 
     try:
@@ -93,13 +97,15 @@ def run_send(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if accepted == sent else 1
 
 
-def _run_follow(target: str, retry: RetryPolicy, args: argparse.Namespace) -> int:
+def _run_follow(
+    target: str, retry: RetryPolicy, credentials: grpc.ChannelCredentials | None, args: argparse.Namespace
+) -> int:
     from sluice.cli.follow import follow_until_signalled
 
     state = args.state or f"{args.file}.sluice-pos"
 
     async def go() -> tuple[int, int]:
-        async with SluiceClient(target, args.access_key, args.token, retry=retry) as client:
+        async with SluiceClient(target, args.access_key, args.token, retry=retry, credentials=credentials) as client:
             return await follow_until_signalled(
                 client, args.file, state, batch=args.batch, source_id=args.source_id
             )

@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
+import jwt
 import pytest
 import pytest_asyncio
 from pydantic import SecretStr
@@ -196,4 +197,40 @@ async def test_get_config_of_another_key_is_refused(shared_client: SluiceClient)
     assert (info.value.code, info.value.details) == (
         grpc.StatusCode.PERMISSION_DENIED,
         "access key 'ak_shared_ok' may not read the configuration of 'ak_shared_other'",
+    )
+
+
+# --- forged and malformed tokens (RFC 8725) ------------------------------------------------
+
+
+def forged_metadata(token: str) -> CallMetadata:
+    return (("authorization", f"Bearer {token}"), ("x-access-key", "ak_shared_ok"))
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        (
+            jwt.encode({"sub": "ak_shared_ok", "iat": int(time.time()), "exp": int(time.time()) + 600}, None, algorithm="none"),
+            "token algorithm 'none' is not allowed (allowed: HS256)",
+        ),
+        ("a.b.c", "malformed token: Invalid header padding"),
+        ("not-a-jwt", "malformed token: Not enough segments"),
+    ],
+)
+async def test_forged_and_garbage_tokens(channel: grpc.aio.Channel, token: str, message: str) -> None:
+    assert await refused(channel, "Send", forged_metadata(token)) == (grpc.StatusCode.UNAUTHENTICATED, message)
+
+
+async def test_token_not_valid_yet_and_unknown_kid(channel: grpc.aio.Channel, shared_settings: Settings) -> None:
+    secret = shared_settings.auth.jwt_secret
+    assert secret is not None
+    now = int(time.time())
+    early = jwt.encode({"sub": "ak_shared_ok", "iat": now, "exp": now + 600, "nbf": now + 300}, secret.get_secret_value())
+    assert await refused(channel, "Send", forged_metadata(early)) == (
+        grpc.StatusCode.UNAUTHENTICATED, "token is not valid yet ('nbf')"
+    )
+    keyed = jwt.encode({"sub": "ak_shared_ok", "iat": now, "exp": now + 60}, secret.get_secret_value(), headers={"kid": "k9"})
+    assert await refused(channel, "GetConfig", forged_metadata(keyed)) == (
+        grpc.StatusCode.UNAUTHENTICATED, "unknown key id 'k9'"
     )

@@ -108,7 +108,47 @@ def test_expired_within_leeway_is_accepted() -> None:
 
 def test_issued_in_the_future() -> None:
     token = issue_token(hs(), KEY, 60, now=time.time() + 120)
-    assert reason(TokenVerifier(hs(leeway=30)), bearer(token)) == "token is not valid yet"
+    assert reason(TokenVerifier(hs(leeway=30)), bearer(token)) == "token was issued in the future ('iat')"
+
+
+def test_issued_in_the_future_within_leeway_is_accepted() -> None:
+    token = issue_token(hs(), KEY, 60, now=time.time() + 20)
+    assert TokenVerifier(hs(leeway=30)).verify(bearer(token), KEY) == KEY
+
+
+def test_not_before_is_honoured() -> None:
+    verifier = TokenVerifier(hs(leeway=30))
+    early = jwt.encode(claims(nbf=int(time.time()) + 60), SECRET, algorithm="HS256")
+    assert reason(verifier, bearer(early)) == "token is not valid yet ('nbf')"
+    within_leeway = jwt.encode(claims(nbf=int(time.time()) + 20), SECRET, algorithm="HS256")
+    assert verifier.verify(bearer(within_leeway), KEY) == KEY
+
+
+def test_lifetime_is_bounded() -> None:
+    now = int(time.time())
+    verifier = TokenVerifier(hs(max_token_lifetime=3600))
+    too_long = jwt.encode(claims(iat=now, exp=now + 3601), SECRET, algorithm="HS256")
+    assert reason(verifier, bearer(too_long)) == "token lifetime (exp - iat = 3601s) exceeds the limit of 3600s"
+    just_right = jwt.encode(claims(iat=now, exp=now + 3600), SECRET, algorithm="HS256")
+    assert verifier.verify(bearer(just_right), KEY) == KEY
+
+
+def test_issue_token_refuses_a_lifetime_over_the_limit() -> None:
+    with pytest.raises(ValueError, match=r"^ttl_seconds 7201 exceeds auth.max_token_lifetime \(7200s\)$"):
+        issue_token(hs(max_token_lifetime=7200), KEY, 7201)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"sub": 42}, "token 'sub' claim is not a string"),
+        ({"iat": "yesterday"}, "malformed token: Issued At claim (iat) must be an integer."),
+        ({"exp": "soon"}, "malformed token: Expiration Time claim (exp) must be an integer."),
+    ],
+)
+def test_claims_of_the_wrong_type(overrides: dict[str, object], message: str) -> None:
+    token = jwt.encode(claims(**overrides), SECRET, algorithm="HS256")
+    assert reason(TokenVerifier(hs()), bearer(token)) == message
 
 
 @pytest.mark.parametrize("claim", ["exp", "sub", "iat"])
@@ -161,12 +201,109 @@ def test_unsigned_token_is_refused() -> None:
     assert reason(TokenVerifier(hs()), bearer(token)) == (
         "token algorithm 'none' is not allowed (allowed: HS256)"
     )
+    # A hand-made "none" token whose header also names a known key id changes nothing.
+    forged = jwt.encode(claims(), None, algorithm="none", headers={"kid": "k1"})
+    verifier = TokenVerifier(AuthSettings(jwt_secrets={"k1": SECRET}))  # type: ignore[dict-item]
+    assert reason(verifier, bearer(forged)) == "token algorithm 'none' is not allowed (allowed: HS256)"
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        ("a.b.c", "malformed token: Invalid header padding"),
+        ("eyJhbGciOiJIUzI1NiJ9.e30", "malformed token: Not enough segments"),
+        ("eyJhbGciOiJIUzI1NiJ9.%%%.c2ln", "malformed token: Invalid payload padding"),
+        ("W10.e30.c2ln", "malformed token: Invalid header string: must be a json object"),
+    ],
+)
+def test_garbage_tokens(token: str, message: str) -> None:
+    assert reason(TokenVerifier(hs()), bearer(token)) == message
+
+
+# --- key ids (kid) and rotation --------------------------------------------------------
+
+OLD = "old-secret-" + "0123456789abcdef" * 3
+NEW = "new-secret-" + "fedcba9876543210" * 3
+
+
+def keyed(*kids: str, current: str | None = None, default: str | None = None) -> AuthSettings:
+    secrets = {"k-old": OLD, "k-new": NEW}
+    return AuthSettings(
+        jwt_secret=default, jwt_secrets={k: secrets[k] for k in kids}, jwt_kid=current  # type: ignore[arg-type]
+    )
+
+
+def test_issued_token_carries_the_current_kid() -> None:
+    token = issue_token(keyed("k-old", "k-new", current="k-new"), KEY, 60)
+    assert jwt.get_unverified_header(token) == {"alg": "HS256", "kid": "k-new", "typ": "JWT"}
+    assert jwt.decode(token, NEW, algorithms=["HS256"])["sub"] == KEY
+
+
+def test_rotation_by_kid() -> None:
+    """Tokens of the old key stay valid while it is configured, and only that long."""
+    old_token = bearer(issue_token(keyed("k-old", current="k-old"), KEY, 60))
+    new_token = bearer(issue_token(keyed("k-old", "k-new", current="k-new"), KEY, 60))
+    during = TokenVerifier(keyed("k-old", "k-new", current="k-new"))
+    assert during.verify(old_token, KEY) == KEY
+    assert during.verify(new_token, KEY) == KEY
+    after = TokenVerifier(keyed("k-new", current="k-new"))
+    assert after.verify(new_token, KEY) == KEY
+    assert reason(after, old_token) == "unknown key id 'k-old'"
+
+
+def test_kid_selects_the_key() -> None:
+    """A token signed with one key but naming another key's id is refused."""
+    forged = jwt.encode(claims(), OLD, algorithm="HS256", headers={"kid": "k-new"})
+    assert reason(TokenVerifier(keyed("k-old", "k-new")), bearer(forged)) == "token signature is invalid"
+
+
+def test_token_without_kid_needs_the_default_key() -> None:
+    plain = bearer(issue_token(hs(), KEY, 60))
+    assert reason(TokenVerifier(keyed("k-new")), plain) == "token lacks a 'kid' header"
+    both = AuthSettings(jwt_secret=SECRET, jwt_secrets={"k-new": NEW})  # type: ignore[arg-type, dict-item]
+    assert TokenVerifier(both).verify(plain, KEY) == KEY
+    assert reason(TokenVerifier(hs()), bearer(issue_token(keyed("k-new", current="k-new"), KEY, 60))) == (
+        "unknown key id 'k-new'"
+    )
+
+
+def test_kid_of_the_wrong_type() -> None:
+    token = hmac_token(claims(), NEW.encode(), kid=7)  # type: ignore[arg-type]
+    assert reason(TokenVerifier(keyed("k-new")), bearer(token)) == (
+        "malformed token: Key ID header parameter must be a string"
+    )
+
+
+def test_current_kid_must_have_a_secret() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        issue_token(keyed("k-old", current="k-new"), KEY, 60)
+    assert str(info.value) == (
+        "auth.jwt_kid 'k-new' has no secret in auth.jwt_secrets (hint: add it to SLUICE_AUTH_JWT_SECRETS)"
+    )
+
+
+def test_short_hmac_secrets_are_refused() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        TokenVerifier(AuthSettings(jwt_secrets={"k1": "x" * 31}))  # type: ignore[dict-item]
+    assert str(info.value) == (
+        "auth.jwt_secrets['k1'] is too weak for HS256: The HMAC key is 31 bytes long, which is below "
+        "the minimum recommended length of 32 bytes for SHA256. See RFC 7518 Section 3.2."
+    )
+    with pytest.raises(ConfigurationError, match=r"^auth.jwt_secret is too weak for HS512: The HMAC key is 63"):
+        TokenVerifier(AuthSettings(jwt_secret="y" * 63, algorithms=["HS512"]))  # type: ignore[arg-type]
+    assert TokenVerifier(AuthSettings(jwt_secret="y" * 64, algorithms=["HS512"]))  # type: ignore[arg-type]
+
+
+def test_empty_kid_is_refused_by_the_settings() -> None:
+    with pytest.raises(ValueError, match="a key id \\(kid\\) must not be empty"):
+        AuthSettings(jwt_secrets={"": SECRET})  # type: ignore[dict-item]
 
 
 # --- public-key algorithms ---------------------------------------------------------------
 
 
 def write_keys(tmp_path: Path, private: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> tuple[Path, Path]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     priv = tmp_path / "jwt.key"
     pub = tmp_path / "jwt.pub"
     priv.write_bytes(private.private_bytes(
@@ -178,13 +315,14 @@ def write_keys(tmp_path: Path, private: rsa.RSAPrivateKey | ec.EllipticCurvePriv
     return priv, pub
 
 
-def hmac_token(payload: dict[str, object], secret: bytes) -> str:
+def hmac_token(payload: dict[str, object], secret: bytes, kid: str | None = None) -> str:
     """An HS256 token built by hand (PyJWT refuses to use a PEM key as an HMAC secret)."""
 
     def b64(data: bytes) -> bytes:
         return base64.urlsafe_b64encode(data).rstrip(b"=")
 
-    signing_input = b64(b'{"alg":"HS256","typ":"JWT"}') + b"." + b64(json.dumps(payload).encode())
+    header: dict[str, object] = {"alg": "HS256", "typ": "JWT"} | ({} if kid is None else {"kid": kid})
+    signing_input = b64(json.dumps(header).encode()) + b"." + b64(json.dumps(payload).encode())
     signature = hmac.new(secret, signing_input, hashlib.sha256).digest()
     return (signing_input + b"." + b64(signature)).decode()
 
@@ -212,6 +350,41 @@ def test_hmac_token_signed_with_the_public_key_is_refused(tmp_path: Path, rsa_ke
     verifier = TokenVerifier(AuthSettings(algorithms=["RS256"], jwt_public_key_file=pub))
     forged = hmac_token(claims(), pub.read_bytes())
     assert reason(verifier, bearer(forged)) == "token algorithm 'HS256' is not allowed (allowed: RS256)"
+    keyed_verifier = TokenVerifier(AuthSettings(algorithms=["RS256"], jwt_public_key_files={"r1": pub}))
+    forged = hmac_token(claims(), pub.read_bytes(), kid="r1")
+    assert reason(keyed_verifier, bearer(forged)) == "token algorithm 'HS256' is not allowed (allowed: RS256)"
+
+
+def test_public_keys_by_kid(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
+    priv, pub = write_keys(tmp_path, rsa_key)
+    other_priv, other_pub = write_keys(tmp_path / "other", rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    verifier = TokenVerifier(AuthSettings(algorithms=["RS256"], jwt_public_key_files={"r1": pub, "r2": other_pub}))
+    for kid, key in (("r1", priv), ("r2", other_priv)):
+        token = issue_token(AuthSettings(algorithms=["RS256"], jwt_private_key_file=key, jwt_kid=kid), KEY, 60)
+        assert jwt.get_unverified_header(token)["kid"] == kid
+        assert verifier.verify(bearer(token), KEY) == KEY
+    swapped = issue_token(AuthSettings(algorithms=["RS256"], jwt_private_key_file=priv, jwt_kid="r2"), KEY, 60)
+    assert reason(verifier, bearer(swapped)) == "token signature is invalid"
+
+
+def test_weak_rsa_key_is_refused(tmp_path: Path) -> None:
+    _, pub = write_keys(tmp_path, rsa.generate_private_key(public_exponent=65537, key_size=1024))
+    with pytest.raises(ConfigurationError) as info:
+        TokenVerifier(AuthSettings(algorithms=["RS256"], jwt_public_key_files={"r1": pub}))
+    assert str(info.value) == (
+        f"{pub} is too weak for RS256: The RSA key is 1024 bits long, which is below the minimum "
+        "recommended size of 2048 bits. See NIST SP 800-131A."
+    )
+
+
+def test_ec_key_on_the_wrong_curve_is_refused(tmp_path: Path) -> None:
+    _, pub = write_keys(tmp_path, ec.generate_private_key(ec.SECP384R1()))
+    with pytest.raises(ConfigurationError) as info:
+        TokenVerifier(AuthSettings(algorithms=["ES256"], jwt_public_key_file=pub))
+    assert str(info.value) == (
+        f"{pub} cannot be used for ES256: The key's curve 'secp384r1' does not match the expected curve "
+        "'secp256r1' for this algorithm"
+    )
 
 
 # --- configuration errors --------------------------------------------------------------
@@ -306,3 +479,21 @@ def test_metadata_value_takes_the_first() -> None:
     assert metadata_value(md, "a") == "1"
     assert metadata_value(md, "b") == "2"
     assert metadata_value(md, "c") is None
+
+
+def test_keys_by_kid_pass_through_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`sluice dev` hands its settings to children as SLUICE_* variables: secrets and paths by kid too."""
+    from sluice.settings import Settings
+
+    settings = Settings(
+        auth={"jwt_secrets": {"k1": OLD, "k2": NEW}, "jwt_kid": "k2", "jwt_public_key_files": {}},
+    )  # type: ignore[arg-type]
+    env = settings.to_env()
+    assert json.loads(env["SLUICE_AUTH_JWT_SECRETS"]) == {"k1": OLD, "k2": NEW}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert Settings().auth == settings.auth
+    rs = AuthSettings(algorithms=["RS256"], jwt_public_key_files={"r1": tmp_path / "r1.pem"})
+    monkeypatch.setenv("SLUICE_AUTH_ALGORITHMS", '["RS256"]')
+    monkeypatch.setenv("SLUICE_AUTH_JWT_PUBLIC_KEY_FILES", Settings(auth=rs).to_env()["SLUICE_AUTH_JWT_PUBLIC_KEY_FILES"])
+    assert Settings().auth.jwt_public_key_files == {"r1": tmp_path / "r1.pem"}
