@@ -50,7 +50,7 @@ def test_dev_with_mutual_tls(tmp_path: Path) -> None:
         sent = sluice(env, "send", *args, input="one\ntwo\n")
         assert (sent.returncode, sent.stdout) == (0, "acknowledged 2 of 2 envelopes\n"), sent.stderr
         for refused_args in (args[:-4], args[:-6]):  # no client certificate; plaintext
-            refused = sluice(env, "send", *refused_args, input="x\n")
+            refused = sluice(env, "send", *refused_args, "--retry-for", "1s", input="x\n")
             assert refused.returncode == 1
             assert refused.stderr.startswith("sluice send: UNAVAILABLE: failed to connect to all addresses"), refused.stderr
             assert refused.stderr.endswith("an unknown number of 1 envelopes were acknowledged\n"), refused.stderr

@@ -15,6 +15,7 @@ import pytest_asyncio
 from pydantic import SecretStr
 
 from sluice.certs import TlsFiles, generate_self_signed, issue_client_cert
+from sluice.client.retry import RetryPolicy
 from sluice.client import ClientError, SluiceClient
 from sluice.client.tls import tls_credentials
 from sluice.exceptions import ConfigurationError
@@ -64,7 +65,10 @@ async def mtls_gateway(settings: Settings, certs: TlsFiles) -> AsyncIterator[Gat
 
 async def send(gateway: Gateway, credentials: grpc.ChannelCredentials | None, n: int = 3) -> int:
     token = issue_token(gateway.settings.auth, KEY, 60)
-    async with SluiceClient(gateway.address, KEY, token, credentials=credentials, timeout=10) as client:
+    # A refused handshake is UNAVAILABLE, which the client would otherwise retry for a minute.
+    async with SluiceClient(
+        gateway.address, KEY, token, credentials=credentials, timeout=10, retry=RetryPolicy.never()
+    ) as client:
         return await client.send(counters(n))
 
 
