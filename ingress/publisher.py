@@ -25,6 +25,7 @@ from sluice.ingress.alerts import RateLimitedLog
 from sluice.ingress.buffer import Chunk, Diode
 from sluice.ingress.exceptions import PublishFailed
 from sluice.ingress.metrics import GatewayMetrics
+from sluice.shards import access_key_of
 from sluice.ingress.spool import Spool
 from sluice.ingress.spooler import Spooler
 from sluice.kafka import (
@@ -175,9 +176,11 @@ class Publisher:
 
     # -- what calls use ----------------------------------------------------------------
 
-    async def enqueue(self, access_key: str, encoded: Sequence[bytes], *, encrypt: bool = False) -> Chunk:
+    async def enqueue(
+        self, access_key: str, encoded: Sequence[bytes], *, encrypt: bool = False, record_key: bytes | None = None
+    ) -> Chunk:
         """Frame encoded envelopes of one key into records (encrypted if asked) and queue them
-        (see :class:`Diode`)."""
+        (see :class:`Diode`); ``record_key`` is the Kafka key, the access key by default."""
         if self._producer is None:
             raise RuntimeError("Publisher.enqueue() called before start()")
         records = frame_records(encoded, self._max_record_bytes)
@@ -185,7 +188,7 @@ class Publisher:
         if encrypt:
             encrypted = [self._keyring.encrypt(access_key, r) for r in records]
             kid, records = encrypted[0][0], [blob for _, blob in encrypted]
-        chunk = Chunk(access_key.encode(), records, len(encoded), kid)
+        chunk = Chunk(record_key or access_key.encode(), records, len(encoded), kid)
         if self.spooler is None:
             await self.diode.put(chunk)
         elif self.spooler.active or not await self.diode.try_put(chunk):
@@ -256,7 +259,7 @@ class Publisher:
             metrics.publish_seconds.observe(asyncio.get_running_loop().time() - started)
             for record in chunk.records:
                 metrics.record_bytes.observe(len(record))
-            metrics.acknowledged.labels(chunk.key.decode()).inc(chunk.envelopes)
+            metrics.acknowledged.labels(access_key_of(chunk.key)).inc(chunk.envelopes)
             if not chunk.done.done():
                 chunk.done.set_result(None)
         else:
@@ -278,7 +281,7 @@ class Publisher:
         task.add_done_callback(lambda _: metrics.buffer_bytes.set(self.diode.used))
 
     def _dropped(self, chunk: Chunk, reason: str) -> None:
-        key = chunk.key.decode()
+        key = access_key_of(chunk.key)
         self._metrics.dropped.labels(key, self.diode.policy, reason).inc(chunk.envelopes)
         self._alert.warning(
             "dropped %d envelope(s) of %r (policy %s, %s)", chunk.envelopes, key, self.diode.policy, reason

@@ -32,6 +32,7 @@ from sluice.ingress.exceptions import (
 from sluice.ingress.limits import ByteRateLimiter
 from sluice.ingress.metrics import GatewayMetrics
 from sluice.ingress.publisher import Publisher
+from sluice.shards import record_key, shard_for
 from sluice.ingress.validate import EnvelopeValidator
 from sluice.keys import AccessKeyConfig
 from sluice.keys.topic_store import ConfigTopicStore
@@ -204,17 +205,24 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
         key = config.access_key
         metrics = self._metrics
         received = 0
-        pending: list[bytes] = []
+        shards = config.shards
+        pending: dict[int, list[bytes]] = {}  # by shard
         since: float | None = None
         chunks: list[Chunk] = []
         loop = asyncio.get_running_loop()
 
         async def flush(upto: int) -> None:
             nonlocal since
-            while len(pending) >= upto and pending:
-                chunks.append(await self._publisher.enqueue(key, pending[: self._chunk], encrypt=config.encrypt))
-                del pending[: self._chunk]
-            since = loop.time() if pending else None
+            for shard, items in pending.items():
+                while len(items) >= upto and items:
+                    chunks.append(
+                        await self._publisher.enqueue(
+                            key, items[: self._chunk], encrypt=config.encrypt,
+                            record_key=record_key(key, shard, shards),
+                        )
+                    )
+                    del items[: self._chunk]
+            since = loop.time() if any(pending.values()) else None
 
         items = _paced(requests, lambda: None if since is None else since + self._linger) if streaming else requests
         try:
@@ -238,7 +246,11 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
                 received += len(envelopes)
                 if since is None:
                     since = loop.time()
-                pending += encoded
+                if shards > 1:
+                    for env, data in zip(envelopes, encoded):
+                        pending.setdefault(shard_for(env.source_id, shards), []).append(data)
+                else:
+                    pending.setdefault(0, []).extend(encoded)
                 await flush(self._chunk if streaming else sys.maxsize)
             if streaming:
                 # A stream the client cancelled ends like a finished one; the cancellation is

@@ -15,6 +15,7 @@ from typing import Any
 from sluice.exceptions import SluiceError
 from sluice.ingress.buffer import Chunk
 from sluice.ingress.metrics import GatewayMetrics
+from sluice.shards import access_key_of
 from sluice.ingress.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -97,4 +98,4 @@ class Spooler:
             delay = self._backoff
             await self._run(self.spool.advance, entry)
             self._metrics.replayed.inc(entry.envelopes)
-            self._metrics.acknowledged.labels(entry.key.decode()).inc(entry.envelopes)
+            self._metrics.acknowledged.labels(access_key_of(entry.key)).inc(entry.envelopes)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sluice.crypto import H_KEY_ID, DecryptError, Keyring
+from sluice.shards import access_key_of
 from sluice.keys.models import DEFAULT_ROUTES, AccessKeyConfig, Sink, Stream
 from sluice.settings import EncryptionSettings
 from sluice.streams.decode import EVENT_COLUMNS, LOG_COLUMNS, decoder_for
@@ -168,7 +169,7 @@ class Pipeline:
             counters.records += 1
             low, high = batch.positions.get(record.partition, (record.offset, record.offset))
             batch.positions[record.partition] = (min(low, record.offset), max(high, record.offset))
-            access_key = (record.key or b"").decode("utf-8", "replace").split(":", 1)[0]
+            access_key = access_key_of(record.key)
             try:
                 value = record.value
                 kid = record.header(H_KEY_ID)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sluice.cli.output import print_rows
+from sluice.cli.topics import add_top_arguments, run_top
 from sluice.exceptions import SluiceError
 from sluice.keys import AccessKeyConfig, JsonKeyStore, generate_access_key, validate_access_key
 from sluice.keys.topic_store import ConfigTopicStore
@@ -54,6 +55,7 @@ def add_arguments(sub: Any) -> None:
     disable.add_argument("access_key")
     lst = sub.add_parser("list", help="list the access keys")
     lst.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    add_top_arguments(sub.add_parser("top", help="per-key rates on the raw topic, and shards to give hot keys"))
 
 
 def _changes(args: argparse.Namespace, old: AccessKeyConfig | None) -> dict[str, Any]:
@@ -130,6 +132,8 @@ def known(settings: Settings, access_key: str) -> tuple[bool, str]:
 
 
 def run_keys(settings: Settings, args: argparse.Namespace) -> int:
+    if args.keys_command == "top":
+        return run_top(settings, args)
     broker = broker_for(settings)
     if not broker:
         return asyncio.run(_run(_Seed(settings.access_keys_path), str(settings.access_keys_path), args))

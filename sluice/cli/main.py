@@ -88,6 +88,12 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     return run_keys(settings, args)
 
 
+def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
+    from sluice.cli.topics import run_topics
+
+    return run_topics(settings, args)
+
+
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     from sluice.cli.keys import known
     from sluice.ingress.auth import issue_token
@@ -155,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     from sluice.cli.keys import add_arguments
 
     add_arguments(keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION"))
+    from sluice.cli.topics import add_arguments as add_topic_arguments
+
+    add_topic_arguments(command("topics", cmd_topics, "manage the raw topic's partitions"))
 
     token = command("token", cmd_token, "issue access tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")

@@ -27,6 +27,7 @@ from sluice.client import (
 from sluice.crypto import generate_master_key
 from sluice.ingress import Gateway, issue_token
 from sluice.settings import Settings
+from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch
 from tests.fixtures.stack import WorkerProcess
 from tests.integration.gateway_helpers import add_key, read_topic
 
@@ -177,3 +178,33 @@ async def test_encrypted_keys_are_not_plaintext_on_the_topic_and_decrypt_in_the_
     assert dict(records[secret].headers)["encryption"] == b"aes-256-gcm"
     assert b"public payload" in records[plain].value
     assert "key-id" not in dict(records[plain].headers)
+
+
+async def test_a_sharded_key_spreads_over_partitions_and_merges_exactly(
+    gateway: Gateway, worker_process: WorkerProcess, unique: str
+) -> None:
+    key = await add_key(gateway.keys, f"ak_{unique}")
+    worker_process.start()
+    sources = [f"host-{i}" for i in range(30)]
+
+    def load(batch: int) -> list[Envelope]:
+        return [counter_envelope("requests", 1, timestamp=T0 + batch, source_id=s) for s in sources]
+
+    async with client_for(gateway, key) as client:
+        assert await client.send(load(0)) == 30  # one shard
+        await gateway.keys.update(key, shards=3)  # resharded live, between two sends
+        assert await client.send(load(1)) == 30
+    await worker_process.caught_up()
+
+    records = await read_topic(gateway.settings.kafka.bootstrap, gateway.settings.kafka.raw_topic)
+    assert sorted({r.key for r in records}) == [key.encode(), f"{key}:0".encode(), f"{key}:1".encode(), f"{key}:2".encode()]
+    by_source: dict[str, set[bytes]] = {}
+    for r in records:
+        for env in EnvelopeBatch.FromString(r.value).batch:
+            by_source.setdefault(env.source_id, set()).add(r.key)
+    assert all(len(keys - {key.encode()}) == 1 for keys in by_source.values())  # one shard per source
+    assert await worker_process.query(
+        "SELECT sum(count), sum(sum) FROM sluice.metrics_1s WHERE name = 'requests'"
+    ) == [[60, 60.0]]
+    partials = await worker_process.query("SELECT count() FROM sluice.metrics_1s WHERE name = 'requests'")
+    assert partials[0][0] >= 2  # the shards' partials were stored apart and merged by the query
