@@ -70,14 +70,25 @@ def worker_status(url: str, *, timeout: float = 5.0) -> dict[str, Any]:
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    """The next offset of every partition of ``topic``."""
+    """The next offset of every partition of ``topic``.
+
+    Tansu answers ListOffsets(latest) with the base offset of the last record batch rather than
+    the high watermark, so the records from there on are read to find the real end.
+    """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
         await consumer.topics()  # refreshes the metadata
-        parts = consumer.partitions_for_topic(topic) or set()
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in parts])
-        return {tp.partition: off for tp, off in ends.items()}
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        reported = await consumer.end_offsets(tps)
+        ends = {tp.partition: off for tp, off in reported.items()}
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, reported[tp])
+        while batches := await consumer.getmany(timeout_ms=200):
+            for tp, records in batches.items():
+                ends[tp.partition] = max(ends[tp.partition], records[-1].offset + 1)
+        return ends
     finally:
         await consumer.stop()
 
