@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -94,6 +95,27 @@ def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
     return run_topics(settings, args)
 
 
+def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    from sluice.cli.output import print_rows
+    from sluice.streams.audit import audit
+    from sluice.streams.query import run_query
+
+    windows = audit(settings, args.key, args.since, lambda sql: run_query(settings, sql))
+    rows = [
+        [time.strftime("%Y-%m-%d %H:%M", time.gmtime(w.minute)),
+         *(w.expected.get(m, 0) for m in ("logs", "events", "points")),
+         "ok" if not w.differs else "; ".join(w.differs)]
+        for w in windows
+    ]
+    print_rows(["window (UTC)", "logs", "events", "points", "verdict"], rows, args.format)
+    bad = sum(1 for w in windows if w.differs)
+    if bad:
+        print(f"{bad} of {len(windows)} window(s) differ from what the gateway acknowledged "
+              "(logs and events over a key's events_per_second are dropped on purpose: see the "
+              "worker's /status throttled counts)", file=sys.stderr)
+    return 1 if bad else 0
+
+
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     from sluice.cli.keys import known
     from sluice.ingress.auth import issue_token
@@ -164,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     from sluice.cli.topics import add_arguments as add_topic_arguments
 
     add_topic_arguments(command("topics", cmd_topics, "manage the raw topic's partitions"))
+
+    audit = command("audit", cmd_audit, "reconcile a key's 1m windows: the raw topic vs ClickHouse and the files")
+    audit.add_argument("--key", required=True)
+    audit.add_argument("--since", type=duration, default=3600.0, help="how far back, e.g. 15m, 1h (default 1h)")
+    audit.add_argument("--format", choices=["table", "json", "csv"], default="table")
 
     token = command("token", cmd_token, "issue access tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")

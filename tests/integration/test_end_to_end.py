@@ -7,11 +7,13 @@ come out.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
@@ -24,6 +26,7 @@ from sluice.client import (
     log_envelope,
     timer_envelope,
 )
+from sluice.cli.main import main
 from sluice.crypto import generate_master_key
 from sluice.ingress import Gateway, issue_token
 from sluice.settings import Settings
@@ -208,3 +211,36 @@ async def test_a_sharded_key_spreads_over_partitions_and_merges_exactly(
     ) == [[60, 60.0]]
     partials = await worker_process.query("SELECT count() FROM sluice.metrics_1s WHERE name = 'requests'")
     assert partials[0][0] >= 2  # the shards' partials were stored apart and merged by the query
+
+
+async def test_audit_reconciles_windows_and_names_the_one_that_differs(
+    gateway: Gateway, worker_process: WorkerProcess, unique: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    key = await add_key(gateway.keys, f"ak_{unique}")
+    worker_process.start()
+    m0 = (T0 // NS // 60 - 2) * 60  # two whole minutes, a few minutes ago
+    async with client_for(gateway, key) as client:
+        for minute in (m0, m0 + 60):
+            ts = minute * NS + 5 * NS
+            assert await client.send(
+                [log_envelope(f"line {i}", timestamp=ts + i) for i in range(3)]
+                + [event_envelope("deploy", timestamp=ts)]
+                + [counter_envelope("c", 1, timestamp=ts + i) for i in range(4)]
+            ) == 8
+    await worker_process.caught_up()
+    for name, value in gateway.settings.to_env().items():
+        monkeypatch.setenv(name, value)
+
+    assert await asyncio.to_thread(main, ["audit", "--key", key, "--since", "30m", "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [(r["logs"], r["events"], r["points"], r["verdict"]) for r in report] == [(3, 1, 4, "ok"), (3, 1, 4, "ok")]
+
+    assert worker_process.stop() == 0  # a line goes missing from a file
+    logs = gateway.settings.files_dir / key / "logs.jsonl"
+    lines = logs.read_text().splitlines()
+    logs.write_text("\n".join(lines[:-1]) + "\n")
+    assert await asyncio.to_thread(main, ["audit", "--key", key, "--since", "30m", "--format", "json"]) == 1
+    out, err = capsys.readouterr()
+    assert [r["verdict"] for r in json.loads(out)] == ["ok", "logs in files: 3 expected, 2 found"]
+    assert err.startswith("1 of 2 window(s) differ from what the gateway acknowledged")

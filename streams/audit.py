@@ -1,0 +1,134 @@
+"""``sluice audit``: rebuild, from the raw topic, what each 1-minute window of an access key
+should hold, and compare it with what ClickHouse and the files hold.
+
+The raw topic is what the gateway acknowledged (it answers only once Kafka did), so a window
+whose counts differ names a loss or a double count, unless the difference is a deliberate,
+counted drop (throttling), which the report says how to check. Encrypted records are decrypted
+with the configured keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from sluice.crypto import H_KEY_ID, Keyring
+from sluice.keys import validate_access_key
+from sluice.settings import Settings
+from sluice.shards import access_key_of
+from sluice.streams.decode import decoder_for
+
+NS = 1_000_000_000
+MINUTE = 60
+# What is counted per window, and where.
+MEASURES = ("logs", "events", "points")
+
+
+@dataclass(frozen=True, slots=True)
+class WindowAudit:
+    minute: int  # unix seconds of the window start
+    expected: dict[str, int]
+    clickhouse: dict[str, int]
+    files: dict[str, int]
+
+    @property
+    def differs(self) -> list[str]:
+        """What does not match, e.g. ``['logs in files: 10 expected, 9 found']``."""
+        out = []
+        for measure in MEASURES:
+            want = self.expected.get(measure, 0)
+            if self.clickhouse.get(measure, 0) != want:
+                out.append(f"{measure} in ClickHouse: {want} expected, {self.clickhouse.get(measure, 0)} found")
+            if measure != "points" and self.files.get(measure, 0) != want:
+                out.append(f"{measure} in files: {want} expected, {self.files.get(measure, 0)} found")
+        return out
+
+
+async def expected_counts(settings: Settings, access_key: str, start: int) -> dict[int, Counter[str]]:
+    """Per window from ``start`` (unix seconds) on, the logs, events and metric points the raw
+    topic holds for ``access_key``, in records appended since ``start``."""
+    topic = settings.kafka.raw_topic
+    keyring = Keyring(settings.encryption)
+    counts: dict[int, Counter[str]] = defaultdict(Counter)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        starts = await consumer.offsets_for_times({tp: start * 1000 for tp in tps})
+        for tp in tps:
+            found: Any = starts.get(tp)  # OffsetAndTimestamp, or None when nothing is that recent
+            if found is None:
+                await consumer.seek_to_end(tp)
+            else:
+                consumer.seek(tp, found.offset)
+        while batches := await consumer.getmany(timeout_ms=500):
+            for records in batches.values():
+                for r in records:
+                    if access_key_of(r.key) != access_key:
+                        continue
+                    headers = dict(r.headers)
+                    value = r.value
+                    if H_KEY_ID in headers:
+                        value = keyring.decrypt(access_key, headers[H_KEY_ID].decode(), value)
+                    decoded = decoder_for(headers.get("content-type"))(value, access_key, r.partition, r.offset)
+                    stamps = [("logs", row[1]) for row in decoded.logs] + [("events", row[1]) for row in decoded.events]
+                    stamps += [("points", p.timestamp) for p in decoded.points]
+                    for name, ns in stamps:
+                        if ns // NS >= start:
+                            counts[ns // NS // MINUTE * MINUTE][name] += 1
+    finally:
+        await consumer.stop()
+    return counts
+
+
+def stored_counts(query: Callable[[str], tuple[list[str], list[list[Any]]]], database: str,
+                  access_key: str, start: int) -> dict[int, Counter[str]]:
+    """Per window from ``start`` on, what ClickHouse holds for the key: rows of logs and events,
+    points of metrics_1s (the sum of their counts)."""
+    counts: dict[int, Counter[str]] = defaultdict(Counter)
+    # access keys are [A-Za-z0-9_-]{3,64} (validated everywhere), so quoting them is safe
+    where = f"access_key = '{validate_access_key(access_key)}'"
+    for measure, table, column, value in (
+        ("logs", "logs FINAL", "timestamp", "count()"),
+        ("events", "events FINAL", "timestamp", "count()"),
+        ("points", "metrics_1s", "window_start", "sum(count)"),
+    ):
+        sql = (f"SELECT toUnixTimestamp(toStartOfMinute({column})) AS m, {value} AS c "
+               f"FROM {database}.{table} WHERE {where} AND {column} >= toDateTime({start}) GROUP BY m")
+        for minute, n in query(sql)[1]:
+            counts[int(minute)][measure] += int(n)
+    return counts
+
+
+def file_counts(settings: Settings, access_key: str, start: int) -> dict[int, Counter[str]]:
+    """Per window, the lines of the key's files (rotated ones included)."""
+    counts: dict[int, Counter[str]] = defaultdict(Counter)
+    folder = settings.files_dir / access_key
+    for stream in ("logs", "events"):
+        for path in sorted(folder.glob(f"{stream}*.jsonl*")) if folder.exists() else []:
+            for line in path.read_text(errors="replace").splitlines():
+                ts = json.loads(line)["timestamp"] // NS
+                if ts >= start:
+                    counts[ts // MINUTE * MINUTE][stream] += 1
+    return counts
+
+
+def audit(settings: Settings, access_key: str, since_seconds: float,
+          query: Callable[[str], tuple[list[str], list[list[Any]]]]) -> list[WindowAudit]:
+    """Every window since ``since_seconds`` ago that the topic, ClickHouse or the files know of."""
+    start = int(time.time() - since_seconds) // MINUTE * MINUTE
+    expected = asyncio.run(expected_counts(settings, access_key, start))
+    stored = stored_counts(query, settings.clickhouse.database, access_key, start)
+    files = file_counts(settings, access_key, start)
+    minutes = sorted(set(expected) | set(stored) | set(files))
+    return [WindowAudit(m, dict(expected.get(m, {})), dict(stored.get(m, {})), dict(files.get(m, {})))
+            for m in minutes]
