@@ -20,6 +20,7 @@ from sluice.exceptions import ConfigurationError
 from sluice.ingress.auth import Authenticator, TokenVerifier
 from sluice.ingress.deadline import DeadlineInterceptor
 from sluice.ingress.exceptions import BindError
+from sluice.ingress.handlers import add_ingress_to_server
 from sluice.ingress.limits import ByteRateLimiter
 from sluice.ingress.metrics import GatewayMetrics
 from sluice.ingress.publisher import Publisher
@@ -128,7 +129,7 @@ class Gateway:
                 maximum_concurrent_rpcs=gateway.max_concurrent_rpcs,
                 interceptors=[DeadlineInterceptor(gateway.call_timeout, gateway.stream_timeout)],
             )
-            ingress_pb2_grpc.add_IngressServicer_to_server(  # type: ignore[no-untyped-call]
+            add_ingress_to_server(
                 IngressServicer(
                     self._authenticator,
                     self._validator,

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
@@ -29,6 +29,7 @@ from sluice.ingress.exceptions import (
     grpc_status,
     quoted,
 )
+from sluice.ingress.handlers import Malformed
 from sluice.ingress.limits import ByteRateLimiter
 from sluice.ingress.metrics import GatewayMetrics
 from sluice.ingress.publisher import Publisher
@@ -82,6 +83,16 @@ async def authenticate(
     except IngressError as exc:
         metrics.auth_failures.labels(exc.reason).inc()
         await abort(context, exc)
+
+
+M = TypeVar("M")
+
+
+def well_formed(message: M | Malformed, where: str) -> M:
+    """``message``, or INVALID_ARGUMENT when its bytes did not decode (see :mod:`.handlers`)."""
+    if isinstance(message, Malformed):
+        raise InvalidEnvelope(f"{where}: not a valid {message.message_type}: {message.reason}", reason="malformed")
+    return message
 
 
 _FLUSH = object()  # from _paced: the oldest pending envelope has waited long enough
@@ -156,7 +167,7 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
         """One batch, published as a whole."""
 
         async def whole() -> AsyncIterator[Sequence[Envelope]]:
-            self._validator.check_batch_length(len(request.batch))
+            self._validator.check_batch_length(len(well_formed(request, "request").batch))
             yield request.batch
 
         return await self._ingest(context, whole(), "Send", streaming=False)
@@ -167,8 +178,10 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
         """A stream of single envelopes, published in chunks."""
 
         async def singles() -> AsyncIterator[Sequence[Envelope]]:
+            index = 0
             async for envelope in request_iterator:
-                yield (envelope,)
+                yield (well_formed(envelope, f"envelope[{index}]"),)
+                index += 1
 
         return await self._ingest(context, singles(), "Sender", streaming=True)
 
@@ -180,6 +193,7 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
         async def batches() -> AsyncIterator[Sequence[Envelope]]:
             index = 0
             async for batch in request_iterator:
+                well_formed(batch, f"batch[{index}]")
                 self._validator.check_batch_length(len(batch.batch), where=f"batch[{index}]")
                 index += 1
                 yield batch.batch
