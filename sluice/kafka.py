@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from collections.abc import AsyncIterator
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -69,3 +72,28 @@ def ensure_topics_sync(bootstrap: str, topics: list[str], *, partitions: int, re
     asyncio.run(
         ensure_topics(bootstrap, topics, partitions=partitions, replication_factor=replication_factor)
     )
+
+
+async def read_to_end(
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition], *, timeout: float = 30.0
+) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:
+    """Records of the assigned ``tps`` from their positions to the end, batch by batch.
+
+    The end is each partition's high watermark as the fetch responses report it: an empty poll
+    alone does not prove the end was reached (the first fetch may just be slow).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        batches = await consumer.getmany(*tps, timeout_ms=200)
+        for records in batches.values():
+            yield records
+        if not batches:
+            behind = [
+                tp for tp in tps
+                if (hw := consumer.highwater(tp)) is None or await consumer.position(tp) < hw
+            ]
+            if not behind:
+                return
+        if loop.time() > deadline:
+            raise KafkaUnavailable(f"reading {tps} did not reach the end within {timeout:g}s")

@@ -20,6 +20,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from sluice.crypto import H_KEY_ID, Keyring
+from sluice.kafka import read_to_end
 from sluice.keys import validate_access_key
 from sluice.settings import Settings
 from sluice.shards import access_key_of
@@ -70,21 +71,20 @@ async def expected_counts(settings: Settings, access_key: str, start: int) -> di
                 await consumer.seek_to_end(tp)
             else:
                 consumer.seek(tp, found.offset)
-        while batches := await consumer.getmany(timeout_ms=500):
-            for records in batches.values():
-                for r in records:
-                    if access_key_of(r.key) != access_key:
-                        continue
-                    headers = dict(r.headers)
-                    value = r.value
-                    if H_KEY_ID in headers:
-                        value = keyring.decrypt(access_key, headers[H_KEY_ID].decode(), value)
-                    decoded = decoder_for(headers.get("content-type"))(value, access_key, r.partition, r.offset)
-                    stamps = [("logs", row[1]) for row in decoded.logs] + [("events", row[1]) for row in decoded.events]
-                    stamps += [("points", p.timestamp) for p in decoded.points]
-                    for name, ns in stamps:
-                        if ns // NS >= start:
-                            counts[ns // NS // MINUTE * MINUTE][name] += 1
+        async for records in read_to_end(consumer, tps):
+            for r in records:
+                if access_key_of(r.key) != access_key:
+                    continue
+                headers = dict(r.headers)
+                value = r.value
+                if H_KEY_ID in headers:
+                    value = keyring.decrypt(access_key, headers[H_KEY_ID].decode(), value)
+                decoded = decoder_for(headers.get("content-type"))(value, access_key, r.partition, r.offset)
+                stamps = [("logs", row[1]) for row in decoded.logs] + [("events", row[1]) for row in decoded.events]
+                stamps += [("points", p.timestamp) for p in decoded.points]
+                for name, ns in stamps:
+                    if ns // NS >= start:
+                        counts[ns // NS // MINUTE * MINUTE][name] += 1
     finally:
         await consumer.stop()
     return counts

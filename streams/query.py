@@ -14,6 +14,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from sluice.kafka import read_to_end
 from sluice.settings import Settings
 from sluice.streams.clickhouse import ClickHouse
 from sluice.streams.exceptions import QueryError
@@ -85,9 +86,9 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         consumer.assign(tps)
         for tp in tps:
             consumer.seek(tp, reported[tp])
-        while batches := await consumer.getmany(timeout_ms=200):
-            for tp, records in batches.items():
-                ends[tp.partition] = max(ends[tp.partition], records[-1].offset + 1)
+        async for records in read_to_end(consumer, tps):
+            last = records[-1]
+            ends[last.partition] = max(ends[last.partition], last.offset + 1)
         return ends
     finally:
         await consumer.stop()

@@ -16,7 +16,7 @@ from aiokafka.errors import KafkaError
 
 from sluice.cli.output import print_rows
 from sluice.exceptions import SluiceError
-from sluice.kafka import ensure_topics
+from sluice.kafka import ensure_topics, read_to_end
 from sluice.settings import Settings
 from sluice.shards import access_key_of
 from sluice.v1.envelope_pb2 import EnvelopeBatch
@@ -93,20 +93,21 @@ async def key_rates(broker: str, topic: str, window: float) -> dict[str, dict[st
         consumer.assign(tps)
         since = int((time.time() - window) * 1000)
         starts = await consumer.offsets_for_times({tp: since for tp in tps})
-        ends = await consumer.end_offsets(tps)
         for tp in tps:
-            start = starts.get(tp)
-            consumer.seek(tp, start.offset if start is not None else ends[tp])
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                for r in records:
-                    key = access_key_of(r.key)
-                    t = totals[key]
-                    t["records"] += 1
-                    t["bytes"] += len(r.value or b"")
-                    shards[key].add(r.key or b"")
-                    if not dict(r.headers).get("key-id"):  # encrypted batches are not opened
-                        t["envelopes"] += len(EnvelopeBatch.FromString(r.value).batch)
+            found: Any = starts.get(tp)  # OffsetAndTimestamp, or None when nothing is that recent
+            if found is None:
+                await consumer.seek_to_end(tp)
+            else:
+                consumer.seek(tp, found.offset)
+        async for records in read_to_end(consumer, tps):
+            for r in records:
+                key = access_key_of(r.key)
+                t = totals[key]
+                t["records"] += 1
+                t["bytes"] += len(r.value or b"")
+                shards[key].add(r.key or b"")
+                if not dict(r.headers).get("key-id"):  # encrypted batches are not opened
+                    t["envelopes"] += len(EnvelopeBatch.FromString(r.value).batch)
     finally:
         await consumer.stop()
     for key, t in totals.items():

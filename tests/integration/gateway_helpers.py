@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from sluice.kafka import read_to_end
 from sluice.client import counter_envelope, gauge_envelope
 from sluice.ingress import issue_token
 from sluice.keys import AccessKeyConfig
@@ -35,13 +35,9 @@ async def read_topic(bootstrap: str, topic: str) -> list[ConsumerRecord]:
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
         records: list[ConsumerRecord] = []
-        deadline = time.monotonic() + 20
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            assert time.monotonic() < deadline, "timed out reading the topic"
-            for batch in (await consumer.getmany(timeout_ms=200)).values():
-                records += batch
+        async for batch in read_to_end(consumer, tps, timeout=20):
+            records += batch
         return sorted(records, key=lambda r: (r.partition, r.offset))
     finally:
         await consumer.stop()
