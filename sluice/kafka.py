@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from collections.abc import AsyncIterator
 
@@ -11,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from sluice.exceptions import RetriableError
+from sluice.exceptions import RetriableError, SluiceError
 
 log = logging.getLogger(__name__)
 
@@ -97,3 +98,24 @@ async def read_to_end(
                 return
         if loop.time() > deadline:
             raise KafkaUnavailable(f"reading {tps} did not reach the end within {timeout:g}s")
+
+
+async def records_since(
+    consumer: AIOKafkaConsumer, topic: str, since: float
+) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:
+    """Every record of ``topic`` appended since ``since`` (unix seconds) up to its end, batch by
+    batch, read by ``consumer`` (started, without a group)."""
+    await consumer.topics()  # refreshes the metadata
+    tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    if not tps:
+        raise SluiceError(f"topic {topic!r} does not exist", hint="is SLUICE_KAFKA_RAW_TOPIC right?")
+    consumer.assign(tps)
+    starts = await consumer.offsets_for_times({tp: int(since * 1000) for tp in tps})
+    for tp in tps:
+        found: Any = starts.get(tp)  # OffsetAndTimestamp, or None when nothing is that recent
+        if found is None:
+            await consumer.seek_to_end(tp)
+        else:
+            consumer.seek(tp, found.offset)
+    async for records in read_to_end(consumer, tps):
+        yield records

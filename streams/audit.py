@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from sluice.crypto import H_KEY_ID, Keyring
-from sluice.kafka import read_to_end
+from sluice.kafka import records_since
 from sluice.keys import validate_access_key
 from sluice.settings import Settings
 from sluice.shards import access_key_of
@@ -61,17 +61,7 @@ async def expected_counts(settings: Settings, access_key: str, start: int) -> di
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer.topics()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(tps)
-        starts = await consumer.offsets_for_times({tp: start * 1000 for tp in tps})
-        for tp in tps:
-            found: Any = starts.get(tp)  # OffsetAndTimestamp, or None when nothing is that recent
-            if found is None:
-                await consumer.seek_to_end(tp)
-            else:
-                consumer.seek(tp, found.offset)
-        async for records in read_to_end(consumer, tps):
+        async for records in records_since(consumer, topic, start):
             for r in records:
                 if access_key_of(r.key) != access_key:
                     continue

@@ -16,7 +16,7 @@ from aiokafka.errors import KafkaError
 
 from sluice.cli.output import print_rows
 from sluice.exceptions import SluiceError
-from sluice.kafka import ensure_topics, read_to_end
+from sluice.kafka import ensure_topics, records_since
 from sluice.settings import Settings
 from sluice.shards import access_key_of
 from sluice.v1.envelope_pb2 import EnvelopeBatch
@@ -86,20 +86,7 @@ async def key_rates(broker: str, topic: str, window: float) -> dict[str, dict[st
     totals: dict[str, dict[str, float]] = defaultdict(lambda: {"records": 0, "envelopes": 0, "bytes": 0, "shards": 0})
     shards: dict[str, set[bytes]] = defaultdict(set)
     try:
-        await consumer.topics()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not tps:
-            raise SluiceError(f"topic {topic!r} does not exist")
-        consumer.assign(tps)
-        since = int((time.time() - window) * 1000)
-        starts = await consumer.offsets_for_times({tp: since for tp in tps})
-        for tp in tps:
-            found: Any = starts.get(tp)  # OffsetAndTimestamp, or None when nothing is that recent
-            if found is None:
-                await consumer.seek_to_end(tp)
-            else:
-                consumer.seek(tp, found.offset)
-        async for records in read_to_end(consumer, tps):
+        async for records in records_since(consumer, topic, time.time() - window):
             for r in records:
                 key = access_key_of(r.key)
                 t = totals[key]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from collections.abc import AsyncIterator, Iterable
 
+from prometheus_client.parser import text_string_to_metric_families
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
@@ -91,3 +93,17 @@ def metadata_for(
     """Call metadata for ``key`` with a fresh token (for ``token_key`` if given, issued at ``now``)."""
     token = issue_token(settings.auth, token_key or key, 60, now=now)
     return (("authorization", f"Bearer {token}"), ("x-access-key", key))
+
+
+MetricSamples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(port: int) -> MetricSamples:
+    """Every sample of a /metrics endpoint, as Prometheus' own parser reads it."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as r:
+        text = r.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }

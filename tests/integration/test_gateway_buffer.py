@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
 
 from sluice.client import ClientError, SluiceClient, counter_envelope, log_envelope
 from sluice.client.retry import RetryPolicy
@@ -26,21 +24,14 @@ from sluice.tansu import Tansu, free_port
 from sluice.v1 import ingress_pb2_grpc
 from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch
 from tests.fixtures.proxy import FaultProxy
-from tests.integration.gateway_helpers import add_key, batch_of, envelopes_of, metadata_for, read_topic, singles
+from tests.integration.gateway_helpers import MetricSamples, scrape, add_key, batch_of, envelopes_of, metadata_for, read_topic, singles
 
 T = 1_700_000_000_000_000_000
 
 
-def metric_values(gateway: Gateway) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of the gateway's /metrics, as read by Prometheus' own parser."""
+def metric_values(gateway: Gateway) -> MetricSamples:
     assert gateway.metrics_port
-    with urllib.request.urlopen(f"http://127.0.0.1:{gateway.metrics_port}/metrics") as r:
-        text = r.read().decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+    return scrape(gateway.metrics_port)
 
 
 def ten(key: str, batch: int) -> list[Envelope]:
@@ -53,21 +44,10 @@ def chunk_bytes(key: str) -> int:
     return len(record) + len(key)
 
 
-@pytest.fixture
-def proxied(tmp_path: Path) -> Iterator[tuple[Tansu, FaultProxy]]:
-    """A broker of this test's own, reached only through a fault proxy."""
-    proxy_port = free_port()
-    broker = Tansu(log_path=tmp_path / "tansu.log", advertised_port=proxy_port).start()
-    proxy = FaultProxy(broker.port, port=proxy_port).start()
-    yield broker, proxy
-    proxy.stop()
-    broker.stop()
-
-
 async def start_stalled_gateway(
-    settings: Settings, proxied: tuple[Tansu, FaultProxy], unique: str, policy: str
+    settings: Settings, proxied_broker: tuple[Tansu, FaultProxy], unique: str, policy: str
 ) -> tuple[Gateway, str]:
-    _, proxy = proxied
+    _, proxy = proxied_broker
     key = f"ak_{unique}"
     settings.kafka.bootstrap = f"127.0.0.1:{proxy.port}"
     settings.gateway.buffer_policy = policy  # type: ignore[assignment]
@@ -85,11 +65,11 @@ async def start_stalled_gateway(
     [("drop-newest", [0, 1]), ("drop-oldest", [0, 5])],
 )
 async def test_lossy_policies_drop_exactly_what_they_count(
-    settings: Settings, proxied: tuple[Tansu, FaultProxy], unique: str, policy: str, delivered: list[int]
+    settings: Settings, proxied_broker: tuple[Tansu, FaultProxy], unique: str, policy: str, delivered: list[int]
 ) -> None:
-    gateway, key = await start_stalled_gateway(settings, proxied, unique, policy)
+    gateway, key = await start_stalled_gateway(settings, proxied_broker, unique, policy)
     try:
-        proxied[1].set_mode("stall")
+        proxied_broker[1].set_mode("stall")
         async with SluiceClient(gateway.address, key, issue_token(settings.auth, key, 60)) as client:
             for batch in range(6):
                 assert await client.send(ten(key, batch)) == 10  # lossy: answered once buffered
@@ -99,7 +79,7 @@ async def test_lossy_policies_drop_exactly_what_they_count(
                  (("access_key", key), ("policy", policy), ("reason", "buffer_full")))
             ]
             assert dropped == 40
-            proxied[1].set_mode("pass")
+            proxied_broker[1].set_mode("pass")
             deadline = time.monotonic() + 20
             while gateway.publisher.diode.used and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
@@ -110,11 +90,11 @@ async def test_lossy_policies_drop_exactly_what_they_count(
 
 
 async def test_block_pushes_back_then_delivers_everything_acknowledged(
-    settings: Settings, proxied: tuple[Tansu, FaultProxy], unique: str
+    settings: Settings, proxied_broker: tuple[Tansu, FaultProxy], unique: str
 ) -> None:
-    gateway, key = await start_stalled_gateway(settings, proxied, unique, "block")
+    gateway, key = await start_stalled_gateway(settings, proxied_broker, unique, "block")
     try:
-        proxied[1].set_mode("stall")
+        proxied_broker[1].set_mode("stall")
         token = issue_token(settings.auth, key, 60)
         async with SluiceClient(gateway.address, key, token, retry=RetryPolicy.never()) as client:
             first = asyncio.ensure_future(client.send(ten(key, 0)))  # in flight, waits for Kafka
@@ -133,7 +113,7 @@ async def test_block_pushes_back_then_delivers_everything_acknowledged(
             )
             assert not first.done() and not second.done()
             assert gateway.publisher.diode.used <= settings.gateway.buffer_bytes
-            proxied[1].set_mode("pass")
+            proxied_broker[1].set_mode("pass")
             assert await first == 10 and await second == 10
     finally:
         await gateway.stop()
@@ -246,9 +226,9 @@ async def test_health_and_reflection(gateway: Gateway) -> None:
 
 
 async def test_spool_acknowledges_through_a_broker_outage_and_replays_exactly_once(
-    settings: Settings, proxied: tuple[Tansu, FaultProxy], unique: str
+    settings: Settings, proxied_broker: tuple[Tansu, FaultProxy], unique: str
 ) -> None:
-    _, proxy = proxied
+    _, proxy = proxied_broker
     key = f"ak_{unique}"
     settings.kafka.bootstrap = f"127.0.0.1:{proxy.port}"
     settings.kafka.publish_timeout = 1.0

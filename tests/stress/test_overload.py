@@ -13,12 +13,10 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from sluice.client import ClientError, SluiceClient, log_envelope
 from sluice.client.retry import RetryPolicy
@@ -27,7 +25,7 @@ from sluice.keys import AccessKeyConfig, JsonKeyStore
 from sluice.settings import Settings
 from sluice.tansu import Tansu, free_port, wait_for_port
 from tests.fixtures.proxy import FaultProxy
-from tests.integration.gateway_helpers import envelopes_of, read_topic
+from tests.integration.gateway_helpers import envelopes_of, read_topic, scrape
 
 BUFFER = 4 << 20  # the gateway's buffer: 4 MiB
 
@@ -39,26 +37,9 @@ def peak_rss_mib(pid: int) -> float:
     raise AssertionError("no VmHWM")
 
 
-def metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as r:
-        text = r.read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for f in text_string_to_metric_families(text) for s in f.samples}
-
-
-@pytest.fixture
-def slow_broker(tmp_path: Path) -> Iterator[tuple[Tansu, FaultProxy]]:
-    proxy_port = free_port()
-    broker = Tansu(log_path=tmp_path / "tansu.log", advertised_port=proxy_port).start()
-    proxy = FaultProxy(broker.port, port=proxy_port).start()
-    yield broker, proxy
-    proxy.stop()
-    broker.stop()
-
-
-def overload(settings: Settings, slow_broker: tuple[Tansu, FaultProxy], unique: str, policy: str,
+def overload(settings: Settings, proxied_broker: tuple[Tansu, FaultProxy], unique: str, policy: str,
              seconds: float) -> None:
-    _, proxy = slow_broker
+    _, proxy = proxied_broker
     key = f"ak_{unique}"
     JsonKeyStore(settings.access_keys_path).put(AccessKeyConfig(access_key=key))
     settings.kafka.bootstrap = f"127.0.0.1:{proxy.port}"
@@ -78,7 +59,7 @@ def overload(settings: Settings, slow_broker: tuple[Tansu, FaultProxy], unique: 
         metrics_port = int(settings.gateway.metrics_listen.rsplit(":", 1)[1])
         proxy.latency = 0.05  # every read of the broker's connection waits 50 ms: Kafka is slow
         acknowledged, refused = asyncio.run(flood(settings, key, seconds))
-        during = metrics(metrics_port)
+        during = scrape(metrics_port)
         proxy.latency = 0.0
         recovered_in = asyncio.run(recovery(settings, key))
         rss = peak_rss_mib(gateway.pid)
@@ -135,11 +116,11 @@ POLICIES = ["block", "drop-newest", "drop-oldest", "spool"]
 
 
 @pytest.mark.parametrize("policy", POLICIES)
-def test_overload_quick(settings: Settings, slow_broker: tuple[Tansu, FaultProxy], unique: str, policy: str) -> None:
-    overload(settings, slow_broker, unique, policy, seconds=3)
+def test_overload_quick(settings: Settings, proxied_broker: tuple[Tansu, FaultProxy], unique: str, policy: str) -> None:
+    overload(settings, proxied_broker, unique, policy, seconds=3)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("policy", POLICIES)
-def test_overload_60s(settings: Settings, slow_broker: tuple[Tansu, FaultProxy], unique: str, policy: str) -> None:
-    overload(settings, slow_broker, unique, policy, seconds=60)
+def test_overload_60s(settings: Settings, proxied_broker: tuple[Tansu, FaultProxy], unique: str, policy: str) -> None:
+    overload(settings, proxied_broker, unique, policy, seconds=60)
