@@ -69,8 +69,9 @@ class GatewayMetrics:
             ["protocol", "reason"], registry=r,
         )
         self.udp_dropped = Counter(
-            "sluice_gateway_udp_dropped_datagrams", "UDP datagrams dropped before parsing (queue full)",
-            ["protocol"], registry=r,
+            "sluice_gateway_udp_dropped_datagrams",
+            "UDP datagrams not stored: queue full, unknown key, over its rate, Kafka failed",
+            ["protocol", "reason"], registry=r,
         )
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None

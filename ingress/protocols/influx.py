@@ -22,7 +22,11 @@ from dataclasses import dataclass, field
 from sluice.ingress.protocols.lines import Malformed
 from sluice.v1.envelope_pb2 import Envelope, GaugeValue
 
-PRECISIONS = {"ns": 1, "n": 1, "us": 1_000, "u": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
+# v2 names precisions ns/us/ms/s; v1 /write n/u/ms/s/m/h.
+PRECISIONS = {
+    "ns": 1, "n": 1, "us": 1_000, "u": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
+    "m": 60_000_000_000, "h": 3_600_000_000_000,
+}
 _TRUE = frozenset({"t", "T", "true", "True", "TRUE"})
 _FALSE = frozenset({"f", "F", "false", "False", "FALSE"})
 _INT64 = (-(2**63), 2**63 - 1)

@@ -114,8 +114,8 @@ class StatsdParser:
                 if not section[1:].isdigit():
                     raise Malformed(f"timestamp {section!r} is not T<unix seconds>", reason="timestamp")
                 ts = int(section[1:]) * NS
-            elif section.startswith("c:") or section.startswith("e:"):
-                pass  # DogStatsD container id / external data
+            elif section.startswith(("c:", "e:", "card:")):
+                pass  # DogStatsD container id, external data, tag cardinality
             else:
                 raise Malformed(f"unknown section {section!r}", reason="syntax")
         items = tuple(sorted(tags.items()))
