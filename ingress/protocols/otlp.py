@@ -14,6 +14,9 @@ onto counters and gauges, because those are what the windows aggregate:
 * an exponential histogram likewise, its buckets tagged with their upper bound ``le`` (not
   cumulative: each bucket's own count; the zero bucket is ``le=0``);
 * a summary is ``<name>.count``, ``<name>.sum`` and ``<name>`` tagged ``quantile`` (gauges).
+
+A span is a ``Span`` envelope (ids, name, kind, start/end, status) tagged with its attributes;
+its events and links are not kept.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     ResourceMetrics,
 )
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
 
-from sluice.v1.envelope_pb2 import Counter, Envelope, Gauge, GaugeValue, Log
+from sluice.v1.envelope_pb2 import Counter, Envelope, Gauge, GaugeValue, Log, Span
 
 Groups = list[list[Envelope]]
 
@@ -211,4 +215,22 @@ def metrics_groups(resource_metrics: Iterable[ResourceMetrics]) -> Groups:
             ctx = _Context(rm.resource, sm.scope)
             for metric in sm.metrics:
                 groups += metric_groups(metric, ctx)
+    return groups
+
+
+def span_groups(resource_spans: Iterable[ResourceSpans]) -> Groups:
+    """One ``Span`` envelope per span (OTLP's kind and status numbers are Sluice's)."""
+    groups: Groups = []
+    for rs in resource_spans:
+        for ss in rs.scope_spans:
+            ctx = _Context(rs.resource, ss.scope)
+            for span in ss.spans:
+                env = ctx.envelope(span.start_time_unix_nano, span.attributes)
+                env.span.CopyFrom(Span(
+                    trace_id=span.trace_id, span_id=span.span_id, parent_span_id=span.parent_span_id,
+                    name=span.name, kind=span.kind,  # type: ignore[arg-type]
+                    start=span.start_time_unix_nano, end=span.end_time_unix_nano,
+                    status=span.status.code, status_message=span.status.message,  # type: ignore[arg-type]
+                ))
+                groups.append([env])
     return groups

@@ -14,16 +14,18 @@ from opentelemetry.proto.collector.metrics.v1 import (
     metrics_service_pb2 as metrics_pb,
     metrics_service_pb2_grpc as metrics_grpc,
 )
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_pb, trace_service_pb2_grpc as trace_grpc
 
 from sluice.exceptions import SluiceError
 from sluice.ingress.auth import Authenticator
 from sluice.ingress.protocols.ingest import Ingest
-from sluice.ingress.protocols.otlp import Groups, log_groups, metrics_groups
+from sluice.ingress.protocols.otlp import Groups, log_groups, metrics_groups, span_groups
 from sluice.ingress.service import abort, authenticate
 
 SERVICE_NAMES = (
     "opentelemetry.proto.collector.logs.v1.LogsService",
     "opentelemetry.proto.collector.metrics.v1.MetricsService",
+    "opentelemetry.proto.collector.trace.v1.TraceService",
 )
 
 
@@ -78,9 +80,24 @@ class MetricsServicer(_Exporter, metrics_grpc.MetricsServiceServicer):
         return response
 
 
+class TraceServicer(_Exporter, trace_grpc.TraceServiceServicer):
+    """``TraceService.Export``: one ``Span`` envelope per span, stored in ``sluice.spans``."""
+
+    async def Export(
+        self, request: trace_pb.ExportTraceServiceRequest, context: grpc.aio.ServicerContext
+    ) -> trace_pb.ExportTraceServiceResponse:
+        rejected, error = await self._export(span_groups(request.resource_spans), context, "OTLP.Traces")
+        response = trace_pb.ExportTraceServiceResponse()
+        if rejected:
+            response.partial_success.rejected_spans = rejected
+            response.partial_success.error_message = error
+        return response
+
+
 def add_otlp_servicers(server: grpc.aio.Server, authenticator: Authenticator, ingest: Ingest) -> None:
     """Register the OTLP collector services on ``server``."""
     logs_grpc.add_LogsServiceServicer_to_server(LogsServicer(authenticator, ingest), server)  # type: ignore[no-untyped-call]
     metrics_grpc.add_MetricsServiceServicer_to_server(  # type: ignore[no-untyped-call]
         MetricsServicer(authenticator, ingest), server
     )
+    trace_grpc.add_TraceServiceServicer_to_server(TraceServicer(authenticator, ingest), server)  # type: ignore[no-untyped-call]

@@ -184,6 +184,7 @@ async def test_get_config_returns_the_callers_config(shared_client: SluiceClient
             config_pb2.Route(stream="logs", sinks=["file", "clickhouse"]),
             config_pb2.Route(stream="metrics_1m", sinks=["clickhouse"]),
             config_pb2.Route(stream="metrics_1s", sinks=["clickhouse"]),
+            config_pb2.Route(stream="spans", sinks=["clickhouse"]),
         ],
         version=1,
     )

@@ -1,6 +1,6 @@
 """OTLP/gRPC end to end, driven by the OpenTelemetry Python SDK and its OTLP gRPC exporters.
 
-The SDK exports logs and metrics to the gateway's port with the token and access key as
+The SDK exports logs, metrics and traces to the gateway's port with the token and access key as
 headers; a real worker stores them; the exact rows are read back from ClickHouse.
 """
 
@@ -13,9 +13,11 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest_asyncio
+from opentelemetry import trace
 from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as ms, metrics_service_pb2_grpc as ms_grpc
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.sdk._logs import LoggerProvider
@@ -24,6 +26,9 @@ from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from sluice.ingress import Gateway, issue_token
 from sluice.settings import Settings
@@ -45,7 +50,7 @@ def headers_for(gateway: Gateway, key: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {issue_token(gateway.settings.auth, key, 60)}"), ("x-access-key", key))
 
 
-async def test_otlp_logs_and_metrics_from_the_sdk(gateway: Gateway, worker_process: WorkerProcess, unique: str) -> None:
+async def test_otlp_logs_metrics_and_traces_from_the_sdk(gateway: Gateway, worker_process: WorkerProcess, unique: str) -> None:
     key = await add_key(gateway.keys, f"ak_otlp_{unique}")
     worker_process.start()
     headers = headers_for(gateway, key)
@@ -82,8 +87,24 @@ async def test_otlp_logs_and_metrics_from_the_sdk(gateway: Gateway, worker_proce
         meter.create_up_down_counter("queue.depth").add(-4)  # cumulative, not monotonic: a gauge
         provider.shutdown()  # collects and exports once
 
+    def export_spans() -> tuple[int, int, int]:
+        provider = TracerProvider(resource=Resource(RESOURCE))
+        provider.add_span_processor(
+            SimpleSpanProcessor(OTLPSpanExporter(endpoint=gateway.address, insecure=True, headers=headers))
+        )
+        tracer = provider.get_tracer("web")
+        root = tracer.start_span("GET /cart", kind=SpanKind.SERVER, start_time=T0 + 10, attributes={"http.status": 200})
+        child = tracer.start_span("db.query", context=trace.set_span_in_context(root), start_time=T0 + 20)
+        child.set_status(Status(StatusCode.ERROR, "timeout"))
+        child.end(end_time=T0 + 70)
+        root.end(end_time=T0 + 100)
+        provider.shutdown()
+        ids = root.get_span_context(), child.get_span_context()
+        return ids[0].trace_id, ids[0].span_id, ids[1].span_id
+
     await asyncio.to_thread(export_logs)
     await asyncio.to_thread(export_metrics)
+    trace_id, root_id, child_id = await asyncio.to_thread(export_spans)
     await worker_process.caught_up()
 
     logs = await worker_process.query(
@@ -110,6 +131,18 @@ async def test_otlp_logs_and_metrics_from_the_sdk(gateway: Gateway, worker_proce
         ["latency.sum", "gauge", "ms", tags, 1, 555.0, 555.0],
         ["orders", "counter", "", {**tags, "route": "/buy"}, 1, 5.0, 0.0],
         ["queue.depth", "gauge", "", tags, 1, -4.0, -4.0],
+    ]
+    spans = await worker_process.query(
+        "SELECT toUnixTimestamp64Nano(timestamp), source_id, instance_id, trace_id, span_id, parent_span_id, name, "
+        "kind, toUnixTimestamp64Nano(end_time), duration_ns, status, status_message, tags "
+        f"FROM sluice.spans FINAL WHERE access_key = '{key}' ORDER BY timestamp"
+    )
+    tid, web = f"{trace_id:032x}", {**RESOURCE, "otel.scope.name": "web"}
+    assert spans == [
+        [T0 + 10, "checkout", "pod-1", tid, f"{root_id:016x}", "", "GET /cart", "SERVER", T0 + 100, 90,
+         "UNSET", "", {**web, "http.status": "200"}],
+        [T0 + 20, "checkout", "pod-1", tid, f"{child_id:016x}", f"{root_id:016x}", "db.query", "INTERNAL",
+         T0 + 70, 50, "ERROR", "timeout", web],
     ]
     assert worker_process.status()["counters"]["dead_letters"] == 0
 
