@@ -149,7 +149,7 @@ async def shared_client(shared: Gateway) -> AsyncIterator[SluiceClient]:
         (log_envelope("x", timestamp=-1), "envelope[2].timestamp: -1 is negative"),
         (
             Envelope(source_id="nothing"),
-            "envelope[2]: no message is set (expected one of log, counter, gauge, timer, event)",
+            "envelope[2]: no message is set (expected one of log, counter, gauge, timer, event, span)",
         ),
         (log_envelope("x", tags={f"t{i}": "v" for i in range(65)}), "envelope[2].tags: 65 tags exceed the limit of 64"),
     ],
