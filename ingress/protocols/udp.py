@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 from typing import Protocol
 
@@ -40,6 +41,8 @@ class _Receiver(asyncio.DatagramProtocol):
 
 class UdpListener:
     """Receive datagrams on ``listen``, parse them with ``parser``, publish as ``access_key``."""
+
+    RECEIVE_BUFFER_BYTES = 8 << 20
 
     def __init__(
         self,
@@ -75,6 +78,9 @@ class UdpListener:
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: _Receiver(self), local_addr=self._listen)
         self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # room for bursts while the loop is busy; the kernel caps it at rmem_max
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.RECEIVE_BUFFER_BYTES)
         self.port = transport.get_extra_info("sockname")[1]
         self._task = asyncio.create_task(self._run(), name=f"udp-{self.protocol}")
         log.info("%s UDP listener on %s:%d for access key %s", self.protocol, self._listen[0], self.port, self.access_key)
