@@ -21,6 +21,7 @@ from sluice.ingress.auth import Authenticator, TokenVerifier
 from sluice.ingress.deadline import DeadlineInterceptor
 from sluice.ingress.exceptions import BindError
 from sluice.ingress.limits import ByteRateLimiter
+from sluice.ingress.listen import parse_listen as parse_listen  # re-exported
 from sluice.ingress.metrics import GatewayMetrics
 from sluice.ingress.protocols.ingest import Ingest
 from sluice.ingress.protocols.listeners import ProtocolListeners
@@ -48,16 +49,6 @@ SERVICE_NAMES = (
 
 # Tag and length of an envelope inside a record: it must fit with them.
 _FRAMING_BYTES = 6
-
-
-def parse_listen(listen: str, setting: str = "gateway.listen") -> tuple[str, int]:
-    """``host:port`` (host may be ``[v6]``) split; :class:`ConfigurationError` when malformed."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigurationError(
-            f"{setting} {listen!r} is not host:port", hint="e.g. 127.0.0.1:4317 or [::]:4317"
-        )
-    return host, int(port)
 
 
 class Gateway:

@@ -66,6 +66,7 @@ class HttpWrites:
         self.app.router.add_post("/api/v2/write", self._influx_write)
         self.app.router.add_post("/write", self._influx_write)
         self.app.router.add_post("/api/v1/write", self._remote_write)
+        self.app.router.add_get("/ping", self._ping)  # Influx clients' and Telegraf's health check
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -80,6 +81,9 @@ class HttpWrites:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def _ping(self, request: web.Request) -> web.Response:
+        return web.Response(status=204)
 
     def _authenticate(self, request: web.Request) -> AccessKeyConfig:
         scheme, _, token = request.headers.get(AUTHORIZATION, "").partition(" ")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sluice.ingress.auth import Authenticator
 from sluice.ingress.exceptions import BindError
+from sluice.ingress.listen import parse_listen
 from sluice.ingress.protocols import influx
 from sluice.ingress.protocols.http import HttpWrites
 from sluice.ingress.protocols.ingest import Ingest
@@ -14,8 +15,6 @@ from sluice.settings import ProtocolsSettings
 
 
 def _split(listen: str, setting: str) -> tuple[str, int]:
-    from sluice.ingress.server import parse_listen  # the gateway's parser; imported late (cycle)
-
     host, port = parse_listen(listen, setting)
     return host.strip("[]"), port
 

@@ -45,7 +45,8 @@ async def test_influx_client_writes(gateway: Gateway, worker_process: WorkerProc
     token = issue_token(gateway.settings.auth, key, 60)
 
     def write() -> str:
-        with InfluxDBClient(url=url_of(gateway), token=token, org="acme") as client:
+        with InfluxDBClient(url=url_of(gateway), token=token, org="acme", enable_gzip=True) as client:
+            assert client.ping()
             api = client.write_api(write_options=SYNCHRONOUS)
             api.write("metrics", record=[
                 Point("mem").tag("host", "h1").field("used", 512).time(T0, WritePrecision.NS),
