@@ -9,10 +9,10 @@ onto counters and gauges, because those are what the windows aggregate:
   without per-series state in the gateway, and a gauge keeps it exact for ``max(last)`` queries;
 * a gauge is a ``Gauge``;
 * a histogram is ``<name>.count``, ``<name>.bucket`` per bound tagged ``le`` (cumulative, as
-  Prometheus does, ending at ``le=+Inf``), ``<name>.sum`` and ``<name>.min``/``.max`` when set;
+  Prometheus does, ending at ``le=+Inf``), and ``<name>.sum`` / ``.min`` / ``.max`` when set;
   counts are counters for delta temporality and gauges for cumulative;
 * an exponential histogram likewise, its buckets tagged with their upper bound ``le`` (not
-  cumulative: each bucket's own count; the zero bucket is ``le=0``);
+  cumulative: each bucket's own count; the zero bucket is ``le=0``; empty buckets are left out);
 * a summary is ``<name>.count``, ``<name>.sum`` and ``<name>`` tagged ``quantile`` (gauges).
 
 A span is a ``Span`` envelope (ids, name, kind, start/end, status) tagged with its attributes;
@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from google.protobuf.json_format import MessageToDict
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
@@ -42,6 +42,7 @@ from sluice.v1.envelope_pb2 import Counter, Envelope, Gauge, GaugeValue, Log, Sp
 
 Groups = list[list[Envelope]]
 
+_STATS: tuple[Literal["sum", "min", "max"], ...] = ("sum", "min", "max")
 # severity_number at or above SEVERITY_NUMBER_ERROR is a stderr-like log.
 _SEVERITY_ERROR = 17
 
@@ -169,12 +170,9 @@ def metric_groups(metric: Metric, ctx: _Context) -> Groups:
             for le, n in zip(bounds, hp.bucket_counts):
                 running += n
                 group.append(_count(ctx.envelope(ts, hp.attributes, {"le": le}), f"{name}.bucket", running, "", delta))
-            if hp.HasField("sum"):
-                group.append(_gauge(ctx.envelope(ts, hp.attributes), f"{name}.sum", hp.sum, unit))
-            if hp.HasField("min"):
-                group.append(_gauge(ctx.envelope(ts, hp.attributes), f"{name}.min", hp.min, unit))
-            if hp.HasField("max"):
-                group.append(_gauge(ctx.envelope(ts, hp.attributes), f"{name}.max", hp.max, unit))
+            for stat in _STATS:
+                if hp.HasField(stat):
+                    group.append(_gauge(ctx.envelope(ts, hp.attributes), f"{name}.{stat}", getattr(hp, stat), unit))
             groups.append(group)
     elif kind == "exponential_histogram":
         delta = metric.exponential_histogram.aggregation_temporality == AGGREGATION_TEMPORALITY_DELTA
@@ -190,8 +188,9 @@ def metric_groups(metric: Metric, ctx: _Context) -> Groups:
                 if n:
                     env = ctx.envelope(ts, ep.attributes, {"le": f"{bound:.6g}"})
                     group.append(_count(env, f"{name}.bucket", n, "", delta))
-            if ep.HasField("sum"):
-                group.append(_gauge(ctx.envelope(ts, ep.attributes), f"{name}.sum", ep.sum, unit))
+            for stat in _STATS:
+                if ep.HasField(stat):
+                    group.append(_gauge(ctx.envelope(ts, ep.attributes), f"{name}.{stat}", getattr(ep, stat), unit))
             groups.append(group)
     elif kind == "summary":
         for sp in metric.summary.data_points:

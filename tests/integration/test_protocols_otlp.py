@@ -24,7 +24,7 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, PeriodicExportingMetricReader
-from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, ExponentialBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -75,7 +75,11 @@ async def test_otlp_logs_metrics_and_traces_from_the_sdk(gateway: Gateway, worke
         reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
         provider = MeterProvider(
             resource=Resource(RESOURCE), metric_readers=[reader],
-            views=[View(instrument_name="latency", aggregation=ExplicitBucketHistogramAggregation([10, 100]))],
+            views=[
+                View(instrument_name="latency", aggregation=ExplicitBucketHistogramAggregation([10, 100])),
+                # scale 0: base 2, buckets (2**i, 2**(i+1)], so 1, 2 and 4 land in buckets ending at 1, 2, 4
+                View(instrument_name="payload", aggregation=ExponentialBucketHistogramAggregation(max_scale=0)),
+            ],
         )
         meter = provider.get_meter("shop")
         orders = meter.create_counter("orders")
@@ -84,6 +88,9 @@ async def test_otlp_logs_metrics_and_traces_from_the_sdk(gateway: Gateway, worke
         latency = meter.create_histogram("latency", unit="ms")
         for value in (5, 50, 500):
             latency.record(value)
+        payload = meter.create_histogram("payload", unit="By")
+        for value in (1, 2, 4, 4):
+            payload.record(value)
         meter.create_up_down_counter("queue.depth").add(-4)  # cumulative, not monotonic: a gauge
         provider.shutdown()  # collects and exports once
 
@@ -130,6 +137,13 @@ async def test_otlp_logs_metrics_and_traces_from_the_sdk(gateway: Gateway, worke
         ["latency.min", "gauge", "ms", tags, 1, 5.0, 5.0],
         ["latency.sum", "gauge", "ms", tags, 1, 555.0, 555.0],
         ["orders", "counter", "", {**tags, "route": "/buy"}, 1, 5.0, 0.0],
+        ["payload.bucket", "counter", "", {**tags, "le": "1"}, 1, 1.0, 0.0],
+        ["payload.bucket", "counter", "", {**tags, "le": "2"}, 1, 1.0, 0.0],
+        ["payload.bucket", "counter", "", {**tags, "le": "4"}, 1, 2.0, 0.0],
+        ["payload.count", "counter", "", tags, 1, 4.0, 0.0],
+        ["payload.max", "gauge", "By", tags, 1, 4.0, 4.0],
+        ["payload.min", "gauge", "By", tags, 1, 1.0, 1.0],
+        ["payload.sum", "gauge", "By", tags, 1, 11.0, 11.0],
         ["queue.depth", "gauge", "", tags, 1, -4.0, -4.0],
     ]
     spans = await worker_process.query(
