@@ -4,7 +4,8 @@ remote write (``POST /api/v1/write``), on ``protocols.http_listen``.
 Authentication is the native one: a JWT whose ``sub`` is the access key, sent as
 ``Authorization: Bearer <JWT>`` or, as Influx clients do, ``Authorization: Token <JWT>`` (v1 also
 takes it as the ``p`` query parameter). ``x-access-key`` may name the key; without it the token's
-subject does, and is then verified like any other. Errors answer with the status the native
+subject does, and is then verified like any other. Influx's ``org``, ``bucket`` and ``db``
+parameters are accepted and ignored: the access key is the tenant. Errors answer with the status the native
 API's gRPC code maps to; a body with some malformed or invalid lines stores the others and
 answers 400 with the first error, as InfluxDB does.
 """

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from sluice.exceptions import ConfigurationError, SluiceError
 from sluice.ingress.protocols.ingest import Ingest
-from sluice.keys import AccessKeyStore
+from sluice.keys import AccessKeyStore, validate_access_key
 from sluice.v1.envelope_pb2 import Envelope
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,10 @@ class UdpListener:
                 f"the {protocol} UDP listener needs an access key",
                 hint=f"set SLUICE_PROTOCOLS_{protocol.upper()}_ACCESS_KEY (UDP carries no credentials)",
             )
+        try:
+            validate_access_key(access_key)
+        except SluiceError as exc:
+            raise ConfigurationError(f"the {protocol} UDP listener's access key: {exc.message}", hint=exc.hint) from exc
         self.protocol = protocol
         self._listen = listen
         self.access_key = access_key
@@ -107,24 +111,27 @@ class UdpListener:
         self.handled += datagrams
 
     async def _run(self) -> None:
-        malformed = self._ingest.metrics.malformed
         while True:
             datagrams = [await self._queue.get()]
-            envelopes: list[Envelope] = []
-            while True:
-                parsed = self._parser(datagrams[-1])
-                envelopes += parsed.envelopes
-                for reason, message in parsed.malformed:
-                    malformed.labels(self.protocol, reason).inc()
-                    log.debug("%s: skipped a malformed line: %s", self.protocol, message)
-                if len(envelopes) >= self._batch or self._queue.empty():
-                    break
-                datagrams.append(self._queue.get_nowait())
             try:
+                envelopes = self._parse(datagrams[-1])
+                while len(envelopes) < self._batch and not self._queue.empty():
+                    datagrams.append(self._queue.get_nowait())
+                    envelopes += self._parse(datagrams[-1])
                 await self._publish(envelopes, len(datagrams))
+            except Exception:  # a bug must not stop the listener (nor leave stop() waiting)
+                log.exception("%s: dropped %d datagram(s)", self.protocol, len(datagrams))
+                self._drop("error", len(datagrams))
             finally:
                 for _ in datagrams:
                     self._queue.task_done()
+
+    def _parse(self, datagram: bytes) -> list[Envelope]:
+        parsed = self._parser(datagram)
+        for reason, message in parsed.malformed:
+            self._ingest.metrics.malformed.labels(self.protocol, reason).inc()
+            log.debug("%s: skipped a malformed line: %s", self.protocol, message)
+        return parsed.envelopes
 
     async def _publish(self, envelopes: list[Envelope], datagrams: int) -> None:
         config = self._keys.get(self.access_key)
