@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps opentelemetry-exporter-prometheus-remote-write==0.66b1
 	touch $@
 
 ## dev: install, then run Tansu + gateway + worker + chDB on this machine (Ctrl-C stops)

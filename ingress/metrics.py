@@ -64,6 +64,15 @@ class GatewayMetrics:
             "sluice_gateway_spool_corrupt_segments", "Spool segments quarantined as corrupt", registry=r
         )
         self.kafka_up = Gauge("sluice_gateway_kafka_up", "1 when the last publish to Kafka succeeded", registry=r)
+        self.malformed = Counter(
+            "sluice_gateway_malformed_lines", "statsd / line-protocol lines skipped as malformed, by reason",
+            ["protocol", "reason"], registry=r,
+        )
+        self.udp_dropped = Counter(
+            "sluice_gateway_udp_dropped_datagrams",
+            "UDP datagrams not stored: queue full, unknown key, over its rate, Kafka failed",
+            ["protocol", "reason"], registry=r,
+        )
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 

@@ -22,7 +22,11 @@ from sluice.ingress.deadline import DeadlineInterceptor
 from sluice.ingress.exceptions import BindError
 from sluice.ingress.handlers import add_ingress_to_server
 from sluice.ingress.limits import ByteRateLimiter
+from sluice.ingress.listen import parse_listen as parse_listen  # re-exported
 from sluice.ingress.metrics import GatewayMetrics
+from sluice.ingress.protocols.ingest import Ingest
+from sluice.ingress.protocols.listeners import ProtocolListeners
+from sluice.ingress.protocols.otlp_service import SERVICE_NAMES as OTLP_SERVICE_NAMES, add_otlp_servicers
 from sluice.ingress.publisher import Publisher
 from sluice.ingress.server_options import server_options
 from sluice.ingress.service import AgentConfigServicer, IngressServicer
@@ -41,20 +45,11 @@ SERVICE_NAMES = (
     "sluice.v1.AgentConfig",
     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
     reflection.SERVICE_NAME,
+    *OTLP_SERVICE_NAMES,
 )
 
 # Tag and length of an envelope inside a record: it must fit with them.
 _FRAMING_BYTES = 6
-
-
-def parse_listen(listen: str, setting: str = "gateway.listen") -> tuple[str, int]:
-    """``host:port`` (host may be ``[v6]``) split; :class:`ConfigurationError` when malformed."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigurationError(
-            f"{setting} {listen!r} is not host:port", hint="e.g. 127.0.0.1:4317 or [::]:4317"
-        )
-    return host, int(port)
 
 
 class Gateway:
@@ -80,6 +75,12 @@ class Gateway:
             kafka, gateway, metrics=self.metrics, keyring=Keyring(settings.encryption),
             spool_dir=gateway.spool_dir or settings.data_dir / "spool",
         )
+        self._limiter = ByteRateLimiter()  # one per gateway: a key's byte rate spans all protocols
+        self._ingest = Ingest(
+            self._validator, self.publisher, self._limiter, self.metrics,
+            chunk_envelopes=gateway.stream_batch_envelopes,
+        )
+        self.protocols = ProtocolListeners(settings.protocols, self._authenticator, self._ingest, self.keys)
         self._health = HealthServicer()
         self._server: grpc.aio.Server | None = None
         self.metrics_port: int | None = None
@@ -135,7 +136,7 @@ class Gateway:
                     self._validator,
                     self.publisher,
                     metrics=self.metrics,
-                    limiter=ByteRateLimiter(),
+                    limiter=self._limiter,
                     stream_batch_envelopes=gateway.stream_batch_envelopes,
                     stream_linger=gateway.stream_linger,
                 ),
@@ -144,6 +145,7 @@ class Gateway:
             config_pb2_grpc.add_AgentConfigServicer_to_server(  # type: ignore[no-untyped-call]
                 AgentConfigServicer(self._authenticator, self.metrics, self.keys), server
             )
+            add_otlp_servicers(server, self._authenticator, self._ingest)
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
             reflection.enable_server_reflection(SERVICE_NAMES, server)
             try:
@@ -168,6 +170,12 @@ class Gateway:
                         f"cannot serve metrics on {gateway.metrics_listen}: {exc.strerror}",
                         hint="set SLUICE_GATEWAY_METRICS_LISTEN to a free host:port, or empty to turn it off",
                     ) from exc
+            try:
+                await self.protocols.start()
+            except BaseException:
+                await server.stop(None)
+                self.metrics.close()
+                raise
         except BaseException:
             await self.publisher.stop()
             await self.keys.stop()
@@ -182,6 +190,7 @@ class Gateway:
         """Refuse new calls, let in-flight calls finish for ``grace`` seconds, then disconnect Kafka."""
         server, self._server = self._server, None
         if server is not None:
+            await self.protocols.stop()
             await self._health.enter_graceful_shutdown()
             await server.stop(grace)
         await self.publisher.stop()

@@ -14,7 +14,7 @@ from sluice.ingress.exceptions import InvalidEnvelope, quoted
 from sluice.settings import GatewaySettings
 from sluice.v1.envelope_pb2 import Envelope
 
-KINDS = "log, counter, gauge, timer, event"
+KINDS = "log, counter, gauge, timer, event, span"
 
 
 def _not_finite(value: float) -> str:
@@ -79,6 +79,8 @@ class EnvelopeValidator:
                 self._check_gauge(env, index)
             elif kind == "timer":
                 self._check_timer(env, index)
+            elif kind == "span":
+                self._check_span(env, index)
             data = env.SerializeToString()
             if len(data) > max_bytes:
                 raise InvalidEnvelope(
@@ -129,3 +131,18 @@ class EnvelopeValidator:
             raise InvalidEnvelope(
                 f"envelope[{index}].timer.stop: {timer.stop} is before start {timer.start}", reason="timer"
             )
+
+    @staticmethod
+    def _check_span(env: Envelope, index: int) -> None:
+        span = env.span
+        where = f"envelope[{index}].span"
+        if len(span.trace_id) != 16 or not any(span.trace_id):
+            raise InvalidEnvelope(f"{where}.trace_id: must be 16 bytes, not all zero", reason="span")
+        if len(span.span_id) != 8 or not any(span.span_id):
+            raise InvalidEnvelope(f"{where}.span_id: must be 8 bytes, not all zero", reason="span")
+        if len(span.parent_span_id) not in (0, 8):
+            raise InvalidEnvelope(f"{where}.parent_span_id: must be 8 bytes or empty", reason="span")
+        if not span.name:
+            raise InvalidEnvelope(f"{where}.name: must not be empty", reason="span")
+        if span.end < span.start:
+            raise InvalidEnvelope(f"{where}.end: {span.end} is before start {span.start}", reason="span")

@@ -215,6 +215,23 @@ class WorkerSettings(BaseModel):
     tick_interval: float = Field(0.5, gt=0, description="seconds between checks for closed windows")
 
 
+class ProtocolsSettings(BaseModel):
+    """Listeners for the protocols other clients already speak (OTLP/gRPC is on ``gateway.listen``).
+
+    UDP carries no credentials, so each UDP listener is bound to one access key, whose routes
+    and limits apply to everything it receives. An empty address turns a listener off.
+    """
+
+    statsd_listen: str = Field("", description="UDP host:port of the statsd listener, e.g. 127.0.0.1:8125")
+    statsd_access_key: str = Field("", description="the access key statsd datagrams are stored under")
+    influx_udp_listen: str = Field("", description="UDP host:port of the Influx line-protocol listener")
+    influx_udp_access_key: str = Field("", description="the access key line-protocol datagrams are stored under")
+    http_listen: str = Field(
+        "", description="host:port of the HTTP writes (Influx /api/v2/write, /write; Prometheus /api/v1/write)"
+    )
+    max_http_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest (decompressed) HTTP body")
+
+
 def _json_value(value: object) -> str:
     """Secrets and paths inside list or dict settings, for :meth:`Settings.to_env`."""
     if isinstance(value, SecretStr):
@@ -245,6 +262,7 @@ class Settings(BaseSettings):
     tls: TlsSettings = Field(default_factory=TlsSettings)
     encryption: EncryptionSettings = Field(default_factory=EncryptionSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    protocols: ProtocolsSettings = Field(default_factory=ProtocolsSettings)
 
     @model_validator(mode="after")
     def _default_paths(self) -> Settings:

@@ -25,6 +25,13 @@ LOG_COLUMNS = (
     "access_key", "timestamp", "source_id", "instance_id", "type", "payload", "tags",
     "kafka_partition", "kafka_offset", "batch_index",
 )
+SPAN_COLUMNS = (
+    "access_key", "timestamp", "source_id", "instance_id", "trace_id", "span_id", "parent_span_id",
+    "name", "kind", "end_time", "duration_ns", "status", "status_message", "tags",
+    "kafka_partition", "kafka_offset", "batch_index",
+)
+SPAN_KINDS = {v.number: v.name for v in envelope_pb2.Span.Kind.DESCRIPTOR.values}
+SPAN_STATUSES = {v.number: v.name for v in envelope_pb2.Span.Status.DESCRIPTOR.values}
 EVENT_COLUMNS = (
     "access_key", "timestamp", "source_id", "instance_id", "title", "body", "tags",
     "kafka_partition", "kafka_offset", "batch_index",
@@ -46,11 +53,12 @@ class MetricPoint:
 
 @dataclass(slots=True)
 class Decoded:
-    """What one record holds, split by stream. Rows are in LOG_COLUMNS / EVENT_COLUMNS order."""
+    """What one record holds, split by stream. Rows are in LOG_COLUMNS / EVENT_COLUMNS / SPAN_COLUMNS order."""
 
     logs: list[list[Any]] = field(default_factory=list)
     events: list[list[Any]] = field(default_factory=list)
     points: list[MetricPoint] = field(default_factory=list)
+    spans: list[list[Any]] = field(default_factory=list)
 
 
 def decode_batch(value: bytes, access_key: str, partition: int, offset: int) -> Decoded:
@@ -86,6 +94,14 @@ def decode_batch(value: bytes, access_key: str, partition: int, offset: int) -> 
             ev = env.event
             events.append([
                 access_key, ts, env.source_id, env.instance_id, ev.title, ev.body, tags,
+                partition, offset, i,
+            ])
+        elif kind == "span":
+            sp = env.span
+            out.spans.append([
+                access_key, sp.start or ts, env.source_id, env.instance_id, sp.trace_id.hex(), sp.span_id.hex(),
+                sp.parent_span_id.hex(), sp.name, SPAN_KINDS.get(sp.kind, "UNSPECIFIED"), sp.end,
+                max(0, sp.end - sp.start), SPAN_STATUSES.get(sp.status, "UNSET"), sp.status_message, tags,
                 partition, offset, i,
             ])
         else:

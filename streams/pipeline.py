@@ -20,7 +20,7 @@ from sluice.crypto import H_KEY_ID, DecryptError, Keyring
 from sluice.shards import access_key_of
 from sluice.keys.models import DEFAULT_ROUTES, AccessKeyConfig, Sink, Stream
 from sluice.settings import EncryptionSettings
-from sluice.streams.decode import EVENT_COLUMNS, LOG_COLUMNS, decoder_for
+from sluice.streams.decode import EVENT_COLUMNS, LOG_COLUMNS, SPAN_COLUMNS, decoder_for
 from sluice.streams.exceptions import DecodeError
 from sluice.streams.sinks.clickhouse import ClickHouseSink
 from sluice.streams.sinks.files import FileSink
@@ -34,6 +34,7 @@ H_CONTENT_TYPE = "content-type"
 _LINE_FIELDS = {
     "logs": [(LOG_COLUMNS.index(c), c) for c in ("timestamp", "source_id", "instance_id", "type", "payload", "tags")],
     "events": [(EVENT_COLUMNS.index(c), c) for c in ("timestamp", "source_id", "instance_id", "title", "body", "tags")],
+    "spans": [(SPAN_COLUMNS.index(c), c) for c in SPAN_COLUMNS if c not in ("access_key", "kafka_partition", "kafka_offset", "batch_index")],
 }
 
 
@@ -63,6 +64,7 @@ class Counters:
     envelopes: int = 0
     logs: int = 0
     events: int = 0
+    spans: int = 0
     points: int = 0
     replayed_records_skipped: int = 0
     dead_letters: int = 0
@@ -83,6 +85,7 @@ class _Batch:
 
     logs: list[list[Any]] = field(default_factory=list)
     events: list[list[Any]] = field(default_factory=list)
+    spans: list[list[Any]] = field(default_factory=list)
     positions: dict[int, tuple[int, int]] = field(default_factory=dict)
     dead: list[tuple[Record, str]] = field(default_factory=list)
 
@@ -182,8 +185,8 @@ class Pipeline:
                 counters.dead_letters += 1
                 batch.dead.append((record, str(exc)))
                 continue
-            counters.envelopes += len(decoded.logs) + len(decoded.events) + len(decoded.points)
-            for stream, rows in (("logs", decoded.logs), ("events", decoded.events)):
+            counters.envelopes += len(decoded.logs) + len(decoded.events) + len(decoded.points) + len(decoded.spans)
+            for stream, rows in (("logs", decoded.logs), ("events", decoded.events), ("spans", decoded.spans)):
                 if not rows:
                     continue
                 sinks = self._sinks(access_key, stream)  # type: ignore[arg-type]
@@ -192,9 +195,10 @@ class Pipeline:
                     lines = [{name: row[i] for i, name in fields} for row in rows]
                     self.files.add(access_key, stream, record.partition, record.offset, lines)
                 if "clickhouse" in sinks:
-                    (batch.logs if stream == "logs" else batch.events).extend(rows)
+                    getattr(batch, stream).extend(rows)
             counters.logs += len(decoded.logs)
             counters.events += len(decoded.events)
+            counters.spans += len(decoded.spans)
             if decoded.points and "clickhouse" in self._sinks(access_key, "metrics_1s"):
                 if self.windows.add(record.partition, record.offset, access_key, decoded.points):
                     counters.points += len(decoded.points)
@@ -213,6 +217,7 @@ class Pipeline:
         where = ",".join(f"{p}:{lo}-{hi}" for p, (lo, hi) in sorted(batch.positions.items()))
         self.clickhouse.add("logs", LOG_COLUMNS, batch.logs, _token("logs", where))
         self.clickhouse.add("events", EVENT_COLUMNS, batch.events, _token("events", where))
+        self.clickhouse.add("spans", SPAN_COLUMNS, batch.spans, _token("spans", where))
         for window in closed:
             token = _token(self._metrics_table, window.partition, window.start, window.offset)
             self.clickhouse.add(self._metrics_table, METRIC_COLUMNS, window.rows, token)

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from sluice.keys.exceptions import InvalidAccessKey
 
-Stream = Literal["logs", "events", "metrics_1s", "metrics_1m"]
+Stream = Literal["logs", "events", "metrics_1s", "metrics_1m", "spans"]
 Sink = Literal["file", "clickhouse"]
 
 DEFAULT_ROUTES: dict[Stream, list[Sink]] = {
@@ -17,6 +17,7 @@ DEFAULT_ROUTES: dict[Stream, list[Sink]] = {
     "events": ["file", "clickhouse"],
     "metrics_1s": ["clickhouse"],
     "metrics_1m": ["clickhouse"],
+    "spans": ["clickhouse"],
 }
 
 # Keys name directories of the file sink and Kafka record keys, so they stay path- and key-safe.

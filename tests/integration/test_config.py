@@ -98,7 +98,7 @@ async def test_get_and_watch_config(settings: Settings, unique: str) -> None:
             assert (got.access_key, got.enabled, got.version, got.limits.bytes_per_second) == (key, True, 1, 10)
             assert [(r.stream, list(r.sinks)) for r in got.routes] == [
                 ("events", ["file", "clickhouse"]), ("logs", ["file", "clickhouse"]),
-                ("metrics_1m", ["clickhouse"]), ("metrics_1s", ["clickhouse"]),
+                ("metrics_1m", ["clickhouse"]), ("metrics_1s", ["clickhouse"]), ("spans", ["clickhouse"]),
             ]
             watch = stub.WatchConfig(config_pb2.GetConfigRequest(access_key=key), metadata=metadata)
             first = await watch.read()

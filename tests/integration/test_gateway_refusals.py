@@ -149,7 +149,7 @@ async def shared_client(shared: Gateway) -> AsyncIterator[SluiceClient]:
         (log_envelope("x", timestamp=-1), "envelope[2].timestamp: -1 is negative"),
         (
             Envelope(source_id="nothing"),
-            "envelope[2]: no message is set (expected one of log, counter, gauge, timer, event)",
+            "envelope[2]: no message is set (expected one of log, counter, gauge, timer, event, span)",
         ),
         (log_envelope("x", tags={f"t{i}": "v" for i in range(65)}), "envelope[2].tags: 65 tags exceed the limit of 64"),
     ],
@@ -184,6 +184,7 @@ async def test_get_config_returns_the_callers_config(shared_client: SluiceClient
             config_pb2.Route(stream="logs", sinks=["file", "clickhouse"]),
             config_pb2.Route(stream="metrics_1m", sinks=["clickhouse"]),
             config_pb2.Route(stream="metrics_1s", sinks=["clickhouse"]),
+            config_pb2.Route(stream="spans", sinks=["clickhouse"]),
         ],
         version=1,
     )

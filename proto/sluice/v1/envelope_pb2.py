@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18sluice/v1/envelope.proto\x12\tsluice.v1\"\xd9\x02\n\x08\x45nvelope\x12\x11\n\ttimestamp\x18\x01 \x01(\x03\x12\x11\n\tsource_id\x18\x02 \x01(\t\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\x12+\n\x04tags\x18\x04 \x03(\x0b\x32\x1d.sluice.v1.Envelope.TagsEntry\x12\x1d\n\x03log\x18\n \x01(\x0b\x32\x0e.sluice.v1.LogH\x00\x12%\n\x07\x63ounter\x18\x0b \x01(\x0b\x32\x12.sluice.v1.CounterH\x00\x12!\n\x05gauge\x18\x0c \x01(\x0b\x32\x10.sluice.v1.GaugeH\x00\x12!\n\x05timer\x18\r \x01(\x0b\x32\x10.sluice.v1.TimerH\x00\x12!\n\x05\x65vent\x18\x0e \x01(\x0b\x32\x10.sluice.v1.EventH\x00\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07message\"S\n\x03Log\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12!\n\x04type\x18\x02 \x01(\x0e\x32\x13.sluice.v1.Log.Type\"\x18\n\x04Type\x12\x07\n\x03OUT\x10\x00\x12\x07\n\x03\x45RR\x10\x01\"5\n\x07\x43ounter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\")\n\nGaugeValue\x12\x0c\n\x04unit\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\"~\n\x05Gauge\x12.\n\x07metrics\x18\x01 \x03(\x0b\x32\x1d.sluice.v1.Gauge.MetricsEntry\x1a\x45\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.sluice.v1.GaugeValue:\x02\x38\x01\"2\n\x05Timer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x03\x12\x0c\n\x04stop\x18\x03 \x01(\x03\"$\n\x05\x45vent\x12\r\n\x05title\x18\x01 \x01(\t\x12\x0c\n\x04\x62ody\x18\x02 \x01(\t\"3\n\rEnvelopeBatch\x12\"\n\x05\x62\x61tch\x18\x01 \x03(\x0b\x32\x13.sluice.v1.Envelopeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18sluice/v1/envelope.proto\x12\tsluice.v1\"\xfa\x02\n\x08\x45nvelope\x12\x11\n\ttimestamp\x18\x01 \x01(\x03\x12\x11\n\tsource_id\x18\x02 \x01(\t\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\x12+\n\x04tags\x18\x04 \x03(\x0b\x32\x1d.sluice.v1.Envelope.TagsEntry\x12\x1d\n\x03log\x18\n \x01(\x0b\x32\x0e.sluice.v1.LogH\x00\x12%\n\x07\x63ounter\x18\x0b \x01(\x0b\x32\x12.sluice.v1.CounterH\x00\x12!\n\x05gauge\x18\x0c \x01(\x0b\x32\x10.sluice.v1.GaugeH\x00\x12!\n\x05timer\x18\r \x01(\x0b\x32\x10.sluice.v1.TimerH\x00\x12!\n\x05\x65vent\x18\x0e \x01(\x0b\x32\x10.sluice.v1.EventH\x00\x12\x1f\n\x04span\x18\x0f \x01(\x0b\x32\x0f.sluice.v1.SpanH\x00\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07message\"S\n\x03Log\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12!\n\x04type\x18\x02 \x01(\x0e\x32\x13.sluice.v1.Log.Type\"\x18\n\x04Type\x12\x07\n\x03OUT\x10\x00\x12\x07\n\x03\x45RR\x10\x01\"5\n\x07\x43ounter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\")\n\nGaugeValue\x12\x0c\n\x04unit\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\"~\n\x05Gauge\x12.\n\x07metrics\x18\x01 \x03(\x0b\x32\x1d.sluice.v1.Gauge.MetricsEntry\x1a\x45\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.sluice.v1.GaugeValue:\x02\x38\x01\"2\n\x05Timer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x03\x12\x0c\n\x04stop\x18\x03 \x01(\x03\"$\n\x05\x45vent\x12\r\n\x05title\x18\x01 \x01(\t\x12\x0c\n\x04\x62ody\x18\x02 \x01(\t\"\xd2\x02\n\x04Span\x12\x10\n\x08trace_id\x18\x01 \x01(\x0c\x12\x0f\n\x07span_id\x18\x02 \x01(\x0c\x12\x16\n\x0eparent_span_id\x18\x03 \x01(\x0c\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\"\n\x04kind\x18\x05 \x01(\x0e\x32\x14.sluice.v1.Span.Kind\x12\r\n\x05start\x18\x06 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x07 \x01(\x03\x12&\n\x06status\x18\x08 \x01(\x0e\x32\x16.sluice.v1.Span.Status\x12\x16\n\x0estatus_message\x18\t \x01(\t\"Y\n\x04Kind\x12\x0f\n\x0bUNSPECIFIED\x10\x00\x12\x0c\n\x08INTERNAL\x10\x01\x12\n\n\x06SERVER\x10\x02\x12\n\n\x06\x43LIENT\x10\x03\x12\x0c\n\x08PRODUCER\x10\x04\x12\x0c\n\x08\x43ONSUMER\x10\x05\"&\n\x06Status\x12\t\n\x05UNSET\x10\x00\x12\x06\n\x02OK\x10\x01\x12\t\n\x05\x45RROR\x10\x02\"3\n\rEnvelopeBatch\x12\"\n\x05\x62\x61tch\x18\x01 \x03(\x0b\x32\x13.sluice.v1.Envelopeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,25 +36,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GAUGE_METRICSENTRY']._loaded_options = None
   _globals['_GAUGE_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_ENVELOPE']._serialized_start=40
-  _globals['_ENVELOPE']._serialized_end=385
-  _globals['_ENVELOPE_TAGSENTRY']._serialized_start=331
-  _globals['_ENVELOPE_TAGSENTRY']._serialized_end=374
-  _globals['_LOG']._serialized_start=387
-  _globals['_LOG']._serialized_end=470
-  _globals['_LOG_TYPE']._serialized_start=446
-  _globals['_LOG_TYPE']._serialized_end=470
-  _globals['_COUNTER']._serialized_start=472
-  _globals['_COUNTER']._serialized_end=525
-  _globals['_GAUGEVALUE']._serialized_start=527
-  _globals['_GAUGEVALUE']._serialized_end=568
-  _globals['_GAUGE']._serialized_start=570
-  _globals['_GAUGE']._serialized_end=696
-  _globals['_GAUGE_METRICSENTRY']._serialized_start=627
-  _globals['_GAUGE_METRICSENTRY']._serialized_end=696
-  _globals['_TIMER']._serialized_start=698
-  _globals['_TIMER']._serialized_end=748
-  _globals['_EVENT']._serialized_start=750
-  _globals['_EVENT']._serialized_end=786
-  _globals['_ENVELOPEBATCH']._serialized_start=788
-  _globals['_ENVELOPEBATCH']._serialized_end=839
+  _globals['_ENVELOPE']._serialized_end=418
+  _globals['_ENVELOPE_TAGSENTRY']._serialized_start=364
+  _globals['_ENVELOPE_TAGSENTRY']._serialized_end=407
+  _globals['_LOG']._serialized_start=420
+  _globals['_LOG']._serialized_end=503
+  _globals['_LOG_TYPE']._serialized_start=479
+  _globals['_LOG_TYPE']._serialized_end=503
+  _globals['_COUNTER']._serialized_start=505
+  _globals['_COUNTER']._serialized_end=558
+  _globals['_GAUGEVALUE']._serialized_start=560
+  _globals['_GAUGEVALUE']._serialized_end=601
+  _globals['_GAUGE']._serialized_start=603
+  _globals['_GAUGE']._serialized_end=729
+  _globals['_GAUGE_METRICSENTRY']._serialized_start=660
+  _globals['_GAUGE_METRICSENTRY']._serialized_end=729
+  _globals['_TIMER']._serialized_start=731
+  _globals['_TIMER']._serialized_end=781
+  _globals['_EVENT']._serialized_start=783
+  _globals['_EVENT']._serialized_end=819
+  _globals['_SPAN']._serialized_start=822
+  _globals['_SPAN']._serialized_end=1160
+  _globals['_SPAN_KIND']._serialized_start=1031
+  _globals['_SPAN_KIND']._serialized_end=1120
+  _globals['_SPAN_STATUS']._serialized_start=1122
+  _globals['_SPAN_STATUS']._serialized_end=1160
+  _globals['_ENVELOPEBATCH']._serialized_start=1162
+  _globals['_ENVELOPEBATCH']._serialized_end=1213
 # @@protoc_insertion_point(module_scope)

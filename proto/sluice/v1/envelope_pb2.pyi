@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Envelope(_message.Message):
-    __slots__ = ("timestamp", "source_id", "instance_id", "tags", "log", "counter", "gauge", "timer", "event")
+    __slots__ = ("timestamp", "source_id", "instance_id", "tags", "log", "counter", "gauge", "timer", "event", "span")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,7 @@ class Envelope(_message.Message):
     GAUGE_FIELD_NUMBER: _ClassVar[int]
     TIMER_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
+    SPAN_FIELD_NUMBER: _ClassVar[int]
     timestamp: int
     source_id: str
     instance_id: str
@@ -34,7 +35,8 @@ class Envelope(_message.Message):
     gauge: Gauge
     timer: Timer
     event: Event
-    def __init__(self, timestamp: _Optional[int] = ..., source_id: _Optional[str] = ..., instance_id: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., log: _Optional[_Union[Log, _Mapping]] = ..., counter: _Optional[_Union[Counter, _Mapping]] = ..., gauge: _Optional[_Union[Gauge, _Mapping]] = ..., timer: _Optional[_Union[Timer, _Mapping]] = ..., event: _Optional[_Union[Event, _Mapping]] = ...) -> None: ...
+    span: Span
+    def __init__(self, timestamp: _Optional[int] = ..., source_id: _Optional[str] = ..., instance_id: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., log: _Optional[_Union[Log, _Mapping]] = ..., counter: _Optional[_Union[Counter, _Mapping]] = ..., gauge: _Optional[_Union[Gauge, _Mapping]] = ..., timer: _Optional[_Union[Timer, _Mapping]] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., span: _Optional[_Union[Span, _Mapping]] = ...) -> None: ...
 
 class Log(_message.Message):
     __slots__ = ("payload", "type")
@@ -98,6 +100,50 @@ class Event(_message.Message):
     title: str
     body: str
     def __init__(self, title: _Optional[str] = ..., body: _Optional[str] = ...) -> None: ...
+
+class Span(_message.Message):
+    __slots__ = ("trace_id", "span_id", "parent_span_id", "name", "kind", "start", "end", "status", "status_message")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        UNSPECIFIED: _ClassVar[Span.Kind]
+        INTERNAL: _ClassVar[Span.Kind]
+        SERVER: _ClassVar[Span.Kind]
+        CLIENT: _ClassVar[Span.Kind]
+        PRODUCER: _ClassVar[Span.Kind]
+        CONSUMER: _ClassVar[Span.Kind]
+    UNSPECIFIED: Span.Kind
+    INTERNAL: Span.Kind
+    SERVER: Span.Kind
+    CLIENT: Span.Kind
+    PRODUCER: Span.Kind
+    CONSUMER: Span.Kind
+    class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        UNSET: _ClassVar[Span.Status]
+        OK: _ClassVar[Span.Status]
+        ERROR: _ClassVar[Span.Status]
+    UNSET: Span.Status
+    OK: Span.Status
+    ERROR: Span.Status
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    SPAN_ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_SPAN_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    trace_id: bytes
+    span_id: bytes
+    parent_span_id: bytes
+    name: str
+    kind: Span.Kind
+    start: int
+    end: int
+    status: Span.Status
+    status_message: str
+    def __init__(self, trace_id: _Optional[bytes] = ..., span_id: _Optional[bytes] = ..., parent_span_id: _Optional[bytes] = ..., name: _Optional[str] = ..., kind: _Optional[_Union[Span.Kind, str]] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., status: _Optional[_Union[Span.Status, str]] = ..., status_message: _Optional[str] = ...) -> None: ...
 
 class EnvelopeBatch(_message.Message):
     __slots__ = ("batch",)

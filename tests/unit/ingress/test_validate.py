@@ -72,7 +72,7 @@ def test_timestamp_too_far_in_the_future() -> None:
 
 def test_no_message_kind() -> None:
     assert invalid([log(), Envelope(source_id="x")]) == (
-        "envelope[1]: no message is set (expected one of log, counter, gauge, timer, event)"
+        "envelope[1]: no message is set (expected one of log, counter, gauge, timer, event, span)"
     )
 
 
@@ -176,3 +176,20 @@ def test_validates_a_batch_in_place() -> None:
     batch = EnvelopeBatch(batch=[log(), log(source_id="s")])
     validator().validate(batch.batch, KEY)
     assert [(e.timestamp, e.source_id) for e in batch.batch] == [(NOW, KEY), (NOW, "s")]
+
+
+@pytest.mark.parametrize(("span", "message"), [
+    ({"trace_id": b"\0" * 16, "span_id": b"s" * 8, "name": "x"}, "trace_id: must be 16 bytes, not all zero"),
+    ({"trace_id": b"t" * 15, "span_id": b"s" * 8, "name": "x"}, "trace_id: must be 16 bytes, not all zero"),
+    ({"trace_id": b"t" * 16, "span_id": b"s" * 7, "name": "x"}, "span_id: must be 8 bytes, not all zero"),
+    ({"trace_id": b"t" * 16, "span_id": b"s" * 8, "parent_span_id": b"p", "name": "x"}, "parent_span_id: must be 8 bytes or empty"),
+    ({"trace_id": b"t" * 16, "span_id": b"s" * 8}, "name: must not be empty"),
+    ({"trace_id": b"t" * 16, "span_id": b"s" * 8, "name": "x", "start": 5, "end": 4}, "end: 4 is before start 5"),
+])
+def test_invalid_spans(span: dict[str, object], message: str) -> None:
+    assert invalid([Envelope(span=span)]) == f"envelope[0].span.{message}"  # type: ignore[arg-type]
+
+
+def test_a_valid_span() -> None:
+    span = Envelope(span={"trace_id": b"t" * 16, "span_id": b"s" * 8, "name": "x", "start": 1, "end": 2})  # type: ignore[arg-type]
+    assert validator().validate([span], "ak_x") == [span.SerializeToString()]

@@ -67,7 +67,7 @@ async def test_a_batch_is_routed_tokened_and_committed(tmp_path: Path) -> None:
     assert [(r.offset, reason.split(":")[0]) for r, reason in dead] == [(5, "not an EnvelopeBatch")]
     assert [json.loads(x)["payload"] for x in (tmp_path / "k" / "logs.jsonl").read_text().splitlines()] == ["hi"]
     assert pipeline.counters.as_dict() == {
-        "records": 3, "envelopes": 3, "logs": 1, "events": 0, "points": 2, "replayed_records_skipped": 0,
+        "records": 3, "envelopes": 3, "logs": 1, "events": 0, "spans": 0, "points": 2, "replayed_records_skipped": 0,
         "dead_letters": 1, "windows_closed": 1, "metric_rows": 1,
     }
     assert pipeline.positions == {0: 5}

@@ -1,0 +1,101 @@
+"""The one admission path of every protocol: validate, limit, enqueue, wait for Kafka.
+
+These are the steps of ``IngressServicer._ingest`` for a request that is already whole (an OTLP
+export, an HTTP body, a UDP datagram), with the same validator, limiter, publisher and metrics.
+Unlike a native call, an invalid envelope does not refuse the request: OTLP, Influx and statsd
+clients expect the good items to be stored and the bad ones reported, so invalid envelopes are
+counted and skipped, and :class:`Admitted` says which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sluice.ingress.buffer import Chunk
+from sluice.ingress.exceptions import InvalidEnvelope, RateLimited
+from sluice.ingress.limits import ByteRateLimiter
+from sluice.ingress.metrics import GatewayMetrics
+from sluice.ingress.publisher import Publisher
+from sluice.ingress.validate import EnvelopeValidator
+from sluice.keys import AccessKeyConfig
+from sluice.v1.envelope_pb2 import Envelope
+
+
+@dataclass(slots=True)
+class Admitted:
+    """What became of a request's envelopes: stored, or rejected (by index) with the first error."""
+
+    accepted: int = 0
+    rejected: set[int] = field(default_factory=set)
+    error: str = ""
+
+
+class Ingest:
+    """Admit whole requests of one access key; see the module docstring."""
+
+    def __init__(
+        self,
+        validator: EnvelopeValidator,
+        publisher: Publisher,
+        limiter: ByteRateLimiter,
+        metrics: GatewayMetrics,
+        *,
+        chunk_envelopes: int,
+    ) -> None:
+        if chunk_envelopes < 1:
+            raise ValueError(f"chunk_envelopes must be >= 1, got {chunk_envelopes}")
+        self._validator = validator
+        self.publisher = publisher
+        self._limiter = limiter
+        self.metrics = metrics
+        self._chunk = chunk_envelopes
+
+    def validate(self, config: AccessKeyConfig, envelopes: Sequence[Envelope]) -> tuple[list[bytes], Admitted]:
+        """The valid envelopes serialized (stamped like native ones) and which ones were not valid."""
+        key = config.access_key
+        admitted = Admitted()
+        try:
+            return self._validator.validate(envelopes, key), admitted
+        except InvalidEnvelope:
+            pass  # find every invalid one; those already stamped stay as they are
+        encoded: list[bytes] = []
+        for index, env in enumerate(envelopes):
+            try:
+                encoded += self._validator.validate((env,), key, first_index=index)
+            except InvalidEnvelope as exc:
+                self.metrics.invalid.labels(exc.reason).inc()
+                admitted.rejected.add(index)
+                admitted.error = admitted.error or str(exc)
+        return encoded, admitted
+
+    async def publish(self, config: AccessKeyConfig, envelopes: Sequence[Envelope], entry_point: str) -> Admitted:
+        """Store the valid ones of ``envelopes`` once Kafka acknowledged them.
+
+        :class:`RateLimited` (nothing stored) when the key is over its byte rate;
+        :class:`~sluice.ingress.exceptions.PublishFailed` and the buffer's errors as for native calls.
+        """
+        key = config.access_key
+        encoded, admitted = self.validate(config, envelopes)
+        if not encoded:
+            return admitted
+        nbytes = sum(map(len, encoded))
+        wait = self._limiter.take(key, nbytes, config.limits)
+        if wait:
+            self.metrics.rate_limited.labels(key).inc()
+            raise RateLimited(
+                f"access key {key!r} is over its limit of {config.limits.bytes_per_second} bytes/s; "
+                f"retry in {wait:.2f}s",
+                retry_after=wait,
+            )
+        self.metrics.received.labels(key, entry_point).inc(len(encoded))
+        self.metrics.received_bytes.labels(key, entry_point).inc(nbytes)
+        chunks: list[Chunk] = []
+        for start in range(0, len(encoded), self._chunk):
+            chunks.append(
+                await self.publisher.enqueue(key, encoded[start : start + self._chunk], encrypt=config.encrypt)
+            )
+        for chunk in chunks:
+            await self.publisher.wait(chunk)
+        admitted.accepted = len(encoded)
+        return admitted

@@ -1,0 +1,63 @@
+"""The protocol listeners the gateway starts and stops beside its gRPC server (see ``protocols.*``)."""
+
+from __future__ import annotations
+
+from sluice.ingress.auth import Authenticator
+from sluice.ingress.exceptions import BindError
+from sluice.ingress.listen import parse_listen
+from sluice.ingress.protocols import influx
+from sluice.ingress.protocols.http import HttpWrites
+from sluice.ingress.protocols.ingest import Ingest
+from sluice.ingress.protocols.statsd import StatsdParser
+from sluice.ingress.protocols.udp import UdpListener
+from sluice.keys import AccessKeyStore
+from sluice.settings import ProtocolsSettings
+
+
+def _split(listen: str, setting: str) -> tuple[str, int]:
+    host, port = parse_listen(listen, setting)
+    return host.strip("[]"), port
+
+
+class ProtocolListeners:
+    """The configured UDP listeners and HTTP writes; each is off when its address is empty."""
+
+    def __init__(
+        self, settings: ProtocolsSettings, authenticator: Authenticator, ingest: Ingest, keys: AccessKeyStore
+    ) -> None:
+        self.statsd: UdpListener | None = None
+        self.influx_udp: UdpListener | None = None
+        self.http: HttpWrites | None = None
+        if settings.statsd_listen:
+            self.statsd = UdpListener(
+                "statsd", _split(settings.statsd_listen, "protocols.statsd_listen"),
+                settings.statsd_access_key, StatsdParser().parse, ingest, keys,
+            )
+        if settings.influx_udp_listen:
+            self.influx_udp = UdpListener(
+                "influx_udp", _split(settings.influx_udp_listen, "protocols.influx_udp_listen"),
+                settings.influx_udp_access_key, influx.parse, ingest, keys,
+            )
+        if settings.http_listen:
+            host, port = _split(settings.http_listen, "protocols.http_listen")
+            self.http = HttpWrites(host, port, authenticator, ingest, max_body_bytes=settings.max_http_body_bytes)
+
+    async def start(self) -> None:
+        """Bind every configured listener; :class:`BindError` (and none left bound) if one cannot."""
+        started: list[UdpListener | HttpWrites] = []
+        try:
+            for listener in (self.statsd, self.influx_udp, self.http):
+                if listener is not None:
+                    await listener.start()
+                    started.append(listener)
+        except OSError as exc:
+            for listener in started:
+                await listener.stop()
+            raise BindError(f"cannot bind a protocol listener: {exc.strerror}",
+                            hint="check the SLUICE_PROTOCOLS_*_LISTEN addresses") from exc
+
+    async def stop(self) -> None:
+        """Stop receiving; what the UDP listeners already received is published first."""
+        for listener in (self.http, self.statsd, self.influx_udp):
+            if listener is not None:
+                await listener.stop()

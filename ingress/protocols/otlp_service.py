@@ -1,0 +1,103 @@
+"""The OTLP/gRPC collector services on the gateway's port, authenticated like ``sluice.v1.Ingress``.
+
+OTel exporters send the bearer token and access key as headers (``OTEL_EXPORTER_OTLP_HEADERS``
+or ``headers=``), which arrive as call metadata. Items whose envelopes fail validation are
+reported in the response's partial success; failures of the whole request (rate limit, Kafka)
+abort the call with the native status, which OTel exporters retry when it is retryable.
+"""
+
+from __future__ import annotations
+
+import grpc
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as logs_pb, logs_service_pb2_grpc as logs_grpc
+from opentelemetry.proto.collector.metrics.v1 import (
+    metrics_service_pb2 as metrics_pb,
+    metrics_service_pb2_grpc as metrics_grpc,
+)
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_pb, trace_service_pb2_grpc as trace_grpc
+
+from sluice.exceptions import SluiceError
+from sluice.ingress.auth import Authenticator
+from sluice.ingress.protocols.ingest import Ingest
+from sluice.ingress.protocols.otlp import Groups, log_groups, metrics_groups, span_groups
+from sluice.ingress.service import abort, authenticate
+
+SERVICE_NAMES = (
+    "opentelemetry.proto.collector.logs.v1.LogsService",
+    "opentelemetry.proto.collector.metrics.v1.MetricsService",
+    "opentelemetry.proto.collector.trace.v1.TraceService",
+)
+
+
+class _Exporter:
+    def __init__(self, authenticator: Authenticator, ingest: Ingest) -> None:
+        self._authenticator = authenticator
+        self._ingest = ingest
+
+    async def _export(self, groups: Groups, context: grpc.aio.ServicerContext, entry_point: str) -> tuple[int, str]:
+        """Publish the groups' envelopes; the number of groups with a rejected envelope and the first error."""
+        config = await authenticate(self._authenticator, context, self._ingest.metrics)
+        envelopes = [env for group in groups for env in group]
+        try:
+            admitted = await self._ingest.publish(config, envelopes, entry_point)
+        except SluiceError as exc:
+            await abort(context, exc)
+        if not admitted.rejected:
+            return 0, ""
+        rejected, index = 0, 0
+        for group in groups:
+            if any(i in admitted.rejected for i in range(index, index + len(group))):
+                rejected += 1
+            index += len(group)
+        return rejected, admitted.error
+
+
+class LogsServicer(_Exporter, logs_grpc.LogsServiceServicer):
+    """``LogsService.Export``: one ``Log`` envelope per log record."""
+
+    async def Export(
+        self, request: logs_pb.ExportLogsServiceRequest, context: grpc.aio.ServicerContext
+    ) -> logs_pb.ExportLogsServiceResponse:
+        rejected, error = await self._export(log_groups(request.resource_logs), context, "OTLP.Logs")
+        response = logs_pb.ExportLogsServiceResponse()
+        if rejected:
+            response.partial_success.rejected_log_records = rejected
+            response.partial_success.error_message = error
+        return response
+
+
+class MetricsServicer(_Exporter, metrics_grpc.MetricsServiceServicer):
+    """``MetricsService.Export``: counters and gauges per data point (see :mod:`.otlp`)."""
+
+    async def Export(
+        self, request: metrics_pb.ExportMetricsServiceRequest, context: grpc.aio.ServicerContext
+    ) -> metrics_pb.ExportMetricsServiceResponse:
+        rejected, error = await self._export(metrics_groups(request.resource_metrics), context, "OTLP.Metrics")
+        response = metrics_pb.ExportMetricsServiceResponse()
+        if rejected:
+            response.partial_success.rejected_data_points = rejected
+            response.partial_success.error_message = error
+        return response
+
+
+class TraceServicer(_Exporter, trace_grpc.TraceServiceServicer):
+    """``TraceService.Export``: one ``Span`` envelope per span, stored in ``sluice.spans``."""
+
+    async def Export(
+        self, request: trace_pb.ExportTraceServiceRequest, context: grpc.aio.ServicerContext
+    ) -> trace_pb.ExportTraceServiceResponse:
+        rejected, error = await self._export(span_groups(request.resource_spans), context, "OTLP.Traces")
+        response = trace_pb.ExportTraceServiceResponse()
+        if rejected:
+            response.partial_success.rejected_spans = rejected
+            response.partial_success.error_message = error
+        return response
+
+
+def add_otlp_servicers(server: grpc.aio.Server, authenticator: Authenticator, ingest: Ingest) -> None:
+    """Register the OTLP collector services on ``server``."""
+    logs_grpc.add_LogsServiceServicer_to_server(LogsServicer(authenticator, ingest), server)  # type: ignore[no-untyped-call]
+    metrics_grpc.add_MetricsServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        MetricsServicer(authenticator, ingest), server
+    )
+    trace_grpc.add_TraceServiceServicer_to_server(TraceServicer(authenticator, ingest), server)  # type: ignore[no-untyped-call]

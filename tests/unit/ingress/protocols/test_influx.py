@@ -1,0 +1,75 @@
+"""Influx line protocol: the cases of the reference's syntax and escaping rules."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sluice.ingress.protocols.influx import Line, parse, parse_line
+from sluice.ingress.protocols.lines import Malformed
+
+NS = 1_000_000_000
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("m f=1", Line("m", {}, {"f": 1.0})),
+    ("m,t=a f=1.5,g=-2e3 1700000000000000000", Line("m", {"t": "a"}, {"f": 1.5, "g": -2000.0}, 1_700_000_000 * NS)),
+    # integers, unsigned, booleans in every spelling
+    ("m i=-3i,u=18446744073709551615u", Line("m", {}, {"i": -3, "u": 2**64 - 1})),
+    ("m a=t,b=T,c=true,d=True,e=TRUE,f=f,g=F,h=false,i=False,j=FALSE",
+     Line("m", {}, {**dict.fromkeys("abcde", True), **dict.fromkeys("fghij", False)})),
+    # measurement escapes: comma and space (an equals sign needs none)
+    (r"my\ cpu\,x=1 f=1", Line("my cpu,x=1", {}, {"f": 1.0})),
+    # tag key, tag value and field key escapes: comma, equals, space
+    (r"m,k\ 1=v\,1,k\=2=v\=2 f\ x\,y\=z=1", Line("m", {"k 1": "v,1", "k=2": "v=2"}, {"f x,y=z": 1.0})),
+    # string fields: escaped quote and backslash; commas, spaces and equals inside are plain
+    (r'm s="a \"b\" c\\d, e=f g"', Line("m", {}, {"s": 'a "b" c\\d, e=f g'})),
+    ('m s=""', Line("m", {}, {"s": ""})),
+    # a backslash before another character is literal
+    (r"m,t=a\b f=1", Line("m", {"t": "a\\b"}, {"f": 1.0})),
+])
+def test_parses(text: str, expected: Line) -> None:
+    assert parse_line(text) == expected
+
+
+@pytest.mark.parametrize(("precision", "factor"), [("ns", 1), ("us", 1_000), ("ms", 1_000_000), ("s", NS), ("m", 60 * NS), ("h", 3600 * NS)])
+def test_precision_scales_the_timestamp(precision: str, factor: int) -> None:
+    env = parse(b"m f=1 1700", precision).envelopes[0]
+    assert env.timestamp == 1700 * factor
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("m", "field"),
+    ("m ", "field"),
+    (",t=a f=1", "measurement"),
+    ("m,t f=1", "tag"),
+    ("m,t= f=1", "tag"),
+    ("m f=", "field"),
+    ("m f", "field"),
+    ("m f=abc", "field"),
+    ("m f=1x", "field"),
+    ("m f=nan", "field"),
+    ('m s="open', "string"),
+    ("m i=1.5i", "integer"),
+    ("m i=9223372036854775808i", "integer"),
+    ("m u=-1u", "integer"),
+    ("m f=1 12ab", "timestamp"),
+    ("m f=1 -5", "timestamp"),
+    ('m s="x"y', "syntax"),
+])
+def test_malformed_lines_name_their_reason(text: str, reason: str) -> None:
+    with pytest.raises(Malformed) as info:
+        parse_line(text)
+    assert info.value.reason == reason
+
+
+def test_a_bad_line_keeps_the_good_ones_and_comments_are_skipped() -> None:
+    body = b"# a comment\nm f=1 1\n\nbad\r\nm,t=x s=\"hi\",n=2i 2\r\n\xff f=1\n"
+    parsed = parse(body)
+    assert [(e.timestamp, dict(e.tags), e.WhichOneof("message")) for e in parsed.envelopes] == [
+        (1, {}, "gauge"), (2, {"t": "x"}, "gauge"), (2, {"t": "x"}, "event"),
+    ]
+    assert parsed.envelopes[1].gauge.metrics["m.n"].value == 2.0
+    assert (parsed.envelopes[2].event.title, json.loads(parsed.envelopes[2].event.body)) == ("m", {"s": "hi"})
+    assert [reason for reason, _ in parsed.malformed] == ["field", "encoding"]
