@@ -12,6 +12,7 @@ import asyncio
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -111,6 +112,42 @@ def dev_tls(settings: Settings, *, mtls: bool) -> dict[str, Path]:
     return options
 
 
+# The usual ports of the protocols, turned on in dev when free (statsd and Influx UDP as the dev key).
+DEV_PROTOCOLS = {"statsd_listen": 8125, "influx_udp_listen": 8094, "http_listen": 8086}
+
+
+def enable_protocols(settings: Settings) -> None:
+    """Turn on the protocol listeners not configured whose usual port is free."""
+    protocols = settings.protocols
+    for name, port in DEV_PROTOCOLS.items():
+        udp = name != "http_listen"
+        if getattr(protocols, name) or not port_free(port, udp=udp):
+            continue
+        setattr(protocols, name, f"127.0.0.1:{port}")
+        if name == "statsd_listen":
+            protocols.statsd_access_key = protocols.statsd_access_key or DEV_KEY
+        elif name == "influx_udp_listen":
+            protocols.influx_udp_access_key = protocols.influx_udp_access_key or DEV_KEY
+
+
+def protocol_lines(settings: Settings) -> str:
+    p = settings.protocols
+    parts = [f"OTLP/gRPC on {settings.gateway.listen}"]
+    parts += [f"statsd udp://{p.statsd_listen}"] if p.statsd_listen else []
+    parts += [f"Influx udp://{p.influx_udp_listen}"] if p.influx_udp_listen else []
+    parts += [f"Influx and remote write http://{p.http_listen}"] if p.http_listen else []
+    return ", ".join(parts)
+
+
+def port_free(port: int, *, udp: bool) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def run_dev(settings: Settings, *, demo: bool = False, tls: bool = False, mtls: bool = False) -> int:
     """Run the stack until Ctrl-C; ``tls``/``mtls`` serve the gateway with (mutual) TLS."""
     data = settings.data_dir.resolve()
@@ -123,6 +160,7 @@ def run_dev(settings: Settings, *, demo: bool = False, tls: bool = False, mtls: 
     keys = JsonKeyStore(settings.access_keys_path)
     if keys.get(DEV_KEY) is None:
         keys.put(AccessKeyConfig(access_key=DEV_KEY, description="made by sluice dev"))
+    enable_protocols(settings)
     tansu = None
     children: list[Child] = []
     try:
@@ -177,6 +215,7 @@ Sluice is running.
   data      {settings.data_dir.resolve()}  (files in files/, chDB in clickhouse/)
   key       {DEV_KEY}
   token     {token}
+  protocols {protocol_lines(settings)}
 
 Manage keys (this data dir's commands find the broker by themselves):
   sluice keys add tenant-a && sluice token issue --access-key tenant-a

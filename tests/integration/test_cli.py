@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -50,6 +51,11 @@ def test_dev_send_query_and_ctrl_c(tmp_path: Path) -> None:
         assert refused.stderr.startswith("sluice send: UNAUTHENTICATED: malformed token")
         assert refused.stderr.endswith("0 of 1 envelopes were acknowledged\n") or "an unknown number" in refused.stderr
 
+        statsd = "statsd udp://127.0.0.1:8125" in "".join(banner)  # on when the port was free
+        if statsd:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                udp.sendto(b"dev.statsd:3|c\ndev.statsd:4|c", ("127.0.0.1", 8125))
+
         # While the worker runs, queries go through it.
         deadline = time.monotonic() + 60
         while True:
@@ -75,8 +81,13 @@ def test_dev_send_query_and_ctrl_c(tmp_path: Path) -> None:
         "SELECT name, sum(count) AS n, sum(sum) AS total FROM sluice.metrics_1s GROUP BY name ORDER BY name",
         "--format", "csv",
     )
-    assert q.stdout.splitlines()[0] == "name,n,total"
-    assert q.stdout.splitlines()[2] == "requests,25,25.0"
-    assert q.stdout.splitlines()[1].startswith("cpu,25,")
+    header, *rows = q.stdout.splitlines()
+    by_name = {row.split(",")[0]: row for row in rows}
+    assert header == "name,n,total"
+    assert by_name["requests"] == "requests,25,25.0"
+    assert by_name["cpu"].startswith("cpu,25,")
+    assert sorted(by_name) == ["cpu", "dev.statsd", "requests"] if statsd else ["cpu", "requests"]
+    if statsd:
+        assert by_name["dev.statsd"] == "dev.statsd,2,7.0"
     files = tmp_path / "data" / "files" / "dev" / "logs.jsonl"
     assert [json.loads(x)["payload"] for x in files.read_text().splitlines()] == lines
