@@ -30,7 +30,7 @@ from sluice.ingress.server import parse_listen
 from sluice.keys import AccessKeyConfig, JsonKeyStore
 from sluice.settings import Settings
 from sluice.streams.query import wait_caught_up, worker_url
-from sluice.tansu import Tansu, wait_for_port
+from sluice.tansu import Tansu, free_port, wait_for_port
 
 DEV_KEY = "dev"
 
@@ -161,6 +161,12 @@ def run_dev(settings: Settings, *, demo: bool = False, tls: bool = False, mtls: 
     if keys.get(DEV_KEY) is None:
         keys.put(AccessKeyConfig(access_key=DEV_KEY, description="made by sluice dev"))
     enable_protocols(settings)
+    if settings.gateway.metrics_listen:
+        host, port = parse_listen(settings.gateway.metrics_listen, "gateway.metrics_listen")
+        if not port_free(port, udp=False):  # another stack's; this one's metrics go elsewhere
+            settings.gateway.metrics_listen = f"{host}:{free_port()}"
+    if not port_free(settings.worker.web_port, udp=False):
+        settings.worker.web_port = free_port()
     tansu = None
     children: list[Child] = []
     try:
@@ -216,6 +222,7 @@ Sluice is running.
   key       {DEV_KEY}
   token     {token}
   protocols {protocol_lines(settings)}
+  metrics   {f"http://{settings.gateway.metrics_listen}/metrics" if settings.gateway.metrics_listen else "off"}
 
 Manage keys (this data dir's commands find the broker by themselves):
   sluice keys add tenant-a && sluice token issue --access-key tenant-a

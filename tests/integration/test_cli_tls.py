@@ -21,6 +21,7 @@ def test_dev_with_mutual_tls(tmp_path: Path) -> None:
     env |= {
         "SLUICE_DATA_DIR": str(tmp_path / "data"),
         "SLUICE_GATEWAY_LISTEN": gateway,
+        "SLUICE_GATEWAY_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
         "SLUICE_WORKER_WEB_PORT": str(free_port()),
     }
     dev = subprocess.Popen(
