@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 DEV_ARGS ?= --demo
 
-.PHONY: install dev test test-slow proto proto-check typecheck clean
+.PHONY: install dev test test-slow bench proto proto-check typecheck clean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ test: $(STAMP)
 ## test-slow: the long fault and soak runs
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
+
+## bench: side-by-side benchmarks of every scenario (about 10 minutes); writes bench/RESULTS.md
+bench: $(STAMP)
+	$(BIN)/python -m sluice.cli.main bench
 
 ## proto: regenerate the Python code of proto/ (committed; a test fails when it is stale)
 proto: $(STAMP)

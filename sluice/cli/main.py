@@ -1,4 +1,4 @@
-"""The ``sluice`` command: dev, gateway, worker, send, query, keys, token."""
+"""The ``sluice`` command: dev, gateway, worker, send, query, keys, token, bench."""
 
 from __future__ import annotations
 
@@ -103,6 +103,14 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    # The benchmarks live in bench/ of the source tree, next to this package; not installed.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from bench.runner import main as run_bench
+
+    return run_bench(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sluice",
@@ -155,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     from sluice.cli.keys import add_arguments
 
     add_arguments(keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION"))
+
+    bench = command("bench", cmd_bench, "run side-by-side benchmarks (from a source checkout); writes bench/RESULTS.md")
+    bench.add_argument("scenario", nargs="*", metavar="SCENARIO", help="gateway, worker, clickhouse, e2e (default: all)")
+    bench.add_argument("--quick", action="store_true", help="tiny loads: check that the benchmark code works")
+    bench.add_argument("--output", type=Path, help="results file (default: bench/RESULTS.md for a full run of all)")
 
     token = command("token", cmd_token, "issue access tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
