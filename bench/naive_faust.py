@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -55,10 +56,12 @@ def main() -> None:
                 table[key] = [agg[0] + 1, agg[1] + v]
                 state["n"] += 1
             if state["n"] >= a.expect:
-                print(json.dumps({"first": state["first"], "done": time.time(), "envelopes": state["n"]}), flush=True)
+                # Faust sends print() to its log: write to the real standard output.
+                line = json.dumps({"first": state["first"], "done": time.time(), "envelopes": state["n"]})
+                os.write(1, (line + "\n").encode())
                 state["n"] = -(1 << 62)
 
-    sys.argv = [sys.argv[0], "worker", "--loglevel", "warning"]
+    sys.argv = [sys.argv[0], "worker", "--loglevel", "warn"]
     app.main()
 
 

@@ -55,15 +55,18 @@ def report(rows: list[Row], names: list[str], seconds: float, quick: bool) -> st
     ])
 
 
-def run_bench(names: list[str], *, quick: bool = False, output: Path | None = None) -> int:
-    """Run ``names`` (all scenarios if empty); print the table; write ``output``."""
+def run_bench(names: list[str], *, quick: bool = False, output: Path | None = None,
+              workdir: Path | None = None) -> int:
+    """Run ``names`` (all scenarios if empty); print the table; write ``output``. Logs and data
+    go to a temporary directory, or to ``workdir`` (kept) if given."""
     names = names or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         raise ValueError(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
-        work = Path(tmp)
+        work = Path(tmp) if workdir is None else workdir
+        work.mkdir(parents=True, exist_ok=True)
         progress(f"starting Tansu (work directory {work})")
         with Tansu(log_path=work / "tansu.log") as tansu:
             rows = asyncio.run(run_scenarios(names, tansu.bootstrap, work, quick))
@@ -80,4 +83,4 @@ def main(args: argparse.Namespace) -> int:
     output = args.output
     if output is None and not args.scenario and not args.quick:
         output = RESULTS
-    return run_bench(list(args.scenario), quick=args.quick, output=output)
+    return run_bench(list(args.scenario), quick=args.quick, output=output, workdir=args.workdir)
