@@ -31,7 +31,9 @@ def main() -> None:
     app = faust.App(a.app_id, broker=f"kafka://{a.bootstrap}", store="memory://", autodiscover=False,
                     datadir=a.datadir, web_port=a.web_port, web_host="127.0.0.1",
                     consumer_auto_offset_reset="earliest", topic_replication_factor=1,
-                    table_standby_replicas=0, producer_acks=-1)
+                    table_standby_replicas=0, producer_acks=-1,
+                    # the Sluice worker's settings: Tansu holds a join for the rebalance timeout
+                    broker_session_timeout=6.0, broker_heartbeat_interval=1.0, broker_rebalance_timeout=10.0)
     topic = app.topic(a.topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     table = app.Table("naive-windows", default=lambda: [0, 0.0], partitions=2)
     state: dict[str, Any] = {"n": 0, "first": 0.0}
