@@ -178,7 +178,7 @@ class Child:
         t.start()
         t.join(timeout)
         if not result:
-            raise RuntimeError(f"{self.proc.args} said nothing within {timeout}s (exit {self.proc.poll()}):\n"
+            raise RuntimeError(f"{self.proc.args!r} said nothing within {timeout}s (exit {self.proc.poll()}):\n"
                                f"{self.log_path.read_text(errors='replace')[-3000:]}")
         return result[0]
 

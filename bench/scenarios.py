@@ -48,7 +48,7 @@ class Context:
             gateway={"listen": "127.0.0.1:0", "metrics_listen": ""} | overrides.pop("gateway", {}),
             worker={"app_id": f"bench-worker-{unique}", "web_port": free_port()} | overrides.pop("worker", {}),
             **overrides,
-        )  # type: ignore[arg-type]
+        )
 
 
 ACCESS_KEY = "ak_bench"
