@@ -54,7 +54,7 @@ async def _serve(bare: bool, access_key: str) -> None:
 
     async with Gateway(load_settings()) as gateway:
         await gateway.keys.put(AccessKeyConfig(access_key=access_key))
-        print(json.dumps({"port": gateway.port}), flush=True)
+        print(json.dumps({"port": gateway.port, "metrics_port": gateway.metrics_port}), flush=True)
         await stopping.wait()
 
 

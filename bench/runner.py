@@ -19,6 +19,7 @@ SCENARIOS: dict[str, Callable[[Context], Awaitable[list[Row]]]] = {
     "worker": scenarios.worker,
     "clickhouse": scenarios.clickhouse,
     "e2e": scenarios.e2e,
+    "memory": scenarios.memory,
 }
 RESULTS = REPO / "bench" / "RESULTS.md"
 

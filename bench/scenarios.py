@@ -416,3 +416,73 @@ async def e2e(ctx: Context) -> list[Row]:
         wk.stop()
         gw.stop()
     return rows
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+
+def _metric_total(port: int, name: str) -> float:
+    """The sum of a Prometheus counter's samples on the gateway's metrics port."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
+
+
+async def memory(ctx: Context) -> list[Row]:
+    """Peak RSS: the gateway under 10x the gateway scenario's concurrent BatchSender streams with
+    the lossy drop-newest policy; the worker holding 100,000 active series in open windows."""
+    from bench.load import drive
+    from sluice.ingress.auth import issue_token
+    from sluice.streams.query import worker_url
+
+    rows: list[Row] = []
+    settings = ctx.settings("overload", gateway={"buffer_policy": "drop-newest", "metrics_listen": "127.0.0.1:0"})
+    settings.data_dir.mkdir(parents=True)
+    token = issue_token(settings.auth, ACCESS_KEY, 3600)
+    metadata = (("authorization", f"Bearer {token}"), ("x-access-key", ACCESS_KEY))
+    data = encoded(envelopes(2_000 if ctx.quick else 20_000, seed=5))
+    gw = Child("bench.gateway_server", [], settings.to_env(), settings.data_dir / "gateway.log")
+    try:
+        started = gw.read_event(60)
+        concurrency, duration = (8, 1.0) if ctx.quick else (40, 8.0)
+        progress(f"memory: gateway, {concurrency} BatchSender streams for {duration:g}s, policy drop-newest")
+        t0 = time.time()
+        result = await drive(f"127.0.0.1:{started['port']}", metadata, "BatchSender", data, per_call=10,
+                             concurrency=concurrency, duration=duration)
+        cpu, rss = gw.meter.between(t0, time.time())
+        dropped = _metric_total(started["metrics_port"], "sluice_gateway_dropped_envelopes_total")
+        acked = _metric_total(started["metrics_port"], "sluice_gateway_acknowledged_envelopes_total")
+        rows.append(Row("memory: gateway overload", "sluice gateway (drop-newest)", "envelopes/s",
+                        result.envelopes / result.seconds, _ms(percentile(result.latencies, 0.5)),
+                        _ms(percentile(result.latencies, 0.99)), cpu, _mib(rss),
+                        note=f"{concurrency} concurrent streams (10x the gateway scenario); accepted "
+                        f"{result.envelopes:,}, Kafka acknowledged {acked:,.0f}, dropped {dropped:,.0f}"
+                        + (f"; errors {result.errors}" if result.errors else "")))
+    finally:
+        gw.stop()
+
+    n, series = (4_000, 2_000) if ctx.quick else (300_000, 100_000)
+    settings = ctx.settings("series", worker={"session_timeout": 6.0})
+    settings.data_dir.mkdir(parents=True)
+    progress(f"memory: worker, {n:,} metric envelopes over {series:,} series in one 1s window")
+    from sluice.kafka import ensure_topics
+
+    await ensure_topics(ctx.bootstrap, [settings.kafka.raw_topic], partitions=2)
+    t0 = (time.time_ns() // 10**9 - 100) * 10**9
+    values = records_of(encoded(envelopes(n, seed=6, series=series, logs=0.0, t0=t0, span_s=0.9)))
+    await produce(ctx.bootstrap, settings.kafka.raw_topic, [f"{ACCESS_KEY}_{i}".encode() for i in range(2)], values)
+    wk = Child("sluice.cli.main", ["worker"], settings.to_env(), settings.data_dir / "worker.log")
+    try:
+        first, done, status = await _caught_up_worker(wk, worker_url(settings), len(values), 60 if ctx.quick else 300)
+        cpu, _ = wk.meter.between(first, done)
+        c = status["counters"]
+        rows.append(Row("memory: 100k series", "sluice worker", "envelopes/s", c["envelopes"] / (done - first),
+                        cpu_s=cpu, rss_mib=_mib(wk.meter.peak_rss),
+                        note=f"{c['envelopes']:,} envelopes, {c['metric_rows']:,} metric rows "
+                        f"(distinct series x window); peak RSS over the whole run"))
+    finally:
+        wk.stop()
+    return rows
