@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import threading
@@ -161,6 +162,14 @@ class Child:
             stdout=subprocess.PIPE, stderr=self._log, text=True, bufsize=1,
         )
         self.meter = ProcessMeter(self.proc.pid)
+        self._spy: subprocess.Popen[bytes] | None = None
+        profile_dir = os.environ.get("SLUICE_BENCH_PROFILE")
+        if profile_dir:  # py-spy's collapsed stacks of this child, for flame graphs
+            out = Path(profile_dir) / f"{module.replace('.', '_')}-{self.proc.pid}.txt"
+            self._spy = subprocess.Popen(
+                [shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy", "record", "-p", str(self.proc.pid), "-r", "50", "-f", "raw", "-o", str(out)],
+                stdout=subprocess.DEVNULL, stderr=self._log,
+            )
 
     def read_event(self, timeout: float) -> dict[str, Any]:
         """The next JSON line the child prints (other lines are skipped)."""
@@ -192,6 +201,8 @@ class Child:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self._spy is not None:
+            self._spy.wait(30)
         self._log.close()
         return cpu, rss
 
@@ -220,6 +231,12 @@ class Row:
     rss_mib: float | None = None
     note: str = ""
     ratios: dict[str, float] = field(default_factory=dict)
+    count: int | None = None  # units processed while CPU seconds were measured
+
+    @property
+    def cpu_us_per_unit(self) -> float | None:
+        """CPU microseconds per envelope (row): steadier than throughput on a busy 2-core machine."""
+        return None if self.cpu_s is None or not self.count else self.cpu_s / self.count * 1e6
 
 
 def ratio_to(rows: list[Row], subject: Row) -> None:
@@ -238,14 +255,15 @@ def _fmt(v: float | None, digits: int = 0) -> str:
 def table(rows: Sequence[Row]) -> str:
     """The results as a Markdown table."""
     lines = [
-        "| scenario | system | throughput | p50 ms | p99 ms | CPU s | peak RSS MiB | ratio (this / reference) | note |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        "| scenario | system | throughput | p50 ms | p99 ms | CPU s | CPU µs/unit | peak RSS MiB | ratio (this / reference) | note |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for r in rows:
         ratios = "; ".join(f"{v:.2f}× {k}" for k, v in r.ratios.items())
         lines.append(
             f"| {r.scenario} | {r.system} | {_fmt(r.throughput)} {r.unit if r.throughput else ''} | "
-            f"{_fmt(r.p50_ms, 1)} | {_fmt(r.p99_ms, 1)} | {_fmt(r.cpu_s, 1)} | {_fmt(r.rss_mib)} | {ratios} | {r.note} |"
+            f"{_fmt(r.p50_ms, 1)} | {_fmt(r.p99_ms, 1)} | {_fmt(r.cpu_s, 1)} | {_fmt(r.cpu_us_per_unit, 2)} | "
+            f"{_fmt(r.rss_mib)} | {ratios} | {r.note} |"
         )
     return "\n".join(lines)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -81,6 +82,10 @@ def run_bench(names: list[str], *, quick: bool = False, output: Path | None = No
 
 
 def main(args: argparse.Namespace) -> int:
+    """``sluice bench``: the parsed command line."""
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        os.environ["SLUICE_BENCH_PROFILE"] = str(args.profile.resolve())
     output = args.output
     if output is None and not args.scenario and not args.quick:
         output = RESULTS
