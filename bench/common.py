@@ -161,8 +161,15 @@ class Child:
             [sys.executable, "-m", module, *args], cwd=REPO, env=dict(os.environ) | env | {"PYTHONPATH": str(REPO)},
             stdout=subprocess.PIPE, stderr=self._log, text=True, bufsize=1,
         )
-        self.meter = ProcessMeter(self.proc.pid)
         self._spy: subprocess.Popen[bytes] | None = None
+        try:
+            self.meter = ProcessMeter(self.proc.pid)
+            self._start_profiler(module)
+        except BaseException:
+            self.proc.kill()
+            raise
+
+    def _start_profiler(self, module: str) -> None:
         profile_dir = os.environ.get("SLUICE_BENCH_PROFILE")
         if profile_dir:  # py-spy's collapsed stacks of this child, for flame graphs
             out = Path(profile_dir) / f"{module.replace('.', '_')}-{self.proc.pid}.txt"

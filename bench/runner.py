@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -66,6 +68,8 @@ def run_bench(names: list[str], *, quick: bool = False, output: Path | None = No
     if unknown:
         raise ValueError(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
     started = time.monotonic()
+    # SIGTERM unwinds like Ctrl-C, so the broker and every child process are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
         work = Path(tmp) if workdir is None else workdir
         work.mkdir(parents=True, exist_ok=True)
