@@ -52,6 +52,8 @@ def main() -> None:
     app = Application(
         broker_address=a.bootstrap, consumer_group=f"bench-quix-{uuid.uuid4().hex[:6]}",
         auto_offset_reset="earliest", state_dir=a.state_dir, loglevel="WARNING",
+        # the Sluice worker's group timeouts
+        consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000},
     )
     config = TopicConfig(num_partitions=2, replication_factor=1, extra_config=_EXPLICIT)
     source = app.topic(a.topic, value_deserializer="bytes", key_deserializer="bytes", config=config)

@@ -189,7 +189,7 @@ async def worker(ctx: Context) -> list[Row]:
             reason = str(exc).strip().splitlines()
             rows.append(Row("worker", system, "envelopes/s", None, note="could not run: " + _why(reason)))
         finally:
-            child.stop()
+            child.stop(timeout=3)  # a reference keeps nothing worth a graceful stop
     ratio_to(rows, rows[0])
     return rows
 
