@@ -19,16 +19,16 @@ from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch
 class BareIngress(ingress_pb2_grpc.IngressServicer):
     """The ceiling: requests are parsed (by grpc) and counted, nothing else."""
 
-    async def Send(self, request: EnvelopeBatch, context: grpc.aio.ServicerContext) -> ingress_pb2.SendResponse:  # type: ignore[override]
+    async def Send(self, request: EnvelopeBatch, context: grpc.aio.ServicerContext) -> ingress_pb2.SendResponse:
         return ingress_pb2.SendResponse(accepted=len(request.batch))
 
-    async def Sender(self, requests: AsyncIterator[Envelope], context: grpc.aio.ServicerContext) -> ingress_pb2.SendResponse:  # type: ignore[override]
+    async def Sender(self, requests: AsyncIterator[Envelope], context: grpc.aio.ServicerContext) -> ingress_pb2.SendResponse:
         n = 0
         async for _ in requests:
             n += 1
         return ingress_pb2.SendResponse(accepted=n)
 
-    async def BatchSender(self, requests: AsyncIterator[EnvelopeBatch], context: grpc.aio.ServicerContext) -> ingress_pb2.SendResponse:  # type: ignore[override]
+    async def BatchSender(self, requests: AsyncIterator[EnvelopeBatch], context: grpc.aio.ServicerContext) -> ingress_pb2.SendResponse:
         n = 0
         async for batch in requests:
             n += len(batch.batch)
