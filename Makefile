@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 DEV_ARGS ?= --demo
 
-.PHONY: install dev test test-slow proto proto-check typecheck clean
+.PHONY: install dev test test-slow bench proto proto-check typecheck clean
 
 install: $(STAMP)
 
@@ -22,19 +22,23 @@ dev: $(STAMP)
 
 ## test: install, type-check, then run the whole suite (unit + integration on real Tansu and chDB)
 test: $(STAMP)
-	$(BIN)/mypy sluice
+	$(BIN)/mypy sluice bench
 	$(BIN)/python -m pytest
 
 ## test-slow: the long fault and soak runs
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 
+## bench: side-by-side benchmarks of every scenario (about 10 minutes); writes bench/RESULTS.md
+bench: $(STAMP)
+	$(BIN)/python -m sluice.cli.main bench
+
 ## proto: regenerate the Python code of proto/ (committed; a test fails when it is stale)
 proto: $(STAMP)
 	$(BIN)/python -m sluice.cli.protogen
 
 typecheck: $(STAMP)
-	$(BIN)/mypy sluice
+	$(BIN)/mypy sluice bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache

@@ -31,6 +31,9 @@ class EnvelopeValidator:
         self._max_key_bytes = gateway.max_tag_key_bytes
         self._max_value_bytes = gateway.max_tag_value_bytes
         self._max_future_ns = int(gateway.max_future_seconds * 1e9)
+        # A tag's key and value are inside the serialized envelope: an envelope no larger than
+        # this cannot hold an oversized one, and its tags need no checking one by one.
+        self._tags_fit_bytes = min(self._max_key_bytes, self._max_value_bytes)
         self._clock = clock
 
     def check_batch_length(self, length: int, *, where: str = "batch") -> None:
@@ -67,8 +70,10 @@ class EnvelopeValidator:
                 )
             if not env.source_id:
                 env.source_id = access_key
+            # Nothing below changes the envelope: serialize it now, its size bounds its tags'.
+            data = env.SerializeToString()
             if env.tags:
-                self._check_tags(env, index)
+                self._check_tags(env, index, len(data))
             kind = env.WhichOneof("message")
             if kind is None:
                 raise InvalidEnvelope(f"envelope[{index}]: no message is set (expected one of {KINDS})", reason="no_message")
@@ -81,7 +86,6 @@ class EnvelopeValidator:
                 self._check_timer(env, index)
             elif kind == "span":
                 self._check_span(env, index)
-            data = env.SerializeToString()
             if len(data) > max_bytes:
                 raise InvalidEnvelope(
                     f"envelope[{index}]: {len(data)} bytes exceed the limit of {max_bytes} bytes", reason="too_large"
@@ -89,13 +93,16 @@ class EnvelopeValidator:
             append(data)
         return encoded
 
-    def _check_tags(self, env: Envelope, index: int) -> None:
+    def _check_tags(self, env: Envelope, index: int, encoded_bytes: int) -> None:
         tags = env.tags
         if len(tags) > self._max_tags:
             raise InvalidEnvelope(
                 f"envelope[{index}].tags: {len(tags)} tags exceed the limit of {self._max_tags}", reason="tags"
             )
-        for key, value in tags.items():
+        if encoded_bytes <= self._tags_fit_bytes:
+            return
+        for key in tags:
+            value = tags[key]
             if len(key) * 4 > self._max_key_bytes and len(key.encode()) > self._max_key_bytes:
                 raise InvalidEnvelope(
                     f"envelope[{index}].tags[{quoted(key)}]: key is {len(key.encode())} bytes, "
@@ -112,7 +119,8 @@ class EnvelopeValidator:
         metrics = env.gauge.metrics
         if not metrics:
             raise InvalidEnvelope(f"envelope[{index}].gauge.metrics: must not be empty", reason="gauge")
-        for name, metric in metrics.items():
+        for name in metrics:  # not .items(): a slow Python-level view on protobuf maps
+            metric = metrics[name]
             if not name:
                 raise InvalidEnvelope(f"envelope[{index}].gauge.metrics['']: name must not be empty", reason="gauge")
             value = metric.value

@@ -1,4 +1,4 @@
-"""The ``sluice`` command: dev, gateway, worker, send, query, keys, token."""
+"""The ``sluice`` command: dev, gateway, worker, send, query, keys, token, bench."""
 
 from __future__ import annotations
 
@@ -131,6 +131,14 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    # The benchmarks live in bench/ of the source tree, next to this package; not installed.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from bench.runner import main as run_bench
+
+    return run_bench(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sluice",
@@ -191,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--key", required=True)
     audit.add_argument("--since", type=duration, default=3600.0, help="how far back, e.g. 15m, 1h (default 1h)")
     audit.add_argument("--format", choices=["table", "json", "csv"], default="table")
+
+    bench = command("bench", cmd_bench, "run side-by-side benchmarks (from a source checkout); writes bench/RESULTS.md")
+    bench.add_argument("scenario", nargs="*", metavar="SCENARIO", help="gateway, worker, clickhouse, e2e (default: all)")
+    bench.add_argument("--quick", action="store_true", help="tiny loads: check that the benchmark code works")
+    bench.add_argument("--output", type=Path, help="results file (default: bench/RESULTS.md for a full run of all)")
+    bench.add_argument("--workdir", type=Path, help="keep logs and data here (default: a temporary directory)")
+    bench.add_argument("--profile", type=Path, metavar="DIR", help="record py-spy profiles of every process under test into DIR")
 
     token = command("token", cmd_token, "issue access tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")

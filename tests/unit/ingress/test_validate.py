@@ -132,6 +132,18 @@ def test_tag_key_and_value_bytes() -> None:
     )
 
 
+def test_tag_limits_hold_whatever_the_envelope_size() -> None:
+    # Small envelopes skip the per-tag look (their size bounds every tag): the edges still hold.
+    limits = {"max_tag_key_bytes": 256, "max_tag_value_bytes": 4096}
+    assert validator(**limits).validate([log(tags={"k" * 256: "v" * 4096})], KEY)
+    assert invalid([log(tags={"a": "v", "k" * 257: "v"})], **limits) == (
+        f"envelope[0].tags[{'k' * 80 + '...'!r}]: key is 257 bytes, the limit is 256"
+    )
+    assert invalid([log(tags={"k": "é" * 2049})], **limits) == (
+        "envelope[0].tags['k']: value is 4098 bytes, the limit is 4096"
+    )
+
+
 def test_counter_name() -> None:
     env = Envelope()
     env.counter.delta = 1

@@ -1,0 +1,70 @@
+"""A tiny run of every benchmark scenario: the benchmark code works and its rows are complete.
+
+Benchmarks are not tests: nothing here asserts a speed, only that each system under test and
+each reference ran and that the ratios name every reference.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.common import Row, table
+from bench.runner import SCENARIOS, report, run_bench
+from bench.scenarios import Context
+from sluice.tansu import Tansu
+
+EXPECTED = {
+    "gateway": {
+        (f"gateway {m}", s) for m in ("Send", "Sender", "BatchSender")
+        for s in ("sluice gateway", "bare grpc.aio server (ceiling)")
+    },
+    "worker": {
+        ("worker", s) for s in (
+            "sluice worker", "raw aiokafka getmany + decode (ceiling)",
+            "naive Faust agent, table update per event", "Quix Streams tumbling 1s window",
+        )
+    },
+    "clickhouse": {
+        ("clickhouse sink", s) for s in (
+            "sluice ClickHouseSink", "raw clickhouse-connect insert", "raw clickhouse-connect columnar insert",
+        )
+    },
+    "e2e": {("e2e fixed rate", "sluice (gateway + worker)"), ("e2e max sustained", "sluice (gateway + worker)")},
+    "memory": {("memory: gateway overload", "sluice gateway (drop-newest)"), ("memory: 100k series", "sluice worker")},
+}
+
+
+def test_every_scenario_is_smoke_tested() -> None:
+    assert set(EXPECTED) == set(SCENARIOS)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+async def test_scenario_runs(name: str, tansu: Tansu, tmp_path: Path) -> None:
+    rows = await SCENARIOS[name](Context(tansu.bootstrap, tmp_path, quick=True))
+    assert {(r.scenario, r.system) for r in rows} == EXPECTED[name]
+    for r in rows:
+        assert r.throughput is not None and r.throughput > 0, table(rows)
+    for subject in rows:
+        if subject.system.startswith("sluice"):
+            references = {r.system for r in rows if r.scenario == subject.scenario and r is not subject}
+            assert set(subject.ratios) == references
+
+
+def test_the_command_writes_the_results_file(tmp_path: Path) -> None:
+    out = tmp_path / "RESULTS.md"
+    assert run_bench(["clickhouse"], quick=True, output=out) == 0
+    text = out.read_text()
+    assert text.startswith("# Sluice benchmarks\n")
+    assert "Machine: " in text and "| clickhouse sink | sluice ClickHouseSink |" in text
+
+
+def test_unknown_scenarios_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown scenario.*nope"):
+        run_bench(["nope"])
+
+
+def test_the_report_shows_rows_without_a_result() -> None:
+    text = report([Row("worker", "x", "envelopes/s", None, note="could not run: why")], ["worker"], 1.0, True)
+    assert "| worker | x | -  |" in text and "could not run: why" in text
