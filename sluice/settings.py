@@ -50,6 +50,9 @@ class ClickHouseSettings(BaseModel):
     username: str = "default"
     password: SecretStr = SecretStr("")
     database: str = "sluice"
+    ttl_days_raw: int = Field(30, ge=0, description="days logs and events are kept; 0 = forever")
+    ttl_days_1s: int = Field(7, ge=0, description="days 1s metric windows are kept; 0 = forever")
+    ttl_days_1m: int = Field(90, ge=0, description="days 1m metric windows are kept; 0 = forever")
 
 
 class AuthSettings(BaseModel):

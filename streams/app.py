@@ -69,13 +69,13 @@ class Worker:
         self.dlq = app.topic(
             kafka.dlq_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
         )
-        table = app.Table("windows-1s", partitions=kafka.partitions, key_type=str)
         self.clickhouse = ClickHouse(settings)
         self.keys = JsonKeyStore(settings.access_keys_path, reload_interval=settings.gateway.keys_reload_interval)
         self.pipeline = Pipeline(
-            TumblingWindows(
-                FaustTableState(table), size=1, lateness=worker.window_lateness, idle_close=worker.idle_close
-            ),
+            {
+                "metrics_1s": self._windows("windows-1s", 1),
+                "metrics_1m": self._windows("windows-1m", 60),
+            },
             FileSink(settings.files_dir),
             ClickHouseSink(self.clickhouse),
             dead_letter=self._dead_letter,
@@ -83,6 +83,14 @@ class Worker:
             flush_state=self._flush_producer,
         )
         self._wire()
+
+    def _windows(self, name: str, size: int) -> TumblingWindows:
+        """Tumbling windows of ``size`` seconds kept in their own table (and changelog)."""
+        table = self.app.Table(name, partitions=self.settings.kafka.partitions, key_type=str)
+        worker = self.settings.worker
+        return TumblingWindows(
+            FaustTableState(table), size=size, lateness=worker.window_lateness, idle_close=worker.idle_close
+        )
 
     def partitions(self) -> list[int]:
         """The raw topic's partitions assigned to this worker."""
@@ -126,6 +134,7 @@ class Worker:
         @app.on_before_shutdown.connect  # type: ignore[arg-type]
         async def drain(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
             await pipeline.drain()
+            await pipeline.tick(self.partitions(), force=True)
             await self.clickhouse.stop()
 
         owner = self
@@ -159,7 +168,7 @@ class Worker:
         partitions = self.partitions()
         return {
             "partitions": partitions,
-            "open_windows": len(self.pipeline.windows.open_windows(partitions)),
+            "open_windows": self.pipeline.open_windows(partitions),
             "positions": {str(p): o for p, o in sorted(self.pipeline.positions.items())},
             "counters": self.pipeline.counters.as_dict(),
             "rows_written": dict(self.pipeline.clickhouse.rows_written),

@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from sluice.keys.models import DEFAULT_ROUTES, AccessKeyConfig, Sink, Stream
 from sluice.streams.decode import EVENT_COLUMNS, LOG_COLUMNS, decoder_for
@@ -70,6 +70,7 @@ class Counters:
         return dict(self.__dict__)
 
 
+MetricStream = Literal["metrics_1s", "metrics_1m"]
 DeadLetter = Callable[[Record, str], Awaitable[None]]
 RouteLookup = Callable[[str], AccessKeyConfig | None]
 
@@ -93,23 +94,23 @@ class Pipeline:
 
     def __init__(
         self,
-        windows: TumblingWindows,
+        windows: Mapping[MetricStream, TumblingWindows],
         files: FileSink,
         clickhouse: ClickHouseSink,
         *,
         dead_letter: DeadLetter,
         routes: RouteLookup = lambda key: None,
         flush_state: Callable[[], Awaitable[None]] | None = None,
-        metrics_table: str = "metrics_1s",
     ) -> None:
-        self.windows = windows
+        if not windows:
+            raise ValueError("the pipeline needs at least one window size")
+        self.windows = dict(windows)
         self.files = files
         self.clickhouse = clickhouse
         self.counters = Counters()
         self._dead_letter = dead_letter
         self._routes = routes
         self._flush_state = flush_state
-        self._metrics_table = metrics_table
         self._batch = _Batch()
         # Per partition, the highest source offset whose outputs are durable.
         self.positions: dict[int, int] = {}
@@ -137,19 +138,35 @@ class Pipeline:
     async def handle(self, records: Sequence[Record], partitions: Iterable[int]) -> None:
         """Process a batch of records, close due windows of ``partitions``, make it all durable."""
 
+        partitions = list(partitions)
+
         async def job() -> None:
             self.process(records)
-            await self.commit(self.windows.close(partitions))
+            await self.commit(self._close(partitions))
 
         await self.submit(job)
 
-    async def tick(self, partitions: Iterable[int]) -> None:
-        """Close the due windows of ``partitions`` (those of quiet partitions too) and store them."""
+    async def tick(self, partitions: Iterable[int], *, force: bool = False) -> None:
+        """Close the due windows of ``partitions`` (those of quiet partitions too) and store them;
+        with ``force``, every open window (on shutdown: later points make a correction partial)."""
+        partitions = list(partitions)
 
         async def job() -> None:
-            await self.commit(self.windows.close(partitions))
+            await self.commit(self._close(partitions, force=force))
 
         await self.submit(job)
+
+    def _close(self, partitions: list[int], *, force: bool = False) -> list[tuple[MetricStream, ClosedWindow]]:
+        return [
+            (table, window)
+            for table, windows in self.windows.items()
+            for window in windows.close(partitions, force=force)
+        ]
+
+    def open_windows(self, partitions: Iterable[int]) -> dict[str, int]:
+        """How many windows are open, per metrics table."""
+        partitions = list(partitions)
+        return {table: len(w.open_windows(partitions)) for table, w in self.windows.items()}
 
     # -- the steps ---------------------------------------------------------------------
 
@@ -186,13 +203,18 @@ class Pipeline:
                     (batch.logs if stream == "logs" else batch.events).extend(rows)
             counters.logs += len(decoded.logs)
             counters.events += len(decoded.events)
-            if decoded.points and "clickhouse" in self._sinks(access_key, "metrics_1s"):
-                if self.windows.add(record.partition, record.offset, access_key, decoded.points):
-                    counters.points += len(decoded.points)
-                else:
-                    counters.replayed_records_skipped += 1
+            if decoded.points:
+                applied = skipped = False
+                for table, windows in self.windows.items():
+                    if "clickhouse" in self._sinks(access_key, table):
+                        if windows.add(record.partition, record.offset, access_key, decoded.points):
+                            applied = True
+                        else:
+                            skipped = True
+                counters.points += len(decoded.points) if applied else 0
+                counters.replayed_records_skipped += 1 if skipped and not applied else 0
 
-    async def commit(self, closed: Sequence[ClosedWindow] = ()) -> None:
+    async def commit(self, closed: Sequence[tuple[MetricStream, ClosedWindow]] = ()) -> None:
         """Make everything buffered and the ``closed`` windows durable, then forget those windows.
 
         Each window is a block of its own, named by (partition, start, applied offset): a window
@@ -204,13 +226,13 @@ class Pipeline:
         where = ",".join(f"{p}:{lo}-{hi}" for p, (lo, hi) in sorted(batch.positions.items()))
         self.clickhouse.add("logs", LOG_COLUMNS, batch.logs, _token("logs", where))
         self.clickhouse.add("events", EVENT_COLUMNS, batch.events, _token("events", where))
-        for window in closed:
-            token = _token(self._metrics_table, window.partition, window.start, window.offset)
-            self.clickhouse.add(self._metrics_table, METRIC_COLUMNS, window.rows, token)
+        for table, window in closed:
+            token = _token(table, window.partition, window.start, window.offset)
+            self.clickhouse.add(table, METRIC_COLUMNS, window.rows, token)
         await asyncio.to_thread(self.files.flush)
         await self.clickhouse.flush()
-        for window in closed:
-            self.windows.forget(window)
+        for table, window in closed:
+            self.windows[table].forget(window)
             self.counters.windows_closed += 1
             self.counters.metric_rows += len(window.rows)
         if self._flush_state is not None:

@@ -82,9 +82,13 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         await consumer.stop()
 
 
-async def wait_caught_up(settings: Settings, url: str, timeout: float) -> bool:
+async def wait_caught_up(
+    settings: Settings, url: str, timeout: float, windows: tuple[str, ...] = ("metrics_1s",)
+) -> bool:
     """True once the worker at ``url`` has processed every record now on the raw topic and
-    closed every window; False if it did not within ``timeout`` seconds or does not answer."""
+    closed every window of the ``windows`` tables; False if it did not within ``timeout``
+    seconds or does not answer. (1m windows of current data stay open for a minute; the
+    worker emits them when it stops.)"""
     deadline = time.monotonic() + timeout
     ends = await end_offsets(settings.kafka.bootstrap, settings.kafka.raw_topic)
     while time.monotonic() < deadline:
@@ -94,7 +98,8 @@ async def wait_caught_up(settings: Settings, url: str, timeout: float) -> bool:
             await asyncio.sleep(0.5)
             continue
         done = {int(p): o for p, o in status["positions"].items()}
-        if status["open_windows"] == 0 and all(done.get(p, -1) >= end - 1 for p, end in ends.items()):
+        open_windows = status["open_windows"]
+        if not any(open_windows.get(t, 0) for t in windows) and all(done.get(p, -1) >= end - 1 for p, end in ends.items()):
             return True
         await asyncio.sleep(0.2)
     return False

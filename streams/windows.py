@@ -2,7 +2,8 @@
 
 State lives in a :class:`WindowState` backend (a Faust table in the worker, a dict in unit
 tests) keyed ``"<partition>|<window start s>|<series id>"`` with values
-``[access_key, name, kind, unit, tags, count, sum, min, max, last_ts, last]``. A batch of points
+``[access_key, name, kind, unit, tags, count, sum, min, max, last_ts, last, sketch]`` (``sketch``:
+timers' :mod:`~sluice.streams.sketch` of durations, empty for other kinds). A batch of points
 is pre-aggregated before the state is touched, so the state sees one update per series and
 window per record, not one per point.
 
@@ -21,16 +22,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sluice.streams.decode import MetricPoint
+from sluice.streams import sketch
+from sluice.streams.decode import TIMER, MetricPoint
 
 NS = 1_000_000_000
 METRIC_COLUMNS = (
     "access_key", "name", "series_id", "window_start", "kind", "unit", "tags",
-    "count", "sum", "min", "max", "last",
+    "count", "sum", "min", "max", "last", "sketch",
 )
 APPLIED = "@applied"
 # Positions in a state value.
-_COUNT, _SUM, _MIN, _MAX, _LAST_TS, _LAST = 5, 6, 7, 8, 9, 10
+_COUNT, _SUM, _MIN, _MAX, _LAST_TS, _LAST, _SKETCH = 5, 6, 7, 8, 9, 10, 11
 
 
 def series_id(access_key: str, name: str, tags: dict[str, str]) -> int:
@@ -81,6 +83,7 @@ def _merge_value(into: list[Any], other: list[Any]) -> None:
     into[_MAX] = max(into[_MAX], other[_MAX])
     if other[_LAST_TS] >= into[_LAST_TS]:
         into[_LAST_TS], into[_LAST] = other[_LAST_TS], other[_LAST]
+    into[_SKETCH] = sketch.merge(sketch.normalized(into[_SKETCH]), other[_SKETCH])
 
 
 class TumblingWindows:
@@ -130,7 +133,7 @@ class TumblingWindows:
             agg = pre.get((start, sid))
             v = p.value
             if agg is None:
-                pre[(start, sid)] = [access_key, p.name, p.kind, p.unit, p.tags, 1, v, v, v, ts, p.last]
+                agg = pre[(start, sid)] = [access_key, p.name, p.kind, p.unit, p.tags, 1, v, v, v, ts, p.last, {}]
             else:
                 agg[_COUNT] += 1
                 agg[_SUM] += v
@@ -140,6 +143,8 @@ class TumblingWindows:
                     agg[_MAX] = v
                 if ts >= agg[_LAST_TS]:
                     agg[_LAST_TS], agg[_LAST] = ts, p.last
+            if p.kind == TIMER:
+                sketch.add(agg[_SKETCH], v)
         self._newest[partition] = newest
         for (start, sid), agg in pre.items():
             key = f"{partition}|{start}|{sid}"
@@ -168,8 +173,10 @@ class TumblingWindows:
                 found[(int(part), int(start))].append(key)
         return found
 
-    def close(self, partitions: Iterable[int], now_ns: int | None = None) -> list[ClosedWindow]:
-        """Windows of ``partitions`` whose end plus lateness their clock has passed.
+    def close(
+        self, partitions: Iterable[int], now_ns: int | None = None, *, force: bool = False
+    ) -> list[ClosedWindow]:
+        """Windows of ``partitions`` whose end plus lateness their clock has passed (all with ``force``).
 
         Rows are in METRIC_COLUMNS order. Call :meth:`forget` once they are stored.
         """
@@ -178,7 +185,7 @@ class TumblingWindows:
         for (partition, start), keys in sorted(self.open_windows(partitions).items()):
             if partition not in clocks:
                 clocks[partition] = self.clock(partition, now_ns) - self.lateness_ns
-            if (start + self.size_s) * NS > clocks[partition]:
+            if not force and (start + self.size_s) * NS > clocks[partition]:
                 continue
             rows = []
             for key in sorted(keys):
@@ -189,6 +196,7 @@ class TumblingWindows:
                 rows.append([
                     v[0], v[1], sid, start, v[2], v[3], v[4],
                     v[_COUNT], v[_SUM], v[_MIN], v[_MAX], (v[_LAST_TS], v[_LAST]),
+                    sketch.normalized(v[_SKETCH]),
                 ])
             closed.append(ClosedWindow(partition, start, self.applied_offset(partition), keys, rows))
         return closed

@@ -26,6 +26,8 @@ from sluice.client import (
 from sluice.ingress import Gateway, issue_token
 from sluice.keys import JsonKeyStore
 from sluice.settings import Settings
+from sluice.streams import sketch
+from sluice.streams.query import wait_caught_up
 from tests.fixtures.stack import WorkerProcess
 from tests.integration.gateway_helpers import add_key, read_topic
 
@@ -156,3 +158,64 @@ async def test_undecodable_record_goes_to_the_dead_letter_topic(
             settings.kafka.raw_topic.encode(), b"0", str(record.offset).encode()
         )
     assert worker_process.status()["counters"]["dead_letters"] == 2
+
+
+async def test_one_minute_windows_timer_quantiles_and_ttls(
+    gateway: Gateway, worker_process: WorkerProcess, settings: Settings, unique: str
+) -> None:
+    assert isinstance(gateway.keys, JsonKeyStore)
+    key = add_key(gateway.keys, f"ak_{unique}")
+    only_1s = add_key(gateway.keys, f"ak_s_{unique}", routes={"metrics_1s": ["clickhouse"], "metrics_1m": []})
+    worker_process.start()
+    m0 = (time.time_ns() // NS // 60 - 3) * 60  # a whole minute three minutes ago
+    durations = [float(1 + (i * 37) % 500) for i in range(300)]  # ms, every value 1..500 in a shuffle
+    envelopes = [
+        counter_envelope("requests", 1, total=1, timestamp=m0 * NS),
+        counter_envelope("requests", 2, total=3, timestamp=(m0 + 30) * NS),
+        counter_envelope("requests", 4, total=7, timestamp=(m0 + 59) * NS + NS - 1),
+        counter_envelope("requests", 8, total=15, timestamp=(m0 + 60) * NS),
+    ] + [
+        timer_envelope("db.query", (m0 + i % 60) * NS - int(ms * 1e6), (m0 + i % 60) * NS)
+        for i, ms in enumerate(durations)
+    ]
+    async with client_for(gateway, key) as a, client_for(gateway, only_1s) as b:
+        assert await a.send(envelopes) == len(envelopes)
+        assert await b.send([counter_envelope("requests", 1, timestamp=m0 * NS)]) == 1
+    assert await wait_caught_up(settings, worker_process.url, 30, ("metrics_1s", "metrics_1m"))
+
+    per_minute = await worker_process.query(
+        "SELECT access_key, name, toUnixTimestamp(window_start), sum(count), sum(sum), min(min), max(max), "
+        "max(last).2 FROM sluice.metrics_1m GROUP BY access_key, name, series_id, window_start "
+        "ORDER BY name, window_start"
+    )
+    assert per_minute == [
+        [key, "db.query", m0, 300, sum(durations), 1.0, 500.0, durations[-1]],  # last: at m0 + 59s
+        [key, "requests", m0, 3, 7.0, 1.0, 4.0, 7.0],
+        [key, "requests", m0 + 60, 1, 8.0, 8.0, 8.0, 15.0],
+    ]
+    per_second = await worker_process.query(
+        "SELECT access_key, sum(count), sum(sum) FROM sluice.metrics_1s WHERE name = 'requests' "
+        "GROUP BY access_key ORDER BY access_key"
+    )
+    assert per_second == [[key, 4, 15.0], [only_1s, 1, 1.0]]
+
+    # The 1s and 1m sketches (merged from many partials by sumMap) give the same quantiles.
+    for table in ("metrics_1s", "metrics_1m"):
+        ((merged,),) = await worker_process.query(f"SELECT sumMap(sketch) FROM sluice.{table} WHERE name = 'db.query'")
+        assert sum(merged.values()) == 300
+        ordered = sorted(durations)
+        for q, got in zip((0.5, 0.9, 0.99), sketch.quantiles(merged, (0.5, 0.9, 0.99))):
+            want = ordered[int(q * 299)]
+            assert got is not None and abs(got - want) <= sketch.RELATIVE_ERROR * want, (table, q, got, want)
+
+    ttls = dict(await worker_process.query(
+        "SELECT name, extract(engine_full, 'TTL [^S]*') FROM system.tables WHERE database = 'sluice' "
+        "AND name IN ('logs', 'events', 'metrics_1s', 'metrics_1m')"
+    ))
+    ch = settings.clickhouse
+    assert ttls == {
+        "logs": f"TTL toDateTime(timestamp) + toIntervalDay({ch.ttl_days_raw}) ",
+        "events": f"TTL toDateTime(timestamp) + toIntervalDay({ch.ttl_days_raw}) ",
+        "metrics_1s": f"TTL window_start + toIntervalDay({ch.ttl_days_1s}) ",
+        "metrics_1m": f"TTL window_start + toIntervalDay({ch.ttl_days_1m}) ",
+    }

@@ -47,7 +47,10 @@ def make(tmp_path: Path, fake: FakeClickHouse, **kwargs: Any) -> tuple[Pipeline,
         dead.append((r, reason))
 
     sink = ClickHouseSink(fake, backoff=0.001, max_backoff=0.002)  # type: ignore[arg-type]
-    windows = TumblingWindows(DictState(), size=1, lateness=0, idle_close=0)
+    windows = {
+        "metrics_1s": TumblingWindows(DictState(), size=1, lateness=0, idle_close=0),
+        "metrics_1m": TumblingWindows(DictState(), size=60, lateness=0, idle_close=0),
+    }
     return Pipeline(windows, FileSink(tmp_path), sink, dead_letter=dead_letter, **kwargs), dead
 
 
@@ -62,16 +65,17 @@ async def test_a_batch_is_routed_tokened_and_committed(tmp_path: Path) -> None:
         ],
         [0],
     )
-    assert [(t, len(rows)) for t, rows, _ in fake.inserts] == [("logs", 1), ("metrics_1s", 1)]
+    assert [(t, len(rows)) for t, rows, _ in fake.inserts] == [("logs", 1), ("metrics_1s", 1), ("metrics_1m", 1)]
     assert fake.inserts[1][1][0][7:9] == [2, 5.0]
+    assert fake.inserts[2][1][0][3] == T // NS // 60 * 60
     assert [(r.offset, reason.split(":")[0]) for r, reason in dead] == [(5, "not an EnvelopeBatch")]
     assert [json.loads(x)["payload"] for x in (tmp_path / "k" / "logs.jsonl").read_text().splitlines()] == ["hi"]
     assert pipeline.counters.as_dict() == {
         "records": 3, "envelopes": 3, "logs": 1, "events": 0, "points": 2, "replayed_records_skipped": 0,
-        "dead_letters": 1, "windows_closed": 1, "metric_rows": 1,
+        "dead_letters": 1, "windows_closed": 2, "metric_rows": 2,
     }
     assert pipeline.positions == {0: 5}
-    assert pipeline.windows.open_windows([0]) == {}
+    assert pipeline.open_windows([0]) == {"metrics_1s": 0, "metrics_1m": 0}
 
 
 async def test_the_same_records_replayed_give_the_same_tokens(tmp_path: Path) -> None:
@@ -87,12 +91,12 @@ async def test_the_same_records_replayed_give_the_same_tokens(tmp_path: Path) ->
 
 async def test_routes_choose_the_sinks(tmp_path: Path) -> None:
     fake = FakeClickHouse()
-    config = AccessKeyConfig(access_key="key", routes={"logs": ["clickhouse"], "metrics_1s": []})
+    config = AccessKeyConfig(access_key="key", routes={"logs": ["clickhouse"], "metrics_1s": [], "metrics_1m": ["clickhouse"]})
     pipeline, _ = make(tmp_path, fake, routes=lambda key: config if key == "key" else None)
     envelopes = (log_envelope("x", timestamp=T), counter_envelope("c", 1, timestamp=T))
     await pipeline.handle([record(0, *envelopes, key=b"key"), record(1, *envelopes, key=b"other")], [0])
-    assert [(t, [r[0] for r in rows]) for t, rows, _ in fake.inserts] == [
-        ("logs", ["key", "other"]), ("metrics_1s", ["other"])
+    assert [(t, sorted(r[0] for r in rows)) for t, rows, _ in fake.inserts] == [
+        ("logs", ["key", "other"]), ("metrics_1s", ["other"]), ("metrics_1m", ["key", "other"])
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other"]
 
@@ -101,7 +105,7 @@ async def test_clickhouse_down_is_retried_in_order_without_loss(tmp_path: Path) 
     fake = FakeClickHouse(failures=3)
     pipeline, _ = make(tmp_path, fake)
     await pipeline.handle([record(0, log_envelope("x", timestamp=T), counter_envelope("c", 1, timestamp=T))], [0])
-    assert [t for t, _, _ in fake.inserts] == ["logs", "metrics_1s"]
+    assert [t for t, _, _ in fake.inserts] == ["logs", "metrics_1s", "metrics_1m"]
     assert pipeline.clickhouse.retries == 3
     assert pipeline.clickhouse.pending_rows == 0
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from sluice.streams.decode import COUNTER, GAUGE, MetricPoint
+from sluice.streams import sketch
+from sluice.streams.decode import COUNTER, GAUGE, TIMER, MetricPoint
 from sluice.streams.windows import TumblingWindows, series_id
 
 NS = 1_000_000_000
@@ -64,7 +65,7 @@ def test_a_record_is_pre_aggregated_into_one_write_per_series_and_window() -> No
         (0, f"0|{T // NS}|{series_id('k', 'cpu', {})}"),
         (0, "0|@applied"),
     ]
-    assert state.data[f"0|{T // NS}|{sid}"] == ["k", "requests", COUNTER, "", {}, 2, 5.0, 2.0, 3.0, T + 2, 0.0]
+    assert state.data[f"0|{T // NS}|{sid}"] == ["k", "requests", COUNTER, "", {}, 2, 5.0, 2.0, 3.0, T + 2, 0.0, {}]
 
 
 def test_a_replayed_offset_changes_nothing() -> None:
@@ -89,7 +90,7 @@ def test_windows_close_on_the_partition_clock_and_are_forgotten() -> None:
     (closed,) = w.close([0], now_ns=T)
     assert (closed.partition, closed.start, closed.offset) == (0, T // NS, 2)
     sid = series_id("k", "cpu", {})
-    assert closed.rows == [["k", "cpu", sid, T // NS, GAUGE, "%", {}, 3, 9.0, 1.0, 5.0, (T + 300, 3.0)]]
+    assert closed.rows == [["k", "cpu", sid, T // NS, GAUGE, "%", {}, 3, 9.0, 1.0, 5.0, (T + 300, 3.0), {}]]
     w.forget(closed)
     assert sorted(s for (_, s) in w.open_windows([0])) == [T // NS + 1, T // NS + 2]
     # A quiet partition closes on the wall clock minus idle_close.
@@ -118,3 +119,26 @@ def test_a_late_point_reopens_its_window_as_a_correction_partial() -> None:
 def test_window_size_must_be_whole_seconds(size: float) -> None:
     with pytest.raises(ValueError, match="whole number of seconds"):
         TumblingWindows(DictState(), size=size, lateness=0, idle_close=0)
+
+
+def test_one_minute_windows_and_forced_closing() -> None:
+    w = TumblingWindows(DictState(), size=60, lateness=1, idle_close=1)
+    m0 = T // NS // 60 * 60
+    w.add(0, 0, "k", [counter(m0 * NS, 1), counter(m0 * NS + 59 * NS, 2), counter(m0 * NS + 60 * NS, 4)])
+    assert w.close([0], now_ns=m0 * NS) == []
+    (forced, later) = w.close([0], now_ns=m0 * NS, force=True)
+    assert [(c.start, c.rows[0][7], c.rows[0][8]) for c in (forced, later)] == [(m0, 2, 3.0), (m0 + 60, 1, 4.0)]
+
+
+def test_timer_windows_carry_a_sketch_that_merges_across_records() -> None:
+    state = DictState()
+    w = windows(state)
+    timer = lambda ms: MetricPoint("db", TIMER, "ms", {}, T, ms, ms)  # noqa: E731
+    w.add(0, 0, "k", [timer(1.0), timer(100.0)])
+    w.add(0, 1, "k", [timer(100.0)])
+    # The changelog gives JSON back: bucket keys become strings, and merge again.
+    key = next(k for k in state.data if not k.endswith("@applied"))
+    state.data[key][11] = {str(b): n for b, n in state.data[key][11].items()}
+    w.add(0, 2, "k", [timer(0.0)])
+    (closed,) = w.close([0], now_ns=T + 10 * NS)
+    assert closed.rows[0][12] == {sketch.ZERO: 1, sketch.bucket(1.0): 1, sketch.bucket(100.0): 2}
