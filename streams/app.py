@@ -1,6 +1,6 @@
 """The Faust worker: one agent over the raw topic, a timer that closes quiet windows, and the
-HTTP endpoints ``/status`` and ``/query`` (through which ``sluice query`` reads an embedded
-chDB that this process owns).
+HTTP endpoints ``/status``, ``/metrics`` (Prometheus) and ``/query`` (through which
+``sluice query`` reads an embedded chDB that this process owns).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from sluice.settings import Settings
 from sluice.streams.clickhouse import ClickHouse
 from sluice.streams.exceptions import QueryError
 from sluice.streams.pipeline import Pipeline, Record
+from sluice.streams.prometheus import render
 from sluice.streams.sinks.clickhouse import ClickHouseSink
 from sluice.streams.sinks.files import FileSink
 from sluice.streams.state import FaustTableState
@@ -120,7 +121,10 @@ class Worker:
         async def ingest(stream: Any) -> None:
             async for events in stream.take_events(worker.batch_records, within=worker.batch_interval):
                 records = [
-                    Record(m.topic, m.partition, m.offset, m.key, m.value, _headers(m))
+                    Record(
+                        m.topic, m.partition, m.offset, m.key, m.value, _headers(m),
+                        round(m.timestamp * 1000) * 1_000_000 if m.timestamp else 0,
+                    )
                     for m in (e.message for e in events)
                 ]
                 await pipeline.handle(records, self.partitions())
@@ -143,6 +147,11 @@ class Worker:
         class StatusView(View):
             async def get(self, request: Request) -> Response:
                 return self.json(owner.status())
+
+        @app.page("/metrics")
+        class MetricsView(View):
+            async def get(self, request: Request) -> Response:
+                return self.text(render(owner.status()), content_type="text/plain; version=0.0.4")
 
         @app.page("/query")
         class QueryView(View):
@@ -174,6 +183,7 @@ class Worker:
             "rows_written": dict(self.pipeline.clickhouse.rows_written),
             "file_lines_written": self.pipeline.files.lines_written,
             "clickhouse_retries": self.pipeline.clickhouse.retries,
+            "throttle": self.pipeline.throttler.as_dict(),
         }
 
     def run(self) -> None:

@@ -12,15 +12,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sluice.keys.models import DEFAULT_ROUTES, AccessKeyConfig, Sink, Stream
-from sluice.streams.decode import EVENT_COLUMNS, LOG_COLUMNS, decoder_for
+from sluice.streams.decode import EVENT_COLUMNS, LOG_COLUMNS, Decoded, decoder_for
 from sluice.streams.exceptions import DecodeError
 from sluice.streams.sinks.clickhouse import ClickHouseSink
 from sluice.streams.sinks.files import FileSink
+from sluice.streams.throttle import Throttler
 from sluice.streams.windows import METRIC_COLUMNS, ClosedWindow, TumblingWindows
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 H_CONTENT_TYPE = "content-type"
 
 # Columns of a log or event row that a file line carries, and the names it carries them by.
+_BATCH_INDEX = LOG_COLUMNS.index("batch_index")
+assert _BATCH_INDEX == EVENT_COLUMNS.index("batch_index")
 _LINE_FIELDS = {
     "logs": [(LOG_COLUMNS.index(c), c) for c in ("timestamp", "source_id", "instance_id", "type", "payload", "tags")],
     "events": [(EVENT_COLUMNS.index(c), c) for c in ("timestamp", "source_id", "instance_id", "title", "body", "tags")],
@@ -44,6 +48,7 @@ class Record:
     key: bytes | None
     value: bytes
     headers: Sequence[tuple[str, bytes]] = ()
+    timestamp_ns: int = 0  # the record's Kafka timestamp; 0 if it has none
 
     def header(self, name: str) -> bytes | None:
         for key, value in self.headers:
@@ -63,6 +68,7 @@ class Counters:
     points: int = 0
     replayed_records_skipped: int = 0
     dead_letters: int = 0
+    throttled: int = 0
     windows_closed: int = 0
     metric_rows: int = 0
 
@@ -110,6 +116,7 @@ class Pipeline:
         self.counters = Counters()
         self._dead_letter = dead_letter
         self._routes = routes
+        self.throttler = Throttler(routes)
         self._flush_state = flush_state
         self._batch = _Batch()
         # Per partition, the highest source offset whose outputs are durable.
@@ -191,6 +198,8 @@ class Pipeline:
                 batch.dead.append((record, str(exc)))
                 continue
             counters.envelopes += len(decoded.logs) + len(decoded.events) + len(decoded.points)
+            if decoded.logs or decoded.events:
+                self._throttle(record, decoded)
             for stream, rows in (("logs", decoded.logs), ("events", decoded.events)):
                 if not rows:
                     continue
@@ -213,6 +222,20 @@ class Pipeline:
                             skipped = True
                 counters.points += len(decoded.points) if applied else 0
                 counters.replayed_records_skipped += 1 if skipped and not applied else 0
+
+    def _throttle(self, record: Record, decoded: Decoded) -> None:
+        """Drop the logs and events over the key's limit, judged in the batch's order."""
+        rows = sorted(
+            [(r[_BATCH_INDEX], True, r) for r in decoded.logs] + [(r[_BATCH_INDEX], False, r) for r in decoded.events],
+            key=lambda x: x[0],
+        )
+        at_ns = record.timestamp_ns or time.time_ns()
+        mask = self.throttler.admit((record.key or b"").decode("utf-8", "replace"), at_ns, len(rows))
+        if all(mask):
+            return
+        self.counters.throttled += mask.count(False)
+        decoded.logs = [r for (_, is_log, r), keep in zip(rows, mask) if keep and is_log]
+        decoded.events = [r for (_, is_log, r), keep in zip(rows, mask) if keep and not is_log]
 
     async def commit(self, closed: Sequence[tuple[MetricStream, ClosedWindow]] = ()) -> None:
         """Make everything buffered and the ``closed`` windows durable, then forget those windows.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -219,3 +220,43 @@ async def test_one_minute_windows_timer_quantiles_and_ttls(
         "metrics_1s": f"TTL window_start + toIntervalDay({ch.ttl_days_1s}) ",
         "metrics_1m": f"TTL window_start + toIntervalDay({ch.ttl_days_1m}) ",
     }
+
+
+async def test_throttled_logs_and_events_are_dropped_or_sampled_and_counted(
+    gateway: Gateway, worker_process: WorkerProcess, unique: str
+) -> None:
+    assert isinstance(gateway.keys, JsonKeyStore)
+    drop = add_key(gateway.keys, f"ak_d_{unique}", limits={"events_per_second": 5})
+    sample = add_key(
+        gateway.keys, f"ak_s_{unique}",
+        limits={"events_per_second": 2, "events_burst": 4, "over_limit": "sample", "sample_one_in": 4},
+    )
+    worker_process.start()
+    async with client_for(gateway, drop) as d, client_for(gateway, sample) as s:
+        assert await d.send(
+            [log_envelope(f"d{i}", timestamp=T0 + i) for i in range(20)]
+            + [counter_envelope("c", 1, timestamp=T0) for _ in range(30)]
+        ) == 50
+        assert await s.send([event_envelope(f"s{i}", "", timestamp=T0 + i) for i in range(20)]) == 20
+    await worker_process.caught_up()
+
+    assert await worker_process.query(
+        "SELECT payload FROM sluice.logs FINAL ORDER BY batch_index"
+    ) == [[f"d{i}"] for i in range(5)]
+    # 4 pass (the burst), then 1 in 4 of the 16 over the limit: the 1st, 5th, 9th and 13th.
+    assert await worker_process.query(
+        "SELECT title FROM sluice.events FINAL ORDER BY batch_index"
+    ) == [[f"s{i}"] for i in (0, 1, 2, 3, 4, 8, 12, 16)]
+    assert await worker_process.query("SELECT sum(count) FROM sluice.metrics_1s") == [[30]]
+    status = worker_process.status()
+    assert status["throttle"] == {
+        drop: {"passed": 5, "dropped": 15, "sampled": 0},
+        sample: {"passed": 4, "dropped": 12, "sampled": 4},
+    }
+    assert status["counters"]["throttled"] == 27
+    with urllib.request.urlopen(f"{worker_process.url}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    assert f'sluice_worker_throttle_dropped_total{{access_key="{drop}"}} 15\n' in metrics
+    assert f'sluice_worker_throttle_sampled_total{{access_key="{sample}"}} 4\n' in metrics
+    assert "sluice_worker_throttled_total 27\n" in metrics
+    assert len((gateway.settings.files_dir / drop / "logs.jsonl").read_text().splitlines()) == 5

@@ -72,7 +72,7 @@ async def test_a_batch_is_routed_tokened_and_committed(tmp_path: Path) -> None:
     assert [json.loads(x)["payload"] for x in (tmp_path / "k" / "logs.jsonl").read_text().splitlines()] == ["hi"]
     assert pipeline.counters.as_dict() == {
         "records": 3, "envelopes": 3, "logs": 1, "events": 0, "points": 2, "replayed_records_skipped": 0,
-        "dead_letters": 1, "windows_closed": 2, "metric_rows": 2,
+        "dead_letters": 1, "throttled": 0, "windows_closed": 2, "metric_rows": 2,
     }
     assert pipeline.positions == {0: 5}
     assert pipeline.open_windows([0]) == {"metrics_1s": 0, "metrics_1m": 0}
