@@ -16,6 +16,7 @@ from sluice.kafka import ensure_topics_sync
 from sluice.keys import JsonKeyStore
 from sluice.settings import Settings
 from sluice.streams.clickhouse import ClickHouse
+from sluice.streams.config import ConfigFollower
 from sluice.streams.exceptions import QueryError
 from sluice.streams.pipeline import Pipeline, Record
 from sluice.streams.prometheus import render
@@ -72,6 +73,7 @@ class Worker:
         )
         self.clickhouse = ClickHouse(settings)
         self.keys = JsonKeyStore(settings.access_keys_path, reload_interval=settings.gateway.keys_reload_interval)
+        self.config = ConfigFollower(kafka.bootstrap, kafka.config_topic, self.keys.get)
         self.pipeline = Pipeline(
             {
                 "metrics_1s": self._windows("windows-1s", 1),
@@ -80,7 +82,7 @@ class Worker:
             FileSink(settings.files_dir),
             ClickHouseSink(self.clickhouse),
             dead_letter=self._dead_letter,
-            routes=self.keys.get,
+            routes=self.config.get,
             flush_state=self._flush_producer,
         )
         self._wire()
@@ -117,8 +119,13 @@ class Worker:
     def _wire(self) -> None:
         app, pipeline, worker = self.app, self.pipeline, self.settings.worker
 
+        @app.task  # type: ignore[untyped-decorator]
+        async def follow_config() -> None:
+            await self.config.run()
+
         @app.agent(self.raw, name="ingest")
         async def ingest(stream: Any) -> None:
+            await self.config.loaded.wait()  # routes and limits before the first record
             async for events in stream.take_events(worker.batch_records, within=worker.batch_interval):
                 records = [
                     Record(
@@ -184,6 +191,7 @@ class Worker:
             "file_lines_written": self.pipeline.files.lines_written,
             "clickhouse_retries": self.pipeline.clickhouse.retries,
             "throttle": self.pipeline.throttler.as_dict(),
+            "config": self.config.status(),
         }
 
     def run(self) -> None:
