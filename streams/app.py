@@ -79,7 +79,9 @@ class Worker:
                 "metrics_1s": self._windows("windows-1s", 1),
                 "metrics_1m": self._windows("windows-1m", 60),
             },
-            FileSink(settings.files_dir),
+            FileSink(
+                settings.files_dir, max_bytes=worker.file_max_bytes, max_age=worker.file_max_age, keep=worker.file_keep
+            ),
             ClickHouseSink(self.clickhouse),
             dead_letter=self._dead_letter,
             routes=self.config.get,
@@ -189,6 +191,7 @@ class Worker:
             "counters": self.pipeline.counters.as_dict(),
             "rows_written": dict(self.pipeline.clickhouse.rows_written),
             "file_lines_written": self.pipeline.files.lines_written,
+            "file_rotations": self.pipeline.files.rotations,
             "clickhouse_retries": self.pipeline.clickhouse.retries,
             "throttle": self.pipeline.throttler.as_dict(),
             "config": self.config.status(),

@@ -30,6 +30,7 @@ def render(status: Mapping[str, Any]) -> str:
         [({"table": t}, n) for t, n in sorted(status["rows_written"].items())],
     )
     lines += _family("file_lines_written_total", "counter", "lines written to files", [({}, status["file_lines_written"])])
+    lines += _family("file_rotations_total", "counter", "files rotated", [({}, status["file_rotations"])])
     lines += _family("clickhouse_retries_total", "counter", "ClickHouse inserts retried", [({}, status["clickhouse_retries"])])
     for what in ("passed", "dropped", "sampled"):
         lines += _family(
