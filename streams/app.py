@@ -167,13 +167,15 @@ class Worker:
             async def post(self, request: Request) -> Response:
                 try:
                     body = await request.json()
-                    sql = body["sql"]
+                    sql, parameters = body["sql"], body.get("parameters")
                     if not isinstance(sql, str):
                         raise TypeError("'sql' must be a string")
+                    if parameters is not None and not isinstance(parameters, dict):
+                        raise TypeError("'parameters' must be an object")
                 except (ValueError, KeyError, TypeError) as exc:
-                    return self.json({"error": f'expected a JSON body {{"sql": "..."}}: {exc}'}, status=400)
+                    return self.json({"error": f'expected a JSON body {{"sql": "...", "parameters": {{...}}}}: {exc}'}, status=400)
                 try:
-                    columns, rows = await owner.clickhouse.query(sql, body.get("parameters"))
+                    columns, rows = await owner.clickhouse.query(sql, parameters)
                 except QueryError as exc:
                     return self.json({"error": str(exc)}, status=400)
                 return self.bytes(

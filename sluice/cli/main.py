@@ -71,12 +71,9 @@ def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
-    from sluice.cli.output import print_rows
-    from sluice.streams.query import run_query
+    from sluice.cli.query import run
 
-    columns, rows = run_query(settings, args.sql)
-    print_rows(columns, rows, args.format)
-    return 0
+    return run(settings, args)
 
 
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
@@ -151,9 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--batch", type=int, default=500, help="envelopes per batch (default 500)")
     send.add_argument("--source-id", default="", help="source_id of the envelopes (default: the access key)")
 
-    query = command("query", cmd_query, "run a read-only SQL query on ClickHouse")
-    query.add_argument("sql")
-    query.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    query = command(
+        "query", cmd_query,
+        "one key's metrics, logs or events (`sluice query metrics --key K --name N`, "
+        "`sluice query logs --key K --grep TEXT`), or a read-only SQL query (`sluice query [sql] SQL`)",
+    )
+    from sluice.cli.query import add_arguments as add_query_arguments
+
+    add_query_arguments(query, duration)
 
     keys = command("keys", cmd_keys, "manage access keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
