@@ -17,6 +17,7 @@ from sluice.keys import JsonKeyStore
 from sluice.settings import Settings
 from sluice.streams.clickhouse import ClickHouse
 from sluice.streams.config import ConfigFollower
+from sluice.streams.dlq import dead_letter_headers
 from sluice.streams.exceptions import QueryError
 from sluice.streams.pipeline import Pipeline, Record
 from sluice.streams.prometheus import render
@@ -26,12 +27,6 @@ from sluice.streams.state import FaustTableState
 from sluice.streams.windows import TumblingWindows
 
 log = logging.getLogger(__name__)
-
-H_DLQ_REASON = "dlq-reason"
-H_DLQ_TOPIC = "dlq-source-topic"
-H_DLQ_PARTITION = "dlq-source-partition"
-H_DLQ_OFFSET = "dlq-source-offset"
-
 
 def _headers(message: Any) -> list[tuple[str, bytes]]:
     headers = message.headers or ()
@@ -107,12 +102,7 @@ class Worker:
 
     async def _dead_letter(self, record: Record, reason: str) -> None:
         log.warning("record %s/%d@%d to the dead-letter topic: %s", record.topic, record.partition, record.offset, reason)
-        headers = list(record.headers) + [
-            (H_DLQ_REASON, reason.encode()),
-            (H_DLQ_TOPIC, record.topic.encode()),
-            (H_DLQ_PARTITION, str(record.partition).encode()),
-            (H_DLQ_OFFSET, str(record.offset).encode()),
-        ]
+        headers = list(record.headers) + dead_letter_headers(reason, record.topic, record.partition, record.offset)
         await self.dlq.send(key=record.key, value=record.value, headers=headers)
 
     async def _flush_producer(self) -> None:
@@ -183,13 +173,25 @@ class Worker:
                     content_type="application/json",
                 )
 
+    def positions(self) -> dict[int, int]:
+        """Per partition, the highest source offset whose outputs are durable: what this process
+        wrote, or below the group's committed offset (records are acknowledged only after their
+        outputs are durable), which covers partitions with no new records since a restart."""
+        positions = dict(self.pipeline.positions)
+        committed = getattr(self.app.consumer, "_committed_offset", {})  # Faust keeps no public copy
+        topic = self.raw.get_topic_name()
+        for tp, offset in list(committed.items()):
+            if tp.topic == topic and offset is not None:
+                positions[tp.partition] = max(positions.get(tp.partition, -1), offset - 1)
+        return positions
+
     def status(self) -> dict[str, Any]:
         """Counters of the pipeline and the state of this worker."""
         partitions = self.partitions()
         return {
             "partitions": partitions,
             "open_windows": self.pipeline.open_windows(partitions),
-            "positions": {str(p): o for p, o in sorted(self.pipeline.positions.items())},
+            "positions": {str(p): o for p, o in sorted(self.positions().items())},
             "counters": self.pipeline.counters.as_dict(),
             "rows_written": dict(self.pipeline.clickhouse.rows_written),
             "file_lines_written": self.pipeline.files.lines_written,

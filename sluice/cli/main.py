@@ -1,4 +1,4 @@
-"""The ``sluice`` command: dev, gateway, worker, send, query, keys, token."""
+"""The ``sluice`` command: dev, gateway, worker, send, query, dlq, keys, token."""
 
 from __future__ import annotations
 
@@ -72,6 +72,12 @@ def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
     from sluice.cli.query import run
+
+    return run(settings, args)
+
+
+def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from sluice.cli.dlq import run
 
     return run(settings, args)
 
@@ -156,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     from sluice.cli.query import add_arguments as add_query_arguments
 
     add_query_arguments(query, duration)
+
+    from sluice.cli.dlq import add_arguments as add_dlq_arguments
+
+    add_dlq_arguments(command("dlq", cmd_dlq, "list the dead-letter topic, or replay it to the raw topic"))
 
     keys = command("keys", cmd_keys, "manage access keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
