@@ -149,7 +149,7 @@ class Pipeline:
 
         async def job() -> None:
             self.process(records)
-            await self.commit(self._close(partitions))
+            await self.commit(partitions)
 
         await self.submit(job)
 
@@ -159,16 +159,9 @@ class Pipeline:
         partitions = list(partitions)
 
         async def job() -> None:
-            await self.commit(self._close(partitions, force=force))
+            await self.commit(partitions, force=force)
 
         await self.submit(job)
-
-    def _close(self, partitions: list[int], *, force: bool = False) -> list[tuple[MetricStream, ClosedWindow]]:
-        return [
-            (table, window)
-            for table, windows in self.windows.items()
-            for window in windows.close(partitions, force=force)
-        ]
 
     def open_windows(self, partitions: Iterable[int]) -> dict[str, int]:
         """How many windows are open, per metrics table."""
@@ -237,28 +230,35 @@ class Pipeline:
         decoded.logs = [r for (_, is_log, r), keep in zip(rows, mask) if keep and is_log]
         decoded.events = [r for (_, is_log, r), keep in zip(rows, mask) if keep and not is_log]
 
-    async def commit(self, closed: Sequence[tuple[MetricStream, ClosedWindow]] = ()) -> None:
-        """Make everything buffered and the ``closed`` windows durable, then forget those windows.
+    async def commit(self, partitions: Sequence[int], *, force: bool = False) -> None:
+        """Make everything buffered durable, and close and store the due windows (all with
+        ``force``) of ``partitions``.
 
-        Each window is a block of its own, named by (partition, start, applied offset): a window
-        emitted again after a crash carries the same token and is stored once.
+        Closed windows go to the state's outbox, which is made durable (with the points applied
+        so far) before any ClickHouse insert; each outbox entry is then a block of its own,
+        named by (table, partition, start, offset): one stored again after a crash carries the
+        same token and is kept once.
         """
         batch, self._batch = self._batch, _Batch()
         for record, reason in batch.dead:
             await self._dead_letter(record, reason)
+        for windows in self.windows.values():
+            for window in windows.close(partitions, force=force):
+                windows.stage(window)
+        await asyncio.to_thread(self.files.flush)
+        if self._flush_state is not None:
+            await self._flush_state()
         where = ",".join(f"{p}:{lo}-{hi}" for p, (lo, hi) in sorted(batch.positions.items()))
         self.clickhouse.add("logs", LOG_COLUMNS, batch.logs, _token("logs", where))
         self.clickhouse.add("events", EVENT_COLUMNS, batch.events, _token("events", where))
-        for table, window in closed:
+        staged = [(table, w) for table, windows in self.windows.items() for w in windows.outbox(partitions)]
+        for table, window in staged:
             token = _token(table, window.partition, window.start, window.offset)
             self.clickhouse.add(table, METRIC_COLUMNS, window.rows, token)
-        await asyncio.to_thread(self.files.flush)
         await self.clickhouse.flush()
-        for table, window in closed:
-            self.windows[table].forget(window)
+        for table, window in staged:
+            self.windows[table].done(window)  # made durable by the next flush; a replay is deduplicated
             self.counters.windows_closed += 1
             self.counters.metric_rows += len(window.rows)
-        if self._flush_state is not None:
-            await self._flush_state()
         for partition, (_, high) in batch.positions.items():
             self.positions[partition] = max(self.positions.get(partition, -1), high)

@@ -2,10 +2,17 @@
 
 State lives in a :class:`WindowState` backend (a Faust table in the worker, a dict in unit
 tests) keyed ``"<partition>|<window start s>|<series id>"`` with values
-``[access_key, name, kind, unit, tags, count, sum, min, max, last_ts, last, sketch]`` (``sketch``:
-timers' :mod:`~sluice.streams.sketch` of durations, empty for other kinds). A batch of points
-is pre-aggregated before the state is touched, so the state sees one update per series and
-window per record, not one per point.
+``[access_key, name, kind, unit, tags, count, sum, min, max, last_ts, last, sketch, offset]``
+(``sketch``: timers' :mod:`~sluice.streams.sketch` of durations, empty for other kinds;
+``offset``: the last source offset applied to this value). A batch of points is pre-aggregated
+before the state is touched, so the state sees one update per series and window per record.
+
+Replays never double count: a record at or below the partition's applied offset
+(``"<partition>|@applied"``) is skipped, and so is its update of a value whose own offset is
+not older (a crash may have persisted some of a record's writes but not the marker).
+Closing a window moves its rows into an outbox entry (``"<partition>|@out|<start>:<offset>"``)
+in the same state; the caller makes that durable, stores the rows, then calls :meth:`done`.
+After a crash the outbox is stored again under the same name, which ClickHouse deduplicates.
 
 A partition's clock is the later of the newest envelope timestamp seen on it and the wall
 clock minus ``idle_close``: windows of a quiet partition still close. A window closes once the
@@ -31,8 +38,9 @@ METRIC_COLUMNS = (
     "count", "sum", "min", "max", "last", "sketch",
 )
 APPLIED = "@applied"
+OUTBOX = "@out"
 # Positions in a state value.
-_COUNT, _SUM, _MIN, _MAX, _LAST_TS, _LAST, _SKETCH = 5, 6, 7, 8, 9, 10, 11
+_COUNT, _SUM, _MIN, _MAX, _LAST_TS, _LAST, _SKETCH, _OFFSET = 5, 6, 7, 8, 9, 10, 11, 12
 
 
 def series_id(access_key: str, name: str, tags: dict[str, str]) -> int:
@@ -53,8 +61,8 @@ def series_id(access_key: str, name: str, tags: dict[str, str]) -> int:
 class ClosedWindow:
     """One closed window of one partition: its rows and the state keys that held them.
 
-    ``offset`` is the partition's applied offset when the window closed: together with the
-    partition and start it names this emission, so a replayed emission can be recognised.
+    ``offset`` is the newest source offset in its values: with the partition and start it
+    names this emission (a later correction of the same window has a newer one).
     """
 
     partition: int
@@ -62,6 +70,18 @@ class ClosedWindow:
     offset: int
     keys: list[str]
     rows: list[list[Any]]
+
+    @property
+    def outbox_key(self) -> str:
+        return f"{self.partition}|{OUTBOX}|{self.start}:{self.offset}"
+
+
+def _row_from_state(row: list[Any]) -> list[Any]:
+    """A row as stored in the state, with the types JSON (the changelog) does not keep."""
+    row = list(row)
+    row[11] = tuple(row[11])
+    row[12] = sketch.normalized(row[12])
+    return row
 
 
 class WindowState(Protocol):
@@ -118,7 +138,9 @@ class TumblingWindows:
         return int(value[0]) if value else -1
 
     def add(self, partition: int, offset: int, access_key: str, points: list[MetricPoint]) -> bool:
-        """Apply one record's points; False (and nothing changes) if the offset was applied."""
+        """Apply one record's points; False (and nothing changes) if the offset was applied.
+
+        The caller must make the state durable before it acknowledges the record."""
         if offset <= self.applied_offset(partition):
             return False
         size_ns = self.size_s * NS
@@ -133,7 +155,9 @@ class TumblingWindows:
             agg = pre.get((start, sid))
             v = p.value
             if agg is None:
-                agg = pre[(start, sid)] = [access_key, p.name, p.kind, p.unit, p.tags, 1, v, v, v, ts, p.last, {}]
+                agg = pre[(start, sid)] = [
+                    access_key, p.name, p.kind, p.unit, p.tags, 1, v, v, v, ts, p.last, {}, offset
+                ]
             else:
                 agg[_COUNT] += 1
                 agg[_SUM] += v
@@ -150,7 +174,10 @@ class TumblingWindows:
             key = f"{partition}|{start}|{sid}"
             old = self.state.get(key)
             if old is not None:
+                if old[_OFFSET] >= offset:
+                    continue  # written before a crash that lost the applied marker
                 _merge_value(old, agg)
+                old[_OFFSET] = offset
                 agg = old
             self.state.put(partition, key, agg)
         self.state.put(partition, self._applied_key(partition), [offset])
@@ -168,9 +195,9 @@ class TumblingWindows:
         wanted = {str(p) for p in partitions}
         found: dict[tuple[int, int], list[str]] = defaultdict(list)
         for key in self.state.keys():
-            part, start, rest = key.split("|", 2) if key.count("|") == 2 else (key, "", APPLIED)
-            if rest != APPLIED and part in wanted:
-                found[(int(part), int(start))].append(key)
+            parts = key.split("|")
+            if len(parts) == 3 and parts[0] in wanted and not parts[1].startswith("@"):
+                found[(int(parts[0]), int(parts[1]))].append(key)
         return found
 
     def close(
@@ -178,7 +205,7 @@ class TumblingWindows:
     ) -> list[ClosedWindow]:
         """Windows of ``partitions`` whose end plus lateness their clock has passed (all with ``force``).
 
-        Rows are in METRIC_COLUMNS order. Call :meth:`forget` once they are stored.
+        Rows are in METRIC_COLUMNS order. Nothing changes until :meth:`stage`.
         """
         closed = []
         clocks: dict[int, int] = {}
@@ -187,7 +214,7 @@ class TumblingWindows:
                 clocks[partition] = self.clock(partition, now_ns) - self.lateness_ns
             if not force and (start + self.size_s) * NS > clocks[partition]:
                 continue
-            rows = []
+            rows, newest = [], -1
             for key in sorted(keys):
                 v = self.state.get(key)
                 if v is None:
@@ -198,10 +225,31 @@ class TumblingWindows:
                     v[_COUNT], v[_SUM], v[_MIN], v[_MAX], (v[_LAST_TS], v[_LAST]),
                     sketch.normalized(v[_SKETCH]),
                 ])
-            closed.append(ClosedWindow(partition, start, self.applied_offset(partition), keys, rows))
+                newest = max(newest, v[_OFFSET])
+            closed.append(ClosedWindow(partition, start, newest, keys, rows))
         return closed
 
-    def forget(self, window: ClosedWindow) -> None:
-        """Drop a stored window from the state."""
+    def stage(self, window: ClosedWindow) -> None:
+        """Move a closed window's rows into the outbox (written before the window's values are
+        deleted: a crash between the two leaves both, and the window closes into the same entry)."""
+        self.state.put(window.partition, window.outbox_key, [window.start, window.offset, window.rows])
         for key in window.keys:
             self.state.delete(window.partition, key)
+
+    def outbox(self, partitions: Iterable[int]) -> list[ClosedWindow]:
+        """The staged windows of ``partitions`` not stored yet, oldest first."""
+        wanted = {str(p) for p in partitions}
+        found = []
+        for key in self.state.keys():
+            parts = key.split("|")
+            if len(parts) == 3 and parts[1] == OUTBOX and parts[0] in wanted:
+                value = self.state.get(key)
+                if value is not None:
+                    start, offset, rows = value
+                    rows = [_row_from_state(r) for r in rows]
+                    found.append(ClosedWindow(int(parts[0]), int(start), int(offset), [], rows))
+        return sorted(found, key=lambda w: (w.partition, w.start, w.offset))
+
+    def done(self, window: ClosedWindow) -> None:
+        """Drop a stored window's outbox entry."""
+        self.state.delete(window.partition, window.outbox_key)
