@@ -17,9 +17,11 @@ from sluice.keys import JsonKeyStore
 from sluice.settings import Settings
 from sluice.streams.clickhouse import ClickHouse
 from sluice.streams.config import ConfigFollower
+from sluice.streams.continuity import Continuity
 from sluice.streams.dlq import dead_letter_headers
 from sluice.streams.exceptions import QueryError
 from sluice.streams.pipeline import Pipeline, Record
+from sluice.streams.positions import Positions
 from sluice.streams.prometheus import render
 from sluice.streams.sinks.clickhouse import ClickHouseSink
 from sluice.streams.sinks.files import FileSink
@@ -81,6 +83,13 @@ class Worker:
             dead_letter=self._dead_letter,
             routes=self.config.get,
             flush_state=self._flush_producer,
+            positions=Positions(
+                FaustTableState(app.Table("positions", partitions=kafka.partitions, key_type=str))
+            ),
+        )
+        self.continuity = Continuity(
+            lambda: self.app.consumer, kafka.raw_topic, self.pipeline.positions,
+            busy=lambda: self.pipeline.busy or not self.config.loaded.is_set(),
         )
         self._wire()
 
@@ -118,6 +127,7 @@ class Worker:
         @app.agent(self.raw, name="ingest")
         async def ingest(stream: Any) -> None:
             await self.config.loaded.wait()  # routes and limits before the first record
+            self.continuity.touch()
             async for events in stream.take_events(worker.batch_records, within=worker.batch_interval):
                 records = [
                     Record(
@@ -126,11 +136,13 @@ class Worker:
                     )
                     for m in (e.message for e in events)
                 ]
+                records = await self.continuity.admit(records)
                 await pipeline.handle(records, self.partitions())
 
         @app.timer(interval=worker.tick_interval)  # type: ignore[untyped-decorator]
         async def close_quiet_windows() -> None:
             if not (app.rebalancing or app.in_recovery):
+                await self.continuity.watch(self.partitions())
                 await pipeline.tick(self.partitions())
 
         # mode's stub types receivers as returning Awaitable[None] | None; coroutines are fine.
@@ -173,25 +185,15 @@ class Worker:
                     content_type="application/json",
                 )
 
-    def positions(self) -> dict[int, int]:
-        """Per partition, the highest source offset whose outputs are durable: what this process
-        wrote, or below the group's committed offset (records are acknowledged only after their
-        outputs are durable), which covers partitions with no new records since a restart."""
-        positions = dict(self.pipeline.positions)
-        committed = getattr(self.app.consumer, "_committed_offset", {})  # Faust keeps no public copy
-        topic = self.raw.get_topic_name()
-        for tp, offset in list(committed.items()):
-            if tp.topic == topic and offset is not None:
-                positions[tp.partition] = max(positions.get(tp.partition, -1), offset - 1)
-        return positions
-
     def status(self) -> dict[str, Any]:
         """Counters of the pipeline and the state of this worker."""
         partitions = self.partitions()
         return {
             "partitions": partitions,
             "open_windows": self.pipeline.open_windows(partitions),
-            "positions": {str(p): o for p, o in sorted(self.positions().items())},
+            "positions": {str(p): o for p, o in self.pipeline.positions.as_dict(partitions).items()},
+            "seeks": self.continuity.seeks,
+            "durable_records_skipped": self.continuity.skipped,
             "counters": self.pipeline.counters.as_dict(),
             "rows_written": dict(self.pipeline.clickhouse.rows_written),
             "file_lines_written": self.pipeline.files.lines_written,

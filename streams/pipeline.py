@@ -20,6 +20,7 @@ from typing import Any, Literal
 from sluice.keys.models import DEFAULT_ROUTES, AccessKeyConfig, Sink, Stream
 from sluice.streams.decode import EVENT_COLUMNS, LOG_COLUMNS, Decoded, decoder_for
 from sluice.streams.exceptions import DecodeError
+from sluice.streams.positions import Positions
 from sluice.streams.sinks.clickhouse import ClickHouseSink
 from sluice.streams.sinks.files import FileSink
 from sluice.streams.throttle import Throttler
@@ -107,6 +108,7 @@ class Pipeline:
         dead_letter: DeadLetter,
         routes: RouteLookup = lambda key: None,
         flush_state: Callable[[], Awaitable[None]] | None = None,
+        positions: Positions | None = None,
     ) -> None:
         if not windows:
             raise ValueError("the pipeline needs at least one window size")
@@ -120,7 +122,7 @@ class Pipeline:
         self._flush_state = flush_state
         self._batch = _Batch()
         # Per partition, the highest source offset whose outputs are durable.
-        self.positions: dict[int, int] = {}
+        self.positions = positions or Positions()
         self._lock = asyncio.Lock()
         self._inflight: set[asyncio.Task[None]] = set()
 
@@ -136,6 +138,11 @@ class Pipeline:
     async def _serialized(self, job: Callable[[], Awaitable[None]]) -> None:
         async with self._lock:
             await job()
+
+    @property
+    def busy(self) -> bool:
+        """Whether a job is running or waiting."""
+        return bool(self._inflight)
 
     async def drain(self) -> None:
         """Wait for every submitted job to finish."""
@@ -261,4 +268,4 @@ class Pipeline:
             self.counters.windows_closed += 1
             self.counters.metric_rows += len(window.rows)
         for partition, (_, high) in batch.positions.items():
-            self.positions[partition] = max(self.positions.get(partition, -1), high)
+            self.positions.advance(partition, high)  # in the state: durable with the next flush

@@ -31,6 +31,7 @@ def render(status: Mapping[str, Any]) -> str:
     )
     lines += _family("file_lines_written_total", "counter", "lines written to files", [({}, status["file_lines_written"])])
     lines += _family("file_rotations_total", "counter", "files rotated", [({}, status["file_rotations"])])
+    lines += _family("seeks_total", "counter", "times records were read again after a gap", [({}, status["seeks"])])
     lines += _family("clickhouse_retries_total", "counter", "ClickHouse inserts retried", [({}, status["clickhouse_retries"])])
     for what in ("passed", "dropped", "sampled"):
         lines += _family(

@@ -9,10 +9,12 @@ before the state is touched, so the state sees one update per series and window 
 
 Replays never double count: a record at or below the partition's applied offset
 (``"<partition>|@applied"``) is skipped, and so is its update of a value whose own offset is
-not older (a crash may have persisted some of a record's writes but not the marker).
+not older (a crash may have persisted some of a record's writes but not the marker); until
+such a record has been read again, no window of its partition closes.
 Closing a window moves its rows into an outbox entry (``"<partition>|@out|<start>:<offset>"``)
 in the same state; the caller makes that durable, stores the rows, then calls :meth:`done`.
-After a crash the outbox is stored again under the same name, which ClickHouse deduplicates.
+After a crash the outbox is stored again under the same name, which ClickHouse deduplicates;
+values a crash left behind while they were being staged are recognised by their offset.
 
 A partition's clock is the later of the newest envelope timestamp seen on it and the wall
 clock minus ``idle_close``: windows of a quiet partition still close. A window closes once the
@@ -73,7 +75,12 @@ class ClosedWindow:
 
     @property
     def outbox_key(self) -> str:
-        return f"{self.partition}|{OUTBOX}|{self.start}:{self.offset}"
+        return outbox_key(self.partition, self.start)
+
+
+def outbox_key(partition: int, start: int) -> str:
+    """The state key of a window's outbox entry: a list of ``[offset, rows]`` emissions."""
+    return f"{partition}|{OUTBOX}|{start}"
 
 
 def _row_from_state(row: list[Any]) -> list[Any]:
@@ -170,9 +177,15 @@ class TumblingWindows:
             if p.kind == TIMER:
                 sketch.add(agg[_SKETCH], v)
         self._newest[partition] = newest
+        covered: dict[int, int] = {}
         for (start, sid), agg in pre.items():
             key = f"{partition}|{start}|{sid}"
             old = self.state.get(key)
+            if old is not None:
+                if start not in covered:
+                    covered[start] = self._covered(partition, start)
+                if old[_OFFSET] <= covered[start]:
+                    old = None  # left over from a crash while its window was staged
             if old is not None:
                 if old[_OFFSET] >= offset:
                     continue  # written before a crash that lost the applied marker
@@ -207,18 +220,29 @@ class TumblingWindows:
 
         Rows are in METRIC_COLUMNS order. Nothing changes until :meth:`stage`.
         """
+        staged = self._staged(partitions)
+        windows: dict[tuple[int, int], list[tuple[str, list[Any]]]] = {}
+        newest_value: dict[int, int] = defaultdict(lambda: -1)
+        for (partition, start), keys in sorted(self.open_windows(partitions).items()):
+            values = [(k, v) for k in sorted(keys) if (v := self.state.get(k)) is not None]
+            windows[(partition, start)] = values
+            newest_value[partition] = max([newest_value[partition]] + [v[_OFFSET] for _, v in values])
         closed = []
         clocks: dict[int, int] = {}
-        for (partition, start), keys in sorted(self.open_windows(partitions).items()):
+        for (partition, start), values in windows.items():
+            if newest_value[partition] > self.applied_offset(partition):
+                # A crash kept some writes of a record but not its marker: the record is read
+                # again and completes these windows before any of them may close.
+                continue
             if partition not in clocks:
                 clocks[partition] = self.clock(partition, now_ns) - self.lateness_ns
             if not force and (start + self.size_s) * NS > clocks[partition]:
                 continue
             rows, newest = [], -1
-            for key in sorted(keys):
-                v = self.state.get(key)
-                if v is None:
-                    continue
+            covered = staged.get((partition, start), -1)
+            for key, v in values:
+                if v[_OFFSET] <= covered:
+                    continue  # left over from a crash while it was being staged: in the outbox
                 sid = int(key.rsplit("|", 1)[1])
                 rows.append([
                     v[0], v[1], sid, start, v[2], v[3], v[4],
@@ -226,13 +250,24 @@ class TumblingWindows:
                     sketch.normalized(v[_SKETCH]),
                 ])
                 newest = max(newest, v[_OFFSET])
-            closed.append(ClosedWindow(partition, start, newest, keys, rows))
+            closed.append(ClosedWindow(partition, start, newest, [k for k, _ in values], rows))
         return closed
 
+    def _staged(self, partitions: Iterable[int]) -> dict[tuple[int, int], int]:
+        """Per (partition, start) with outbox entries, the newest offset they cover."""
+        return {(w.partition, w.start): w.offset for w in self.outbox(partitions)}
+
+    def _covered(self, partition: int, start: int) -> int:
+        entry = self.state.get(outbox_key(partition, start))
+        return max((int(offset) for offset, _ in entry), default=-1) if entry else -1
+
     def stage(self, window: ClosedWindow) -> None:
-        """Move a closed window's rows into the outbox (written before the window's values are
-        deleted: a crash between the two leaves both, and the window closes into the same entry)."""
-        self.state.put(window.partition, window.outbox_key, [window.start, window.offset, window.rows])
+        """Move a closed window's rows into its outbox entry. The entry is written before the
+        values are deleted: values a crash leaves behind are not newer than the entry, and
+        :meth:`close` and :meth:`add` treat them as gone."""
+        if window.rows:
+            entry = [e for e in self.state.get(window.outbox_key) or [] if int(e[0]) != window.offset]
+            self.state.put(window.partition, window.outbox_key, entry + [[window.offset, window.rows]])
         for key in window.keys:
             self.state.delete(window.partition, key)
 
@@ -243,13 +278,15 @@ class TumblingWindows:
         for key in self.state.keys():
             parts = key.split("|")
             if len(parts) == 3 and parts[1] == OUTBOX and parts[0] in wanted:
-                value = self.state.get(key)
-                if value is not None:
-                    start, offset, rows = value
+                for offset, rows in self.state.get(key) or []:
                     rows = [_row_from_state(r) for r in rows]
-                    found.append(ClosedWindow(int(parts[0]), int(start), int(offset), [], rows))
+                    found.append(ClosedWindow(int(parts[0]), int(parts[2]), int(offset), [], rows))
         return sorted(found, key=lambda w: (w.partition, w.start, w.offset))
 
     def done(self, window: ClosedWindow) -> None:
-        """Drop a stored window's outbox entry."""
-        self.state.delete(window.partition, window.outbox_key)
+        """Drop a stored emission from its outbox entry."""
+        entry = [e for e in self.state.get(window.outbox_key) or [] if int(e[0]) != window.offset]
+        if entry:
+            self.state.put(window.partition, window.outbox_key, entry)
+        else:
+            self.state.delete(window.partition, window.outbox_key)

@@ -13,6 +13,7 @@ from sluice.keys import AccessKeyConfig
 from sluice.streams.clickhouse import ClickHouse
 from sluice.streams.exceptions import ClickHouseUnavailable
 from sluice.streams.pipeline import Pipeline, Record
+from sluice.streams.positions import Positions
 from sluice.streams.sinks.clickhouse import ClickHouseSink
 from sluice.streams.sinks.files import FileSink
 from sluice.streams.windows import TumblingWindows
@@ -74,7 +75,7 @@ async def test_a_batch_is_routed_tokened_and_committed(tmp_path: Path) -> None:
         "records": 3, "envelopes": 3, "logs": 1, "events": 0, "points": 2, "replayed_records_skipped": 0,
         "dead_letters": 1, "throttled": 0, "windows_closed": 2, "metric_rows": 2,
     }
-    assert pipeline.positions == {0: 5}
+    assert pipeline.positions.as_dict() == {0: 5}
     assert pipeline.open_windows([0]) == {"metrics_1s": 0, "metrics_1m": 0}
 
 
@@ -118,3 +119,16 @@ async def test_a_cancelled_caller_does_not_stop_its_job(tmp_path: Path) -> None:
     caller.cancel()
     await pipeline.drain()
     assert [t for t, _, _ in fake.inserts] == ["logs"]
+
+
+def test_positions_find_records_that_skip_ahead() -> None:
+    state = DictState()
+    positions = Positions(state)
+    positions.advance(0, 9)
+    assert state.data == {"0": [9]} and Positions(state).get(0) == 9
+    batch = [record(10), record(5, partition=1), record(11), record(13), record(14), record(7, partition=1)]
+    kept, gaps, durable = positions.split(batch, lambda p: {1: 4}[p])
+    assert [(r.partition, r.offset) for r in kept] == [(0, 10), (0, 11)]
+    assert (gaps, durable) == ({0: 12, 1: 4}, 0)
+    # Records read again at or below the position are durable: dropped, and no gap.
+    assert positions.split([record(3), record(9), record(10), record(10)], lambda p: 0) == ([record(10)], {}, 3)

@@ -177,3 +177,37 @@ def test_timer_windows_carry_a_sketch_that_merges_across_records() -> None:
     w.add(0, 2, "k", [timer(0.0)])
     (closed,) = w.close([0], now_ns=T + 10 * NS)
     assert closed.rows[0][12] == {sketch.ZERO: 1, sketch.bucket(1.0): 1, sketch.bucket(100.0): 2}
+
+
+def test_values_left_behind_by_a_crash_while_staging_are_not_emitted_again() -> None:
+    state = DictState()
+    w = windows(state)
+    w.add(0, 1, "k", [counter(T, 1), gauge(T, 5)])
+    w.add(0, 2, "k", [MetricPoint("db", TIMER, "ms", {}, T, 3.0, 3.0)])
+    (closed,) = w.close([0], now_ns=T + 10 * NS)
+    assert len(closed.keys) == 3
+    # The crash: the outbox entry and one of the three deletes made it to the changelog.
+    state.put(0, closed.outbox_key, [[closed.offset, closed.rows]])
+    state.delete(0, closed.keys[0])
+    recovered = windows(state)
+    recovered.add(0, 3, "k", [counter(T + 1, 10)])  # a late point after the restart
+    (again,) = recovered.close([0], now_ns=T + 10 * NS)
+    assert [r[7:9] for r in again.rows] == [[1, 10.0]] and again.offset == 3
+    recovered.stage(again)
+    assert [(o.offset, len(o.rows)) for o in recovered.outbox([0])] == [(2, 3), (3, 1)]
+    assert recovered.open_windows([0]) == {}
+
+
+def test_no_window_closes_while_a_record_is_half_applied() -> None:
+    state = DictState()
+    w = windows(state)
+    w.add(0, 1, "k", [counter(T, 1)])
+    w.add(0, 2, "k", [counter(T, 2), gauge(T, 7)])
+    # The crash kept the counter's write of offset 2, not the gauge's nor the marker.
+    state.data["0|@applied"] = [1]
+    del state.data[f"0|{T // NS}|{series_id('k', 'cpu', {})}"]
+    recovered = windows(state)
+    assert recovered.close([0], now_ns=T + 10 * NS) == []
+    assert recovered.add(0, 2, "k", [counter(T, 2), gauge(T, 7)])  # read again
+    (closed,) = recovered.close([0], now_ns=T + 10 * NS)
+    assert sorted((r[1], r[7], r[8]) for r in closed.rows) == [("cpu", 1, 7.0), ("requests", 2, 3.0)]
