@@ -11,10 +11,11 @@ Replays never double count: a record at or below the partition's applied offset
 (``"<partition>|@applied"``) is skipped, and so is its update of a value whose own offset is
 not older (a crash may have persisted some of a record's writes but not the marker); until
 such a record has been read again, no window of its partition closes.
-Closing a window moves its rows into an outbox entry (``"<partition>|@out|<start>:<offset>"``)
-in the same state; the caller makes that durable, stores the rows, then calls :meth:`done`.
-After a crash the outbox is stored again under the same name, which ClickHouse deduplicates;
-values a crash left behind while they were being staged are recognised by their offset.
+Closing a window moves its rows into the window's outbox entry (``"<partition>|@out|<start>"``,
+a list of ``[offset, rows]`` emissions) in the same state; the caller makes that durable, stores
+each emission under a name made of (partition, start, offset), then calls :meth:`done`. After a
+crash an emission is stored again under the same name, which ClickHouse deduplicates; values a
+crash left behind while they were being staged are recognised by their offset and ignored.
 
 A partition's clock is the later of the newest envelope timestamp seen on it and the wall
 clock minus ``idle_close``: windows of a quiet partition still close. A window closes once the
