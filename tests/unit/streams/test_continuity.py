@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+
 from faust.types import TP
 
 from sluice.streams.continuity import Continuity
