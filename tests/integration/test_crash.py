@@ -49,10 +49,14 @@ def batch(key: str, i: int, sent: Sent) -> list[Envelope]:
     return envelopes
 
 
-async def send_stream(gateway: Gateway, keys: list[str], batches: int, sent: Sent, *, pause: float = 0.0) -> None:
+async def send_stream(
+    gateway: Gateway, keys: list[str], batches: int, sent: Sent, *, pause: float = 0.0
+) -> None:
+    """``batches`` more batches per key (numbered on from what was sent)."""
     clients = [client_for(gateway, k) for k in keys]
+    first = len(sent.logs.get(keys[0], [])) // 10
     try:
-        for i in range(batches):
+        for i in range(first, first + batches):
             for key, client in zip(keys, clients):
                 envelopes = batch(key, i, sent)
                 assert await client.send(envelopes) == len(envelopes)
@@ -128,11 +132,16 @@ async def test_clickhouse_unavailable_for_a_while(
         worker_process.start()
         sent = Sent()
         await send_stream(gateway, keys, 20, sent)
-        deadline = time.monotonic() + 30
-        while (status := await asyncio.to_thread(worker_process.status))["clickhouse_retries"] < 3:
-            assert time.monotonic() < deadline, status
-            await asyncio.sleep(0.1)
-        assert status["rows_written"] == {} and status["positions"] == {}
+        for restart in (True, False):
+            deadline = time.monotonic() + 30
+            while (status := await asyncio.to_thread(worker_process.status))["clickhouse_retries"] < 3:
+                assert time.monotonic() < deadline, status
+                await asyncio.sleep(0.1)
+            assert status["rows_written"] == {} and status["positions"] == {}
+            if restart:  # killed while windows wait in the outbox and files are half written
+                worker_process.kill()
+                await send_stream(gateway, keys, 1, sent)
+                worker_process.start()
     finally:
         assert holder.stdin is not None
         holder.stdin.close()
