@@ -50,6 +50,9 @@ class ClickHouseSettings(BaseModel):
     username: str = "default"
     password: SecretStr = SecretStr("")
     database: str = "sluice"
+    ttl_days_raw: int = Field(30, ge=0, description="days logs and events are kept; 0 = forever")
+    ttl_days_1s: int = Field(7, ge=0, description="days 1s metric windows are kept; 0 = forever")
+    ttl_days_1m: int = Field(90, ge=0, description="days 1m metric windows are kept; 0 = forever")
 
 
 class AuthSettings(BaseModel):
@@ -213,6 +216,11 @@ class WorkerSettings(BaseModel):
         0.5, gt=0, description="seconds a batch waits for more records before it is processed"
     )
     tick_interval: float = Field(0.5, gt=0, description="seconds between checks for closed windows")
+    file_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=0, description="a file sink's file is rotated before it grows past this; 0 = never"
+    )
+    file_max_age: float = Field(3600.0, ge=0, description="seconds after which a file is rotated; 0 = never")
+    file_keep: int = Field(24, ge=1, description="rotated files kept per key and stream")
 
 
 class ProtocolsSettings(BaseModel):

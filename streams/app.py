@@ -1,6 +1,6 @@
 """The Faust worker: one agent over the raw topic, a timer that closes quiet windows, and the
-HTTP endpoints ``/status`` and ``/query`` (through which ``sluice query`` reads an embedded
-chDB that this process owns).
+HTTP endpoints ``/status``, ``/metrics`` (Prometheus) and ``/query`` (through which
+``sluice query`` reads an embedded chDB that this process owns).
 """
 
 from __future__ import annotations
@@ -17,20 +17,19 @@ from sluice.kafka import ensure_topics_sync
 from sluice.keys import JsonKeyStore
 from sluice.settings import Settings
 from sluice.streams.clickhouse import ClickHouse
+from sluice.streams.config import ConfigFollower
+from sluice.streams.continuity import Continuity
+from sluice.streams.dlq import dead_letter_headers
 from sluice.streams.exceptions import QueryError
 from sluice.streams.pipeline import Pipeline, Record
+from sluice.streams.positions import Positions
+from sluice.streams.prometheus import render
 from sluice.streams.sinks.clickhouse import ClickHouseSink
 from sluice.streams.sinks.files import FileSink
 from sluice.streams.state import FaustTableState
 from sluice.streams.windows import TumblingWindows
 
 log = logging.getLogger(__name__)
-
-H_DLQ_REASON = "dlq-reason"
-H_DLQ_TOPIC = "dlq-source-topic"
-H_DLQ_PARTITION = "dlq-source-partition"
-H_DLQ_OFFSET = "dlq-source-offset"
-
 
 def _headers(message: Any) -> list[tuple[str, bytes]]:
     headers = message.headers or ()
@@ -70,21 +69,39 @@ class Worker:
         self.dlq = app.topic(
             kafka.dlq_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
         )
-        table = app.Table("windows-1s", partitions=kafka.partitions, key_type=str)
         self.clickhouse = ClickHouse(settings)
         self.keys = JsonKeyStore(settings.access_keys_path, reload_interval=settings.gateway.keys_reload_interval)
+        self.config = ConfigFollower(kafka.bootstrap, kafka.config_topic, self.keys.get)
         self.pipeline = Pipeline(
-            TumblingWindows(
-                FaustTableState(table), size=1, lateness=worker.window_lateness, idle_close=worker.idle_close
+            {
+                "metrics_1s": self._windows("windows-1s", 1),
+                "metrics_1m": self._windows("windows-1m", 60),
+            },
+            FileSink(
+                settings.files_dir, max_bytes=worker.file_max_bytes, max_age=worker.file_max_age, keep=worker.file_keep
             ),
-            FileSink(settings.files_dir),
             ClickHouseSink(self.clickhouse),
             dead_letter=self._dead_letter,
-            routes=self.keys.get,
+            routes=self.config.get,
             flush_state=self._flush_producer,
             keyring=Keyring(settings.encryption),
+            positions=Positions(
+                FaustTableState(app.Table("positions", partitions=kafka.partitions, key_type=str))
+            ),
+        )
+        self.continuity = Continuity(
+            lambda: self.app.consumer, kafka.raw_topic, self.pipeline.positions,
+            busy=lambda: self.pipeline.busy or not self.config.loaded.is_set(),
         )
         self._wire()
+
+    def _windows(self, name: str, size: int) -> TumblingWindows:
+        """Tumbling windows of ``size`` seconds kept in their own table (and changelog)."""
+        table = self.app.Table(name, partitions=self.settings.kafka.partitions, key_type=str)
+        worker = self.settings.worker
+        return TumblingWindows(
+            FaustTableState(table), size=size, lateness=worker.window_lateness, idle_close=worker.idle_close
+        )
 
     def partitions(self) -> list[int]:
         """The raw topic's partitions assigned to this worker."""
@@ -96,12 +113,7 @@ class Worker:
 
     async def _dead_letter(self, record: Record, reason: str) -> None:
         log.warning("record %s/%d@%d to the dead-letter topic: %s", record.topic, record.partition, record.offset, reason)
-        headers = list(record.headers) + [
-            (H_DLQ_REASON, reason.encode()),
-            (H_DLQ_TOPIC, record.topic.encode()),
-            (H_DLQ_PARTITION, str(record.partition).encode()),
-            (H_DLQ_OFFSET, str(record.offset).encode()),
-        ]
+        headers = list(record.headers) + dead_letter_headers(reason, record.topic, record.partition, record.offset)
         await self.dlq.send(key=record.key, value=record.value, headers=headers)
 
     async def _flush_producer(self) -> None:
@@ -110,24 +122,36 @@ class Worker:
     def _wire(self) -> None:
         app, pipeline, worker = self.app, self.pipeline, self.settings.worker
 
+        @app.task  # type: ignore[untyped-decorator]
+        async def follow_config() -> None:
+            await self.config.run()
+
         @app.agent(self.raw, name="ingest")
         async def ingest(stream: Any) -> None:
+            await self.config.loaded.wait()  # routes and limits before the first record
+            self.continuity.touch()
             async for events in stream.take_events(worker.batch_records, within=worker.batch_interval):
                 records = [
-                    Record(m.topic, m.partition, m.offset, m.key, m.value, _headers(m))
+                    Record(
+                        m.topic, m.partition, m.offset, m.key, m.value, _headers(m),
+                        round(m.timestamp * 1000) * 1_000_000 if m.timestamp else 0,
+                    )
                     for m in (e.message for e in events)
                 ]
+                records = await self.continuity.admit(records)
                 await pipeline.handle(records, self.partitions())
 
         @app.timer(interval=worker.tick_interval)  # type: ignore[untyped-decorator]
         async def close_quiet_windows() -> None:
             if not (app.rebalancing or app.in_recovery):
+                await self.continuity.watch(self.partitions())
                 await pipeline.tick(self.partitions())
 
         # mode's stub types receivers as returning Awaitable[None] | None; coroutines are fine.
         @app.on_before_shutdown.connect  # type: ignore[arg-type]
         async def drain(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
             await pipeline.drain()
+            await pipeline.tick(self.partitions(), force=True)
             await self.clickhouse.stop()
 
         owner = self
@@ -137,18 +161,25 @@ class Worker:
             async def get(self, request: Request) -> Response:
                 return self.json(owner.status())
 
+        @app.page("/metrics")
+        class MetricsView(View):
+            async def get(self, request: Request) -> Response:
+                return self.text(render(owner.status()), content_type="text/plain; version=0.0.4")
+
         @app.page("/query")
         class QueryView(View):
             async def post(self, request: Request) -> Response:
                 try:
                     body = await request.json()
-                    sql = body["sql"]
+                    sql, parameters = body["sql"], body.get("parameters")
                     if not isinstance(sql, str):
                         raise TypeError("'sql' must be a string")
+                    if parameters is not None and not isinstance(parameters, dict):
+                        raise TypeError("'parameters' must be an object")
                 except (ValueError, KeyError, TypeError) as exc:
-                    return self.json({"error": f'expected a JSON body {{"sql": "..."}}: {exc}'}, status=400)
+                    return self.json({"error": f'expected a JSON body {{"sql": "...", "parameters": {{...}}}}: {exc}'}, status=400)
                 try:
-                    columns, rows = await owner.clickhouse.query(sql, body.get("parameters"))
+                    columns, rows = await owner.clickhouse.query(sql, parameters)
                 except QueryError as exc:
                     return self.json({"error": str(exc)}, status=400)
                 return self.bytes(
@@ -161,12 +192,17 @@ class Worker:
         partitions = self.partitions()
         return {
             "partitions": partitions,
-            "open_windows": len(self.pipeline.windows.open_windows(partitions)),
-            "positions": {str(p): o for p, o in sorted(self.pipeline.positions.items())},
+            "open_windows": self.pipeline.open_windows(partitions),
+            "positions": {str(p): o for p, o in self.pipeline.positions.as_dict(partitions).items()},
+            "seeks": self.continuity.seeks,
+            "durable_records_skipped": self.continuity.skipped,
             "counters": self.pipeline.counters.as_dict(),
             "rows_written": dict(self.pipeline.clickhouse.rows_written),
             "file_lines_written": self.pipeline.files.lines_written,
+            "file_rotations": self.pipeline.files.rotations,
             "clickhouse_retries": self.pipeline.clickhouse.retries,
+            "throttle": self.pipeline.throttler.as_dict(),
+            "config": self.config.status(),
         }
 
     def run(self) -> None:

@@ -75,6 +75,37 @@ def migrate(client: Client, database: str) -> list[str]:
     return applied
 
 
+def ttls(settings: Settings) -> dict[str, tuple[str, int]]:
+    """Per table: the time column expression its TTL is on and the days to keep (0 = forever)."""
+    ch = settings.clickhouse
+    return {
+        "logs": ("toDateTime(timestamp)", ch.ttl_days_raw),
+        "events": ("toDateTime(timestamp)", ch.ttl_days_raw),
+        "metrics_1s": ("window_start", ch.ttl_days_1s),
+        "metrics_1m": ("window_start", ch.ttl_days_1m),
+    }
+
+
+def apply_ttls(client: Client, database: str, wanted: dict[str, tuple[str, int]]) -> list[str]:
+    """Bring each table's TTL to what the settings say; only changed tables are altered."""
+    changed = []
+    for table, (column, days) in wanted.items():
+        engine = client.query(
+            "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+            parameters={"db": database, "t": table},
+        ).result_rows[0][0]
+        clause = f"TTL {column} + toIntervalDay({days})"
+        if days and f" {clause} " not in f"{engine} ":
+            client.command(f"ALTER TABLE {database}.{table} MODIFY {clause}")
+        elif not days and " TTL " in engine:
+            client.command(f"ALTER TABLE {database}.{table} REMOVE TTL")
+        else:
+            continue
+        changed.append(table)
+        log.info("TTL of %s.%s set to %s", database, table, f"{days} days" if days else "none")
+    return changed
+
+
 class ClickHouse:
     """Async access to one ClickHouse client through a single thread (chDB is not re-entrant)."""
 
@@ -94,6 +125,7 @@ class ClickHouse:
             client = connect(self._settings)
             try:
                 migrate(client, self.database)
+                apply_ttls(client, self.database, ttls(self._settings))
             except ClickHouseError as exc:
                 client.close()
                 raise ClickHouseUnavailable(f"cannot apply the schema migrations: {exc}") from exc

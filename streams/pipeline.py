@@ -12,18 +12,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from sluice.crypto import H_KEY_ID, DecryptError, Keyring
 from sluice.shards import access_key_of
 from sluice.keys.models import DEFAULT_ROUTES, AccessKeyConfig, Sink, Stream
 from sluice.settings import EncryptionSettings
-from sluice.streams.decode import EVENT_COLUMNS, LOG_COLUMNS, SPAN_COLUMNS, decoder_for
+from sluice.streams.decode import EVENT_COLUMNS, LOG_COLUMNS, SPAN_COLUMNS, Decoded, decoder_for
 from sluice.streams.exceptions import DecodeError
+from sluice.streams.positions import Positions
 from sluice.streams.sinks.clickhouse import ClickHouseSink
 from sluice.streams.sinks.files import FileSink
+from sluice.streams.throttle import Throttler
 from sluice.streams.windows import METRIC_COLUMNS, ClosedWindow, TumblingWindows
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,8 @@ log = logging.getLogger(__name__)
 H_CONTENT_TYPE = "content-type"
 
 # Columns of a log or event row that a file line carries, and the names it carries them by.
+_BATCH_INDEX = LOG_COLUMNS.index("batch_index")
+assert _BATCH_INDEX == EVENT_COLUMNS.index("batch_index")
 _LINE_FIELDS = {
     "logs": [(LOG_COLUMNS.index(c), c) for c in ("timestamp", "source_id", "instance_id", "type", "payload", "tags")],
     "events": [(EVENT_COLUMNS.index(c), c) for c in ("timestamp", "source_id", "instance_id", "title", "body", "tags")],
@@ -48,6 +53,7 @@ class Record:
     key: bytes | None
     value: bytes
     headers: Sequence[tuple[str, bytes]] = ()
+    timestamp_ns: int = 0  # the record's Kafka timestamp; 0 if it has none
 
     def header(self, name: str) -> bytes | None:
         for key, value in self.headers:
@@ -68,6 +74,7 @@ class Counters:
     points: int = 0
     replayed_records_skipped: int = 0
     dead_letters: int = 0
+    throttled: int = 0
     windows_closed: int = 0
     metric_rows: int = 0
 
@@ -75,6 +82,7 @@ class Counters:
         return dict(self.__dict__)
 
 
+MetricStream = Literal["metrics_1s", "metrics_1m"]
 DeadLetter = Callable[[Record, str], Awaitable[None]]
 RouteLookup = Callable[[str], AccessKeyConfig | None]
 
@@ -99,7 +107,7 @@ class Pipeline:
 
     def __init__(
         self,
-        windows: TumblingWindows,
+        windows: Mapping[MetricStream, TumblingWindows],
         files: FileSink,
         clickhouse: ClickHouseSink,
         *,
@@ -107,20 +115,22 @@ class Pipeline:
         routes: RouteLookup = lambda key: None,
         flush_state: Callable[[], Awaitable[None]] | None = None,
         keyring: Keyring | None = None,
-        metrics_table: str = "metrics_1s",
+        positions: Positions | None = None,
     ) -> None:
-        self.windows = windows
+        if not windows:
+            raise ValueError("the pipeline needs at least one window size")
+        self.windows = dict(windows)
         self.files = files
         self.clickhouse = clickhouse
         self.counters = Counters()
         self._dead_letter = dead_letter
         self._routes = routes
+        self.throttler = Throttler(routes)
         self._flush_state = flush_state
         self._keyring = keyring or Keyring(EncryptionSettings())
-        self._metrics_table = metrics_table
         self._batch = _Batch()
         # Per partition, the highest source offset whose outputs are durable.
-        self.positions: dict[int, int] = {}
+        self.positions = positions or Positions()
         self._lock = asyncio.Lock()
         self._inflight: set[asyncio.Task[None]] = set()
 
@@ -137,6 +147,11 @@ class Pipeline:
         async with self._lock:
             await job()
 
+    @property
+    def busy(self) -> bool:
+        """Whether a job is running or waiting."""
+        return bool(self._inflight)
+
     async def drain(self) -> None:
         """Wait for every submitted job to finish."""
         while self._inflight:
@@ -145,19 +160,28 @@ class Pipeline:
     async def handle(self, records: Sequence[Record], partitions: Iterable[int]) -> None:
         """Process a batch of records, close due windows of ``partitions``, make it all durable."""
 
+        partitions = list(partitions)
+
         async def job() -> None:
             self.process(records)
-            await self.commit(self.windows.close(partitions))
+            await self.commit(partitions)
 
         await self.submit(job)
 
-    async def tick(self, partitions: Iterable[int]) -> None:
-        """Close the due windows of ``partitions`` (those of quiet partitions too) and store them."""
+    async def tick(self, partitions: Iterable[int], *, force: bool = False) -> None:
+        """Close the due windows of ``partitions`` (those of quiet partitions too) and store them;
+        with ``force``, every open window (on shutdown: later points make a correction partial)."""
+        partitions = list(partitions)
 
         async def job() -> None:
-            await self.commit(self.windows.close(partitions))
+            await self.commit(partitions, force=force)
 
         await self.submit(job)
+
+    def open_windows(self, partitions: Iterable[int]) -> dict[str, int]:
+        """How many windows are open, per metrics table."""
+        partitions = list(partitions)
+        return {table: len(w.open_windows(partitions)) for table, w in self.windows.items()}
 
     # -- the steps ---------------------------------------------------------------------
 
@@ -186,6 +210,8 @@ class Pipeline:
                 batch.dead.append((record, str(exc)))
                 continue
             counters.envelopes += len(decoded.logs) + len(decoded.events) + len(decoded.points) + len(decoded.spans)
+            if decoded.logs or decoded.events:
+                self._throttle(record, decoded)
             for stream, rows in (("logs", decoded.logs), ("events", decoded.events), ("spans", decoded.spans)):
                 if not rows:
                     continue
@@ -199,35 +225,61 @@ class Pipeline:
             counters.logs += len(decoded.logs)
             counters.events += len(decoded.events)
             counters.spans += len(decoded.spans)
-            if decoded.points and "clickhouse" in self._sinks(access_key, "metrics_1s"):
-                if self.windows.add(record.partition, record.offset, access_key, decoded.points):
-                    counters.points += len(decoded.points)
-                else:
-                    counters.replayed_records_skipped += 1
+            if decoded.points:
+                applied = skipped = False
+                for table, windows in self.windows.items():
+                    if "clickhouse" in self._sinks(access_key, table):
+                        if windows.add(record.partition, record.offset, access_key, decoded.points):
+                            applied = True
+                        else:
+                            skipped = True
+                counters.points += len(decoded.points) if applied else 0
+                counters.replayed_records_skipped += 1 if skipped and not applied else 0
 
-    async def commit(self, closed: Sequence[ClosedWindow] = ()) -> None:
-        """Make everything buffered and the ``closed`` windows durable, then forget those windows.
+    def _throttle(self, record: Record, decoded: Decoded) -> None:
+        """Drop the logs and events over the key's limit, judged in the batch's order."""
+        rows = sorted(
+            [(r[_BATCH_INDEX], True, r) for r in decoded.logs] + [(r[_BATCH_INDEX], False, r) for r in decoded.events],
+            key=lambda x: x[0],
+        )
+        at_ns = record.timestamp_ns or time.time_ns()
+        mask = self.throttler.admit((record.key or b"").decode("utf-8", "replace"), at_ns, len(rows))
+        if all(mask):
+            return
+        self.counters.throttled += mask.count(False)
+        decoded.logs = [r for (_, is_log, r), keep in zip(rows, mask) if keep and is_log]
+        decoded.events = [r for (_, is_log, r), keep in zip(rows, mask) if keep and not is_log]
 
-        Each window is a block of its own, named by (partition, start, applied offset): a window
-        emitted again after a crash carries the same token and is stored once.
+    async def commit(self, partitions: Sequence[int], *, force: bool = False) -> None:
+        """Make everything buffered durable, and close and store the due windows (all with
+        ``force``) of ``partitions``.
+
+        Closed windows go to the state's outbox, which is made durable (with the points applied
+        so far) before any ClickHouse insert; each outbox entry is then a block of its own,
+        named by (table, partition, start, offset): one stored again after a crash carries the
+        same token and is kept once.
         """
         batch, self._batch = self._batch, _Batch()
         for record, reason in batch.dead:
             await self._dead_letter(record, reason)
+        for windows in self.windows.values():
+            for window in windows.close(partitions, force=force):
+                windows.stage(window)
+        await asyncio.to_thread(self.files.flush)
+        if self._flush_state is not None:
+            await self._flush_state()
         where = ",".join(f"{p}:{lo}-{hi}" for p, (lo, hi) in sorted(batch.positions.items()))
         self.clickhouse.add("logs", LOG_COLUMNS, batch.logs, _token("logs", where))
         self.clickhouse.add("events", EVENT_COLUMNS, batch.events, _token("events", where))
         self.clickhouse.add("spans", SPAN_COLUMNS, batch.spans, _token("spans", where))
-        for window in closed:
-            token = _token(self._metrics_table, window.partition, window.start, window.offset)
-            self.clickhouse.add(self._metrics_table, METRIC_COLUMNS, window.rows, token)
-        await asyncio.to_thread(self.files.flush)
+        staged = [(table, w) for table, windows in self.windows.items() for w in windows.outbox(partitions)]
+        for table, window in staged:
+            token = _token(table, window.partition, window.start, window.offset)
+            self.clickhouse.add(table, METRIC_COLUMNS, window.rows, token)
         await self.clickhouse.flush()
-        for window in closed:
-            self.windows.forget(window)
+        for table, window in staged:
+            self.windows[table].done(window)  # made durable by the next flush; a replay is deduplicated
             self.counters.windows_closed += 1
             self.counters.metric_rows += len(window.rows)
-        if self._flush_state is not None:
-            await self._flush_state()
         for partition, (_, high) in batch.positions.items():
-            self.positions[partition] = max(self.positions.get(partition, -1), high)
+            self.positions.advance(partition, high)  # in the state: durable with the next flush

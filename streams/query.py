@@ -27,10 +27,12 @@ def worker_url(settings: Settings) -> str:
     return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{settings.worker.web_port}"
 
 
-def query_worker(url: str, sql: str, *, timeout: float = 30.0) -> Result:
-    """Run ``sql`` through a worker's ``/query`` endpoint; ConnectionError if none answers."""
+def query_worker(url: str, sql: str, parameters: dict[str, Any] | None = None, *, timeout: float = 30.0) -> Result:
+    """Run ``sql`` (with bound ``parameters``) through a worker's ``/query`` endpoint;
+    ConnectionError if none answers."""
+    body = {"sql": sql} | ({"parameters": parameters} if parameters else {})
     request = urllib.request.Request(
-        f"{url}/query", data=json.dumps({"sql": sql}).encode(), headers={"content-type": "application/json"}
+        f"{url}/query", data=json.dumps(body).encode(), headers={"content-type": "application/json"}
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -46,22 +48,23 @@ def query_worker(url: str, sql: str, *, timeout: float = 30.0) -> Result:
     return body["columns"], body["rows"]
 
 
-async def _query_direct(settings: Settings, sql: str) -> Result:
+async def _query_direct(settings: Settings, sql: str, parameters: dict[str, Any] | None) -> Result:
     clickhouse = ClickHouse(settings)
     try:
-        return await clickhouse.query(sql)
+        return await clickhouse.query(sql, parameters)
     finally:
         await clickhouse.stop()
 
 
-def run_query(settings: Settings, sql: str) -> Result:
-    """Column names and rows of a read-only query, from wherever the data can be read now."""
+def run_query(settings: Settings, sql: str, parameters: dict[str, Any] | None = None) -> Result:
+    """Column names and rows of a read-only query, from wherever the data can be read now: a
+    ClickHouse server when one is configured, else the worker that owns chDB, else chDB."""
     if settings.clickhouse.url:
-        return asyncio.run(_query_direct(settings, sql))
+        return asyncio.run(_query_direct(settings, sql, parameters))
     try:
-        return query_worker(worker_url(settings), sql)
+        return query_worker(worker_url(settings), sql, parameters)
     except ConnectionError:
-        return asyncio.run(_query_direct(settings, sql))
+        return asyncio.run(_query_direct(settings, sql, parameters))
 
 
 def worker_status(url: str, *, timeout: float = 5.0) -> dict[str, Any]:
@@ -94,9 +97,13 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         await consumer.stop()
 
 
-async def wait_caught_up(settings: Settings, url: str, timeout: float) -> bool:
+async def wait_caught_up(
+    settings: Settings, url: str, timeout: float, windows: tuple[str, ...] = ("metrics_1s",)
+) -> bool:
     """True once the worker at ``url`` has processed every record now on the raw topic and
-    closed every window; False if it did not within ``timeout`` seconds or does not answer."""
+    closed every window of the ``windows`` tables; False if it did not within ``timeout``
+    seconds or does not answer. (1m windows of current data stay open for a minute; the
+    worker emits them when it stops.)"""
     deadline = time.monotonic() + timeout
     ends = await end_offsets(settings.kafka.bootstrap, settings.kafka.raw_topic)
     while time.monotonic() < deadline:
@@ -106,7 +113,8 @@ async def wait_caught_up(settings: Settings, url: str, timeout: float) -> bool:
             await asyncio.sleep(0.5)
             continue
         done = {int(p): o for p, o in status["positions"].items()}
-        if status["open_windows"] == 0 and all(done.get(p, -1) >= end - 1 for p, end in ends.items()):
+        open_windows = status["open_windows"]
+        if not any(open_windows.get(t, 0) for t in windows) and all(done.get(p, -1) >= end - 1 for p, end in ends.items()):
             return True
         await asyncio.sleep(0.2)
     return False

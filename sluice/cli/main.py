@@ -1,4 +1,4 @@
-"""The ``sluice`` command: dev, gateway, worker, send, query, keys, token, bench."""
+"""The ``sluice`` command: dev, gateway, worker, send, query, dlq, keys, topics, audit, token, bench."""
 
 from __future__ import annotations
 
@@ -75,12 +75,15 @@ def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_query(settings: Settings, args: argparse.Namespace) -> int:
-    from sluice.cli.output import print_rows
-    from sluice.streams.query import run_query
+    from sluice.cli.query import run
 
-    columns, rows = run_query(settings, args.sql)
-    print_rows(columns, rows, args.format)
-    return 0
+    return run(settings, args)
+
+
+def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from sluice.cli.dlq import run
+
+    return run(settings, args)
 
 
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
@@ -183,9 +186,18 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--cert-file", type=Path, help="PEM client certificate, for gateways requiring mutual TLS")
     send.add_argument("--key-file", type=Path, help="PEM private key of --cert-file")
 
-    query = command("query", cmd_query, "run a read-only SQL query on ClickHouse")
-    query.add_argument("sql")
-    query.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    query = command(
+        "query", cmd_query,
+        "one key's metrics, logs or events (`sluice query metrics --key K --name N`, "
+        "`sluice query logs --key K --grep TEXT`), or a read-only SQL query (`sluice query [sql] SQL`)",
+    )
+    from sluice.cli.query import add_arguments as add_query_arguments
+
+    add_query_arguments(query, duration)
+
+    from sluice.cli.dlq import add_arguments as add_dlq_arguments
+
+    add_dlq_arguments(command("dlq", cmd_dlq, "list the dead-letter topic, or replay it to the raw topic"))
 
     keys = command("keys", cmd_keys, "manage access keys")
     from sluice.cli.keys import add_arguments

@@ -1,15 +1,25 @@
 """The file sink: ``<data>/files/<access_key>/<stream>.jsonl``, one JSON object per line.
 
-Each file has a sidecar ``.<stream>.jsonl.state`` holding the file's durable size and, per
-Kafka partition, the last source offset written. Lines are appended and fsynced before the
-sidecar is replaced, so after a crash the file is cut back to the size the sidecar names and
-replayed records at or below its offsets are skipped: every line is written exactly once.
+Each file has a sidecar ``.<stream>.jsonl.state`` holding the file's durable size, when it was
+started and, per Kafka partition, the last source offset written. Lines are appended and
+fsynced before the sidecar is replaced, so after a crash the file is cut back to the size the
+sidecar names and replayed records at or below its offsets are skipped: every line is written
+exactly once.
+
+Rotation (by size before a write would pass ``max_bytes``, by age once the file is older than
+``max_age``) renames the file to ``<stream>.<NNNNNN>.jsonl`` (numbers only go up) and then
+records size 0 with the same offsets; only whole flushes go to a file, so no line is ever split.
+A crash between the rename and the sidecar leaves a sidecar naming a size the (new, absent)
+file does not have, which opening takes as size 0. Only the newest ``keep`` rotated files stay.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import time
+from collections.abc import Callable
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +32,7 @@ from sluice.streams.exceptions import SinkError
 class _File:
     path: Path
     size: int = 0
+    started: float = 0.0  # when the first line of the current file was written
     offsets: dict[int, int] = field(default_factory=dict)
     pending: list[bytes] = field(default_factory=list)
     pending_offsets: dict[int, int] = field(default_factory=dict)
@@ -34,10 +45,25 @@ class _File:
 class FileSink:
     """Buffered, exactly-once writers of the per-key JSON-lines files under ``root``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_bytes: int = 0,
+        max_age: float = 0.0,
+        keep: int = 10,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_bytes < 0 or max_age < 0 or keep < 1:
+            raise ValueError(f"need max_bytes >= 0, max_age >= 0 and keep >= 1, got {max_bytes}, {max_age}, {keep}")
         self.root = Path(root)
+        self.max_bytes = max_bytes  # 0: no rotation by size
+        self.max_age = max_age  # 0: no rotation by age
+        self.keep = keep
+        self._clock = clock
         self._files: dict[tuple[str, str], _File] = {}
         self.lines_written = 0
+        self.rotations = 0
 
     def _file(self, access_key: str, stream: str) -> _File:
         f = self._files.get((access_key, stream))
@@ -53,6 +79,7 @@ class FileSink:
             state = json.loads(f.state_path.read_text())
             f.size = int(state["size"])
             f.offsets = {int(p): int(o) for p, o in state["offsets"].items()}
+            f.started = float(state.get("started", time.time()))
         except FileNotFoundError:
             pass
         except (ValueError, KeyError, TypeError) as exc:
@@ -83,12 +110,21 @@ class FileSink:
         return len(encoded)
 
     def flush(self) -> int:
-        """Append and fsync every buffered line, then record the new state; lines written."""
+        """Rotate what is due, append and fsync every buffered line, then record the new state;
+        lines written."""
         written = 0
+        now = self._clock()
         for f in self._files.values():
+            data = b"".join(f.pending)
+            if f.size and (
+                (self.max_age and now - f.started >= self.max_age)
+                or (self.max_bytes and data and f.size + len(data) > self.max_bytes)
+            ):
+                self._rotate(f)
             if not f.pending_offsets:
                 continue
-            data = b"".join(f.pending)
+            if not f.size:
+                f.started = now
             f.path.parent.mkdir(parents=True, exist_ok=True)
             with open(f.path, "ab") as fh:
                 fh.write(data)
@@ -103,11 +139,32 @@ class FileSink:
         self.lines_written += written
         return written
 
+    def rotated(self, access_key: str, stream: str) -> list[Path]:
+        """The rotated files of one stream of one key, oldest first."""
+        return [p for _, p in self._rotated(self.root / access_key / f"{stream}.jsonl")]
+
+    @staticmethod
+    def _rotated(path: Path) -> list[tuple[int, Path]]:
+        pattern = re.compile(re.escape(path.stem) + r"\.(\d{6,})\.jsonl")
+        found = [(int(m.group(1)), p) for p in path.parent.glob("*.jsonl") if (m := pattern.fullmatch(p.name))]
+        return sorted(found)
+
+    def _rotate(self, f: _File) -> None:
+        rotated = self._rotated(f.path)
+        number = rotated[-1][0] + 1 if rotated else 1
+        os.rename(f.path, f.path.with_name(f"{f.path.stem}.{number:06d}.jsonl"))
+        f.size = 0
+        self._write_state(f)
+        for _, old in rotated[: max(0, len(rotated) + 1 - self.keep)]:
+            old.unlink()
+        self.rotations += 1
+
     @staticmethod
     def _write_state(f: _File) -> None:
         tmp = f.state_path.with_suffix(".tmp")
         with open(tmp, "w") as fh:
-            json.dump({"size": f.size, "offsets": {str(p): o for p, o in sorted(f.offsets.items())}}, fh)
+            offsets = {str(p): o for p, o in sorted(f.offsets.items())}
+            json.dump({"size": f.size, "offsets": offsets, "started": f.started}, fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, f.state_path)

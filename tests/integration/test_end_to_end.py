@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -31,6 +32,8 @@ from sluice.crypto import generate_master_key
 from sluice.ingress import Gateway, issue_token
 from sluice.settings import Settings
 from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch
+from sluice.streams import sketch
+from sluice.streams.query import wait_caught_up
 from tests.fixtures.stack import WorkerProcess
 from tests.integration.gateway_helpers import add_key, read_topic
 
@@ -244,3 +247,102 @@ async def test_audit_reconciles_windows_and_names_the_one_that_differs(
     out, err = capsys.readouterr()
     assert [r["verdict"] for r in json.loads(out)] == ["ok", "logs in files: 3 expected, 2 found"]
     assert err.startswith("1 of 2 window(s) differ from what the gateway acknowledged")
+
+
+async def test_one_minute_windows_timer_quantiles_and_ttls(
+    gateway: Gateway, worker_process: WorkerProcess, settings: Settings, unique: str
+) -> None:
+    key = await add_key(gateway.keys, f"ak_{unique}")
+    only_1s = await add_key(gateway.keys, f"ak_s_{unique}", routes={"metrics_1s": ["clickhouse"], "metrics_1m": []})
+    worker_process.start()
+    m0 = (time.time_ns() // NS // 60 - 3) * 60  # a whole minute three minutes ago
+    durations = [float(1 + (i * 37) % 500) for i in range(300)]  # ms, every value 1..500 in a shuffle
+    envelopes = [
+        counter_envelope("requests", 1, total=1, timestamp=m0 * NS),
+        counter_envelope("requests", 2, total=3, timestamp=(m0 + 30) * NS),
+        counter_envelope("requests", 4, total=7, timestamp=(m0 + 59) * NS + NS - 1),
+        counter_envelope("requests", 8, total=15, timestamp=(m0 + 60) * NS),
+    ] + [
+        timer_envelope("db.query", (m0 + i % 60) * NS - int(ms * 1e6), (m0 + i % 60) * NS)
+        for i, ms in enumerate(durations)
+    ]
+    async with client_for(gateway, key) as a, client_for(gateway, only_1s) as b:
+        assert await a.send(envelopes) == len(envelopes)
+        assert await b.send([counter_envelope("requests", 1, timestamp=m0 * NS)]) == 1
+    assert await wait_caught_up(settings, worker_process.url, 30, ("metrics_1s", "metrics_1m"))
+
+    per_minute = await worker_process.query(
+        "SELECT access_key, name, toUnixTimestamp(window_start), sum(count), sum(sum), min(min), max(max), "
+        "max(last).2 FROM sluice.metrics_1m GROUP BY access_key, name, series_id, window_start "
+        "ORDER BY name, window_start"
+    )
+    assert per_minute == [
+        [key, "db.query", m0, 300, sum(durations), 1.0, 500.0, durations[-1]],  # last: at m0 + 59s
+        [key, "requests", m0, 3, 7.0, 1.0, 4.0, 7.0],
+        [key, "requests", m0 + 60, 1, 8.0, 8.0, 8.0, 15.0],
+    ]
+    per_second = await worker_process.query(
+        "SELECT access_key, sum(count), sum(sum) FROM sluice.metrics_1s WHERE name = 'requests' "
+        "GROUP BY access_key ORDER BY access_key"
+    )
+    assert per_second == [[key, 4, 15.0], [only_1s, 1, 1.0]]
+
+    # The 1s and 1m sketches (merged from many partials by sumMap) give the same quantiles.
+    for table in ("metrics_1s", "metrics_1m"):
+        ((merged,),) = await worker_process.query(f"SELECT sumMap(sketch) FROM sluice.{table} WHERE name = 'db.query'")
+        assert sum(merged.values()) == 300
+        ordered = sorted(durations)
+        for q, got in zip((0.5, 0.9, 0.99), sketch.quantiles(merged, (0.5, 0.9, 0.99))):
+            want = ordered[int(q * 299)]
+            assert got is not None and abs(got - want) <= sketch.RELATIVE_ERROR * want, (table, q, got, want)
+
+    ttls = dict(await worker_process.query(
+        "SELECT name, extract(engine_full, 'TTL [^S]*') FROM system.tables WHERE database = 'sluice' "
+        "AND name IN ('logs', 'events', 'metrics_1s', 'metrics_1m')"
+    ))
+    ch = settings.clickhouse
+    assert ttls == {
+        "logs": f"TTL toDateTime(timestamp) + toIntervalDay({ch.ttl_days_raw}) ",
+        "events": f"TTL toDateTime(timestamp) + toIntervalDay({ch.ttl_days_raw}) ",
+        "metrics_1s": f"TTL window_start + toIntervalDay({ch.ttl_days_1s}) ",
+        "metrics_1m": f"TTL window_start + toIntervalDay({ch.ttl_days_1m}) ",
+    }
+
+
+async def test_throttled_logs_and_events_are_dropped_or_sampled_and_counted(
+    gateway: Gateway, worker_process: WorkerProcess, unique: str
+) -> None:
+    drop = await add_key(gateway.keys, f"ak_d_{unique}", limits={"events_per_second": 5})
+    sample = await add_key(
+        gateway.keys, f"ak_s_{unique}",
+        limits={"events_per_second": 2, "events_burst": 4, "over_limit": "sample", "sample_one_in": 4},
+    )
+    worker_process.start()
+    async with client_for(gateway, drop) as d, client_for(gateway, sample) as s:
+        assert await d.send(
+            [log_envelope(f"d{i}", timestamp=T0 + i) for i in range(20)]
+            + [counter_envelope("c", 1, timestamp=T0) for _ in range(30)]
+        ) == 50
+        assert await s.send([event_envelope(f"s{i}", "", timestamp=T0 + i) for i in range(20)]) == 20
+    await worker_process.caught_up()
+
+    assert await worker_process.query(
+        "SELECT payload FROM sluice.logs FINAL ORDER BY batch_index"
+    ) == [[f"d{i}"] for i in range(5)]
+    # 4 pass (the burst), then 1 in 4 of the 16 over the limit: the 1st, 5th, 9th and 13th.
+    assert await worker_process.query(
+        "SELECT title FROM sluice.events FINAL ORDER BY batch_index"
+    ) == [[f"s{i}"] for i in (0, 1, 2, 3, 4, 8, 12, 16)]
+    assert await worker_process.query("SELECT sum(count) FROM sluice.metrics_1s") == [[30]]
+    status = worker_process.status()
+    assert status["throttle"] == {
+        drop: {"passed": 5, "dropped": 15, "sampled": 0},
+        sample: {"passed": 4, "dropped": 12, "sampled": 4},
+    }
+    assert status["counters"]["throttled"] == 27
+    with urllib.request.urlopen(f"{worker_process.url}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    assert f'sluice_worker_throttle_dropped_total{{access_key="{drop}"}} 15\n' in metrics
+    assert f'sluice_worker_throttle_sampled_total{{access_key="{sample}"}} 4\n' in metrics
+    assert "sluice_worker_throttled_total 27\n" in metrics
+    assert len((gateway.settings.files_dir / drop / "logs.jsonl").read_text().splitlines()) == 5

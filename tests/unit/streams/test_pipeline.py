@@ -13,6 +13,7 @@ from sluice.keys import AccessKeyConfig
 from sluice.streams.clickhouse import ClickHouse
 from sluice.streams.exceptions import ClickHouseUnavailable
 from sluice.streams.pipeline import Pipeline, Record
+from sluice.streams.positions import Positions
 from sluice.streams.sinks.clickhouse import ClickHouseSink
 from sluice.streams.sinks.files import FileSink
 from sluice.streams.windows import TumblingWindows
@@ -47,7 +48,10 @@ def make(tmp_path: Path, fake: FakeClickHouse, **kwargs: Any) -> tuple[Pipeline,
         dead.append((r, reason))
 
     sink = ClickHouseSink(fake, backoff=0.001, max_backoff=0.002)  # type: ignore[arg-type]
-    windows = TumblingWindows(DictState(), size=1, lateness=0, idle_close=0)
+    windows = {
+        "metrics_1s": TumblingWindows(DictState(), size=1, lateness=0, idle_close=0),
+        "metrics_1m": TumblingWindows(DictState(), size=60, lateness=0, idle_close=0),
+    }
     return Pipeline(windows, FileSink(tmp_path), sink, dead_letter=dead_letter, **kwargs), dead
 
 
@@ -62,16 +66,17 @@ async def test_a_batch_is_routed_tokened_and_committed(tmp_path: Path) -> None:
         ],
         [0],
     )
-    assert [(t, len(rows)) for t, rows, _ in fake.inserts] == [("logs", 1), ("metrics_1s", 1)]
+    assert [(t, len(rows)) for t, rows, _ in fake.inserts] == [("logs", 1), ("metrics_1s", 1), ("metrics_1m", 1)]
     assert fake.inserts[1][1][0][7:9] == [2, 5.0]
+    assert fake.inserts[2][1][0][3] == T // NS // 60 * 60
     assert [(r.offset, reason.split(":")[0]) for r, reason in dead] == [(5, "not an EnvelopeBatch")]
     assert [json.loads(x)["payload"] for x in (tmp_path / "k" / "logs.jsonl").read_text().splitlines()] == ["hi"]
     assert pipeline.counters.as_dict() == {
         "records": 3, "envelopes": 3, "logs": 1, "events": 0, "spans": 0, "points": 2, "replayed_records_skipped": 0,
-        "dead_letters": 1, "windows_closed": 1, "metric_rows": 1,
+        "dead_letters": 1, "throttled": 0, "windows_closed": 2, "metric_rows": 2,
     }
-    assert pipeline.positions == {0: 5}
-    assert pipeline.windows.open_windows([0]) == {}
+    assert pipeline.positions.as_dict() == {0: 5}
+    assert pipeline.open_windows([0]) == {"metrics_1s": 0, "metrics_1m": 0}
 
 
 async def test_the_same_records_replayed_give_the_same_tokens(tmp_path: Path) -> None:
@@ -87,12 +92,12 @@ async def test_the_same_records_replayed_give_the_same_tokens(tmp_path: Path) ->
 
 async def test_routes_choose_the_sinks(tmp_path: Path) -> None:
     fake = FakeClickHouse()
-    config = AccessKeyConfig(access_key="key", routes={"logs": ["clickhouse"], "metrics_1s": []})
+    config = AccessKeyConfig(access_key="key", routes={"logs": ["clickhouse"], "metrics_1s": [], "metrics_1m": ["clickhouse"]})
     pipeline, _ = make(tmp_path, fake, routes=lambda key: config if key == "key" else None)
     envelopes = (log_envelope("x", timestamp=T), counter_envelope("c", 1, timestamp=T))
     await pipeline.handle([record(0, *envelopes, key=b"key"), record(1, *envelopes, key=b"other")], [0])
-    assert [(t, [r[0] for r in rows]) for t, rows, _ in fake.inserts] == [
-        ("logs", ["key", "other"]), ("metrics_1s", ["other"])
+    assert [(t, sorted(r[0] for r in rows)) for t, rows, _ in fake.inserts] == [
+        ("logs", ["key", "other"]), ("metrics_1s", ["other"]), ("metrics_1m", ["key", "other"])
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other"]
 
@@ -101,7 +106,7 @@ async def test_clickhouse_down_is_retried_in_order_without_loss(tmp_path: Path) 
     fake = FakeClickHouse(failures=3)
     pipeline, _ = make(tmp_path, fake)
     await pipeline.handle([record(0, log_envelope("x", timestamp=T), counter_envelope("c", 1, timestamp=T))], [0])
-    assert [t for t, _, _ in fake.inserts] == ["logs", "metrics_1s"]
+    assert [t for t, _, _ in fake.inserts] == ["logs", "metrics_1s", "metrics_1m"]
     assert pipeline.clickhouse.retries == 3
     assert pipeline.clickhouse.pending_rows == 0
 
@@ -114,3 +119,16 @@ async def test_a_cancelled_caller_does_not_stop_its_job(tmp_path: Path) -> None:
     caller.cancel()
     await pipeline.drain()
     assert [t for t, _, _ in fake.inserts] == ["logs"]
+
+
+def test_positions_find_records_that_skip_ahead() -> None:
+    state = DictState()
+    positions = Positions(state)
+    positions.advance(0, 9)
+    assert state.data == {"0": [9]} and Positions(state).get(0) == 9
+    batch = [record(10), record(5, partition=1), record(11), record(13), record(14), record(7, partition=1)]
+    kept, gaps, durable = positions.split(batch, lambda p: {1: 4}[p])
+    assert [(r.partition, r.offset) for r in kept] == [(0, 10), (0, 11)]
+    assert (gaps, durable) == ({0: 12, 1: 4}, 0)
+    # Records read again at or below the position are durable: dropped, and no gap.
+    assert positions.split([record(3), record(9), record(10), record(10)], lambda p: 0) == ([record(10)], {}, 3)
