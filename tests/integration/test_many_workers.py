@@ -87,11 +87,11 @@ async def test_partitions_split_and_are_taken_over(settings: Settings, unique: s
 
             await gateway.keys.update(key, shards=8)
             await load(0)
-            ends = await end_offsets(settings.kafka.bootstrap, settings.kafka.raw_topic)
+
             def done() -> bool:
-                print("DEBUG", asyncio.run(committed(settings, 4)), ends, a.status(), b.status(), flush=True)
-                return asyncio.run(committed(settings, 4)) == dict(ends) and not (
-                    a.status()["open_windows"] or b.status()["open_windows"]
+                ends = asyncio.run(end_offsets(settings.kafka.bootstrap, settings.kafka.raw_topic))
+                return asyncio.run(committed(settings, 4)) == ends and not any(
+                    n for w in (a, b) for n in w.status()["open_windows"].values()
                 )
 
             await until(done, 60, "both workers processed, closed and committed everything")

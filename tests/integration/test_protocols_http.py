@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -24,7 +25,8 @@ from tests.integration.gateway_helpers import add_key
 from tests.integration.protocol_helpers import metric_rows, with_protocols
 
 NS = 1_000_000_000
-T0 = 1_700_000_000 * NS
+# A whole second two minutes ago: its windows close at once, and no table TTL has expired it.
+T0 = (time.time_ns() // NS - 120) * NS
 STALE_NAN = 0x7FF0000000000002
 
 
@@ -52,9 +54,9 @@ async def test_influx_client_writes(gateway: Gateway, worker_process: WorkerProc
                 Point("mem").tag("host", "h1").field("used", 512).time(T0, WritePrecision.NS),
                 Point("mem").tag("host", "h1").field("used", 1024).time(T0 + 1, WritePrecision.NS),
             ])
-            api.write("metrics", record="disk,dev=sda free=7u,ok=FALSE 1700000000", write_precision=WritePrecision.S)
+            api.write("metrics", record=f"disk,dev=sda free=7u,ok=FALSE {T0 // NS}", write_precision=WritePrecision.S)
             try:
-                api.write("metrics", record="bad line\nmem,host=h2 used=1i 1700000000000", write_precision=WritePrecision.MS)
+                api.write("metrics", record=f"bad line\nmem,host=h2 used=1i {T0 // 1_000_000}", write_precision=WritePrecision.MS)
             except ApiException as exc:  # InfluxDB's partial write: 400, the good line stored
                 return f"{exc.status} {exc.body}"
         return "no error"
@@ -63,7 +65,7 @@ async def test_influx_client_writes(gateway: Gateway, worker_process: WorkerProc
     assert partial.startswith("400 ") and "partial write: 1 rejected, 1 stored" in partial
 
     async with aiohttp.ClientSession() as http:  # the v1 endpoint: token as the p parameter
-        async with http.post(f"{url_of(gateway)}/write?db=x&precision=s&p={token}", data=b"up v=1 1700000000") as r:
+        async with http.post(f"{url_of(gateway)}/write?db=x&precision=s&p={token}", data=f"up v=1 {T0 // NS}".encode()) as r:
             assert r.status == 204
         async with http.post(f"{url_of(gateway)}/api/v2/write", data=b"up v=1", headers={"Authorization": "Token nope"}) as r:
             assert r.status == 401

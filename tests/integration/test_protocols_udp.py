@@ -9,6 +9,7 @@ datagram with a bad line among good ones shows the good ones are kept.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -88,7 +89,7 @@ async def test_influx_line_protocol_over_udp(gateway: Gateway, worker_process: W
     assert listener is not None
     key = await add_key(gateway.keys, listener.access_key)
     worker_process.start()
-    t0 = 1_700_000_000 * NS  # fixed, long closed windows
+    t0 = (time.time_ns() // NS - 120) * NS  # closed windows, within the tables' TTL
     lines = [
         Point("cpu").tag("host", "web 1").field("usage", 0.25).field("cores", 4).time(t0, WritePrecision.NS),
         Point("cpu").tag("host", "web 1").field("usage", 0.75).field("cores", 4).time(t0 + 1, WritePrecision.NS),
