@@ -203,6 +203,10 @@ class WorkerSettings(BaseModel):
     window_lateness: float = Field(
         1.0, ge=0, description="seconds a 1s window stays open after its end for late envelopes"
     )
+    max_lateness: float = Field(
+        86400.0, ge=0, description="metric points older than this when the gateway took them (the Kafka "
+        "record's time) are dropped and counted as late per key; 0 = never"
+    )
     idle_close: float = Field(
         1.0, ge=0, description="an idle partition's clock advances with wall time after this many seconds"
     )

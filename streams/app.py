@@ -88,6 +88,7 @@ class Worker:
             positions=Positions(
                 FaustTableState(app.Table("positions", partitions=kafka.partitions, key_type=str))
             ),
+            max_lateness=worker.max_lateness,
         )
         self.continuity = Continuity(
             lambda: self.app.consumer, kafka.raw_topic, self.pipeline.positions,
@@ -202,6 +203,7 @@ class Worker:
             "file_rotations": self.pipeline.files.rotations,
             "clickhouse_retries": self.pipeline.clickhouse.retries,
             "throttle": self.pipeline.throttler.as_dict(),
+            "late": dict(self.pipeline.late),
             "config": self.config.status(),
         }
 

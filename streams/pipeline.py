@@ -75,6 +75,7 @@ class Counters:
     replayed_records_skipped: int = 0
     dead_letters: int = 0
     throttled: int = 0
+    late: int = 0
     windows_closed: int = 0
     metric_rows: int = 0
 
@@ -116,6 +117,7 @@ class Pipeline:
         flush_state: Callable[[], Awaitable[None]] | None = None,
         keyring: Keyring | None = None,
         positions: Positions | None = None,
+        max_lateness: float = 0.0,
     ) -> None:
         if not windows:
             raise ValueError("the pipeline needs at least one window size")
@@ -126,6 +128,8 @@ class Pipeline:
         self._dead_letter = dead_letter
         self._routes = routes
         self.throttler = Throttler(routes)
+        self._max_late_ns = int(max_lateness * 1e9)
+        self.late: dict[str, int] = {}  # metric points dropped as too late, per access key
         self._flush_state = flush_state
         self._keyring = keyring or Keyring(EncryptionSettings())
         self._batch = _Batch()
@@ -225,6 +229,8 @@ class Pipeline:
             counters.logs += len(decoded.logs)
             counters.events += len(decoded.events)
             counters.spans += len(decoded.spans)
+            if decoded.points and self._max_late_ns:
+                self._drop_late(record, access_key, decoded)
             if decoded.points:
                 applied = skipped = False
                 for table, windows in self.windows.items():
@@ -235,6 +241,20 @@ class Pipeline:
                             skipped = True
                 counters.points += len(decoded.points) if applied else 0
                 counters.replayed_records_skipped += 1 if skipped and not applied else 0
+
+    def _drop_late(self, record: Record, access_key: str, decoded: Decoded) -> None:
+        """Drop the points older than ``max_lateness`` when the gateway took them.
+
+        Judged against the record's Kafka time, not the wall clock, so a replay after an outage
+        drops exactly what the first pass dropped and nothing more.
+        """
+        cutoff = (record.timestamp_ns or time.time_ns()) - self._max_late_ns
+        kept = [p for p in decoded.points if p.timestamp >= cutoff]
+        if len(kept) < len(decoded.points):
+            late = len(decoded.points) - len(kept)
+            self.counters.late += late
+            self.late[access_key] = self.late.get(access_key, 0) + late
+            decoded.points = kept
 
     def _throttle(self, record: Record, decoded: Decoded) -> None:
         """Drop the logs and events over the key's limit, judged in the batch's order."""

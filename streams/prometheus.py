@@ -39,6 +39,10 @@ def render(status: Mapping[str, Any]) -> str:
             [({"access_key": k}, s[what]) for k, s in sorted(status["throttle"].items())],
         )
     lines += _family(
+        "late_points_total", "counter", "metric points dropped as later than max_lateness, per access key",
+        [({"access_key": k}, n) for k, n in sorted(status["late"].items())],
+    )
+    lines += _family(
         "open_windows", "gauge", "windows open in the state",
         [({"table": t}, n) for t, n in sorted(status["open_windows"].items())],
     )

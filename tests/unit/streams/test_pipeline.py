@@ -73,7 +73,7 @@ async def test_a_batch_is_routed_tokened_and_committed(tmp_path: Path) -> None:
     assert [json.loads(x)["payload"] for x in (tmp_path / "k" / "logs.jsonl").read_text().splitlines()] == ["hi"]
     assert pipeline.counters.as_dict() == {
         "records": 3, "envelopes": 3, "logs": 1, "events": 0, "spans": 0, "points": 2, "replayed_records_skipped": 0,
-        "dead_letters": 1, "throttled": 0, "windows_closed": 2, "metric_rows": 2,
+        "dead_letters": 1, "throttled": 0, "late": 0, "windows_closed": 2, "metric_rows": 2,
     }
     assert pipeline.positions.as_dict() == {0: 5}
     assert pipeline.open_windows([0]) == {"metrics_1s": 0, "metrics_1m": 0}
@@ -132,3 +132,20 @@ def test_positions_find_records_that_skip_ahead() -> None:
     assert (gaps, durable) == ({0: 12, 1: 4}, 0)
     # Records read again at or below the position are durable: dropped, and no gap.
     assert positions.split([record(3), record(9), record(10), record(10)], lambda p: 0) == ([record(10)], {}, 3)
+
+
+async def test_points_later_than_max_lateness_are_dropped_and_counted_per_key(tmp_path: Path) -> None:
+    fake = FakeClickHouse()
+    pipeline, _ = make(tmp_path, fake, max_lateness=60)
+    taken_at = T + 3600 * NS  # the gateway took the record an hour after the oldest point
+    late = Record("raw", 0, 1, b"k", EnvelopeBatch(batch=[
+        counter_envelope("c", 1, timestamp=T),  # an hour late: dropped
+        counter_envelope("c", 2, timestamp=taken_at - 30 * NS),  # 30 s late: kept, a correction at worst
+        log_envelope("logs are never late", timestamp=T),
+    ]).SerializeToString(), CT, timestamp_ns=taken_at)
+    await pipeline.handle([late], [0])
+    assert (pipeline.counters.late, pipeline.late, pipeline.counters.points) == (1, {"k": 1}, 1)
+    assert [(t, [r[8] for r in rows]) for t, rows, _ in fake.inserts if t.startswith("metrics")] == [
+        ("metrics_1s", [2.0]), ("metrics_1m", [2.0])
+    ]
+    assert [t for t, _, _ in fake.inserts] == ["logs", "metrics_1s", "metrics_1m"]
