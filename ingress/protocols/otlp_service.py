@@ -8,6 +8,8 @@ abort the call with the native status, which OTel exporters retry when it is ret
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import grpc
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as logs_pb, logs_service_pb2_grpc as logs_grpc
 from opentelemetry.proto.collector.metrics.v1 import (
@@ -52,6 +54,18 @@ class _Exporter:
         return rejected, admitted.error
 
 
+R = TypeVar("R", logs_pb.ExportLogsServiceResponse, metrics_pb.ExportMetricsServiceResponse,
+              trace_pb.ExportTraceServiceResponse)
+
+
+def _partial(response: R, field: str, rejected: int, error: str) -> R:
+    """``response`` with OTLP's partial success set when anything was rejected."""
+    if rejected:
+        setattr(response.partial_success, field, rejected)
+        response.partial_success.error_message = error
+    return response
+
+
 class LogsServicer(_Exporter, logs_grpc.LogsServiceServicer):
     """``LogsService.Export``: one ``Log`` envelope per log record."""
 
@@ -59,11 +73,7 @@ class LogsServicer(_Exporter, logs_grpc.LogsServiceServicer):
         self, request: logs_pb.ExportLogsServiceRequest, context: grpc.aio.ServicerContext
     ) -> logs_pb.ExportLogsServiceResponse:
         rejected, error = await self._export(log_groups(request.resource_logs), context, "OTLP.Logs")
-        response = logs_pb.ExportLogsServiceResponse()
-        if rejected:
-            response.partial_success.rejected_log_records = rejected
-            response.partial_success.error_message = error
-        return response
+        return _partial(logs_pb.ExportLogsServiceResponse(), "rejected_log_records", rejected, error)
 
 
 class MetricsServicer(_Exporter, metrics_grpc.MetricsServiceServicer):
@@ -73,11 +83,7 @@ class MetricsServicer(_Exporter, metrics_grpc.MetricsServiceServicer):
         self, request: metrics_pb.ExportMetricsServiceRequest, context: grpc.aio.ServicerContext
     ) -> metrics_pb.ExportMetricsServiceResponse:
         rejected, error = await self._export(metrics_groups(request.resource_metrics), context, "OTLP.Metrics")
-        response = metrics_pb.ExportMetricsServiceResponse()
-        if rejected:
-            response.partial_success.rejected_data_points = rejected
-            response.partial_success.error_message = error
-        return response
+        return _partial(metrics_pb.ExportMetricsServiceResponse(), "rejected_data_points", rejected, error)
 
 
 class TraceServicer(_Exporter, trace_grpc.TraceServiceServicer):
@@ -87,11 +93,7 @@ class TraceServicer(_Exporter, trace_grpc.TraceServiceServicer):
         self, request: trace_pb.ExportTraceServiceRequest, context: grpc.aio.ServicerContext
     ) -> trace_pb.ExportTraceServiceResponse:
         rejected, error = await self._export(span_groups(request.resource_spans), context, "OTLP.Traces")
-        response = trace_pb.ExportTraceServiceResponse()
-        if rejected:
-            response.partial_success.rejected_spans = rejected
-            response.partial_success.error_message = error
-        return response
+        return _partial(trace_pb.ExportTraceServiceResponse(), "rejected_spans", rejected, error)
 
 
 def add_otlp_servicers(server: grpc.aio.Server, authenticator: Authenticator, ingest: Ingest) -> None:

@@ -45,8 +45,8 @@ async def test_routes_follow_the_config_topic(gateway: Gateway, worker_process: 
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap)
     await producer.start()
 
-    async def publish(config: AccessKeyConfig | None) -> None:
-        k, v = encode_config(config) if config else (key.encode(), None)
+    async def publish(config: AccessKeyConfig) -> None:
+        k, v = encode_config(config)
         await producer.send_and_wait(settings.kafka.config_topic, v, key=k)
 
     async def send(payload: str, offset: int) -> None:
