@@ -26,7 +26,7 @@ from sluice.streams.positions import Positions
 from sluice.streams.prometheus import render
 from sluice.streams.sinks.clickhouse import ClickHouseSink
 from sluice.streams.sinks.files import FileSink
-from sluice.streams.state import FaustTableState
+from sluice.streams.state import FaustTableState, state_table
 from sluice.streams.windows import TumblingWindows
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,9 @@ class Worker:
             broker_rebalance_timeout=worker.rebalance_timeout,
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
+            # Window state is written in chunks of about 256 KiB; one series with the largest
+            # tags the gateway allows still fits.
+            producer_max_request_size=4 * 1024 * 1024,
             table_standby_replicas=0,
         )
         app = self.app
@@ -86,7 +89,7 @@ class Worker:
             flush_state=self._flush_producer,
             keyring=Keyring(settings.encryption),
             positions=Positions(
-                FaustTableState(app.Table("positions", partitions=kafka.partitions, key_type=str))
+                FaustTableState(state_table(app, "positions", kafka.partitions))
             ),
             max_lateness=worker.max_lateness,
         )
@@ -98,7 +101,7 @@ class Worker:
 
     def _windows(self, name: str, size: int) -> TumblingWindows:
         """Tumbling windows of ``size`` seconds kept in their own table (and changelog)."""
-        table = self.app.Table(name, partitions=self.settings.kafka.partitions, key_type=str)
+        table = state_table(self.app, name, self.settings.kafka.partitions)
         worker = self.settings.worker
         return TumblingWindows(
             FaustTableState(table), size=size, lateness=worker.window_lateness, idle_close=worker.idle_close
@@ -147,6 +150,14 @@ class Worker:
             if not (app.rebalancing or app.in_recovery):
                 await self.continuity.watch(self.partitions())
                 await pipeline.tick(self.partitions())
+
+        @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+        async def revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
+            pipeline.reload_windows()
+
+        @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+        async def assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
+            pipeline.reload_windows()
 
         # mode's stub types receivers as returning Awaitable[None] | None; coroutines are fine.
         @app.on_before_shutdown.connect  # type: ignore[arg-type]
@@ -214,4 +225,9 @@ class Worker:
             kafka.bootstrap, [kafka.raw_topic, kafka.dlq_topic],
             partitions=kafka.partitions, replication_factor=kafka.replication_factor,
         )
-        faust.Worker(self.app, loglevel=self.settings.log_level, quiet=True).execute_from_commandline()
+        runner = faust.Worker(self.app, loglevel=self.settings.log_level, quiet=True)
+        # At level warning or above the terminal spinner would set the root logger to DEBUG,
+        # and every debug call of aiokafka (one per message) would build a record: a quarter
+        # of the worker's CPU.
+        runner.spinner = None
+        runner.execute_from_commandline()

@@ -21,6 +21,7 @@ from sluice.crypto import H_KEY_ID, DecryptError, Keyring
 from sluice.shards import access_key_of
 from sluice.keys.models import DEFAULT_ROUTES, AccessKeyConfig, Sink, Stream
 from sluice.settings import EncryptionSettings
+from sluice.streams import sketch
 from sluice.streams.decode import EVENT_COLUMNS, LOG_COLUMNS, SPAN_COLUMNS, Decoded, decoder_for
 from sluice.streams.exceptions import DecodeError
 from sluice.streams.positions import Positions
@@ -99,6 +100,22 @@ class _Batch:
     dead: list[tuple[Record, str]] = field(default_factory=list)
 
 
+def metric_line(table: MetricStream, row: list[Any]) -> dict[str, Any]:
+    """A metric row (METRIC_COLUMNS) as a file line. Lines of one series and window are
+    partials (shards, late corrections) that add up: counts and sums add, min/max take the
+    extremes, ``last`` is the one with the newest ``last_timestamp``, sketches add per bucket."""
+    _, name, sid, start, kind, unit, tags, count, total, low, high, (last_ts, last), sk = row
+    line = {
+        "window": table.removeprefix("metrics_"), "window_start": start, "name": name, "kind": kind,
+        "unit": unit, "tags": tags, "series_id": sid, "count": count, "sum": total, "min": low,
+        "max": high, "last": last, "last_timestamp": last_ts,
+    }
+    if sk:
+        p50, p90, p99 = sketch.quantiles(sk, (0.5, 0.9, 0.99))
+        line.update(p50=p50, p90=p90, p99=p99, sketch={str(b): n for b, n in sorted(sk.items())})
+    return line
+
+
 def _token(*parts: object) -> str:
     return hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=16).hexdigest()
 
@@ -136,6 +153,7 @@ class Pipeline:
         # Per partition, the highest source offset whose outputs are durable.
         self.positions = positions or Positions()
         self._lock = asyncio.Lock()
+        self._reload_windows = False
         self._inflight: set[asyncio.Task[None]] = set()
 
     # -- running jobs one at a time ----------------------------------------------------
@@ -149,7 +167,16 @@ class Pipeline:
 
     async def _serialized(self, job: Callable[[], Awaitable[None]]) -> None:
         async with self._lock:
+            if self._reload_windows:
+                self._reload_windows = False
+                for windows in self.windows.values():
+                    windows.forget()
             await job()
+
+    def reload_windows(self) -> None:
+        """Have the next job read the open windows from their state again: call it whenever
+        partitions move (the state of a partition taken over holds what its last owner wrote)."""
+        self._reload_windows = True
 
     @property
     def busy(self) -> bool:
@@ -234,13 +261,26 @@ class Pipeline:
             if decoded.points:
                 applied = skipped = False
                 for table, windows in self.windows.items():
-                    if "clickhouse" in self._sinks(access_key, table):
+                    if self._sinks(access_key, table):
                         if windows.add(record.partition, record.offset, access_key, decoded.points):
                             applied = True
                         else:
                             skipped = True
                 counters.points += len(decoded.points) if applied else 0
                 counters.replayed_records_skipped += 1 if skipped and not applied else 0
+
+    def _route_window(self, table: MetricStream, window: ClosedWindow) -> tuple[list[list[Any]], dict[str, list[dict[str, Any]]]]:
+        """A closed window's rows for ClickHouse, and its file lines per access key, by the
+        routes in force when it is stored."""
+        to_clickhouse: list[list[Any]] = []
+        to_files: dict[str, list[dict[str, Any]]] = {}
+        for row in window.rows:
+            sinks = self._sinks(row[0], table)
+            if "clickhouse" in sinks:
+                to_clickhouse.append(row)
+            if "file" in sinks:
+                to_files.setdefault(row[0], []).append(metric_line(table, row))
+        return to_clickhouse, to_files
 
     def _drop_late(self, record: Record, access_key: str, decoded: Decoded) -> None:
         """Drop the points older than ``max_lateness`` when the gateway took them.
@@ -293,9 +333,16 @@ class Pipeline:
         self.clickhouse.add("events", EVENT_COLUMNS, batch.events, _token("events", where))
         self.clickhouse.add("spans", SPAN_COLUMNS, batch.spans, _token("spans", where))
         staged = [(table, w) for table, windows in self.windows.items() for w in windows.outbox(partitions)]
+        lines = 0
         for table, window in staged:
-            token = _token(table, window.partition, window.start, window.offset)
-            self.clickhouse.add(table, METRIC_COLUMNS, window.rows, token)
+            to_clickhouse, to_files = self._route_window(table, window)
+            if to_clickhouse:
+                token = _token(table, window.partition, window.start, window.offset)
+                self.clickhouse.add(table, METRIC_COLUMNS, to_clickhouse, token)
+            for access_key, rows in to_files.items():
+                lines += self.files.add(access_key, table, window.partition, window.seq, rows)
+        if lines:
+            await asyncio.to_thread(self.files.flush)
         await self.clickhouse.flush()
         for table, window in staged:
             self.windows[table].done(window)  # made durable by the next flush; a replay is deduplicated

@@ -1,21 +1,39 @@
 """Tumbling-window aggregation of metric points, closed on a per-partition clock.
 
-State lives in a :class:`WindowState` backend (a Faust table in the worker, a dict in unit
-tests) keyed ``"<partition>|<window start s>|<series id>"`` with values
-``[access_key, name, kind, unit, tags, count, sum, min, max, last_ts, last, sketch, offset]``
-(``sketch``: timers' :mod:`~sluice.streams.sketch` of durations, empty for other kinds;
-``offset``: the last source offset applied to this value). A batch of points is pre-aggregated
-before the state is touched, so the state sees one update per series and window per record.
+Open windows live in memory, per partition and window start, as ``{series id: value}`` with
+values ``[access_key, name, kind, unit, tags, count, sum, min, max, last_ts, last, sketch]``
+(``sketch``: timers' :mod:`~sluice.streams.sketch` of durations, empty for other kinds).
+What makes them durable is a :class:`WindowState` (a Faust table in the worker, a dict in unit
+tests), written once per batch in :meth:`TumblingWindows.flush`, not once per point. Every
+entry holding rows is split into chunks of at most ``CHUNK_ROWS`` rows (a changelog message
+has a size limit), each carrying the number of chunks: an entry a crash left incomplete is
+treated as never written.
 
-Replays never double count: a record at or below the partition's applied offset
-(``"<partition>|@applied"``) is skipped, and so is its update of a value whose own offset is
-not older (a crash may have persisted some of a record's writes but not the marker); until
-such a record has been read again, no window of its partition closes.
-Closing a window moves its rows into the window's outbox entry (``"<partition>|@out|<start>"``,
-a list of ``[offset, rows]`` emissions) in the same state; the caller makes that durable, stores
-each emission under a name made of (partition, start, offset), then calls :meth:`done`. After a
-crash an emission is stored again under the same name, which ClickHouse deduplicates; values a
-crash left behind while they were being staged are recognised by their offset and ignored.
+- ``"<p>|<start>|@d|<offset>|<i>"``: a *delta*, the batch's aggregate of one window, as rows
+  ``[series id, *value]``; ``offset`` is the newest record of the partition in the batch;
+- ``"<p>|<start>|@s|<offset>|<i>"``: a *snapshot*, the whole window up to ``offset``; it
+  replaces the window's deltas when they hold more rows than the window itself (one-minute
+  windows collect a delta per batch), so the state stays within about three times the open
+  windows;
+- ``"<p>|@applied"``: the offset up to which every record's points are in the state, written
+  after the deltas;
+- ``"<p>|@out|<start>|<offset>|<i>"``: an emission of a closed window waiting to be stored,
+  ``[seq, chunks, rows]``; ``seq`` numbers the partition's emissions in the order they were
+  staged (the file sink writes each once by that number);
+- ``"<p>|@seq"``: the number of the partition's last emission.
+
+Replays never double count: a record at or below the applied offset is skipped, and a point
+whose window already holds a delta or emission of that offset or later is skipped too (a
+crash may have persisted some of a batch's deltas but not the marker); until such records
+have been read again, no window of their partition closes.
+Closing a window moves its rows into an outbox entry in the same state; the caller makes
+that durable, stores each emission under a name made of (partition, start, offset), then
+calls :meth:`TumblingWindows.done`. After a crash an emission is stored again under the same
+name, which ClickHouse deduplicates; deltas a crash left behind while their window was being
+staged are not newer than the emission, and are ignored.
+
+Memory is the index: a partition's windows are read from the state the first time it is
+used and after :meth:`TumblingWindows.forget` (which the worker calls on every rebalance).
 
 A partition's clock is the later of the newest envelope timestamp seen on it and the wall
 clock minus ``idle_close``: windows of a quiet partition still close. A window closes once the
@@ -29,7 +47,7 @@ import hashlib
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sluice.streams import sketch
@@ -42,8 +60,13 @@ METRIC_COLUMNS = (
 )
 APPLIED = "@applied"
 OUTBOX = "@out"
-# Positions in a state value.
-_COUNT, _SUM, _MIN, _MAX, _LAST_TS, _LAST, _SKETCH, _OFFSET = 5, 6, 7, 8, 9, 10, 11, 12
+SEQ = "@seq"
+CHUNK_ROWS = 1000
+CHUNK_BYTES = 256 * 1024  # about; a changelog message is limited to producer_max_request_size
+DELTA = "@d"
+SNAPSHOT = "@s"
+# Positions in a value.
+_COUNT, _SUM, _MIN, _MAX, _LAST_TS, _LAST, _SKETCH = 5, 6, 7, 8, 9, 10, 11
 
 
 def series_id(access_key: str, name: str, tags: dict[str, str]) -> int:
@@ -65,7 +88,8 @@ class ClosedWindow:
     """One closed window of one partition: its rows and the state keys that held them.
 
     ``offset`` is the newest source offset in its values: with the partition and start it
-    names this emission (a later correction of the same window has a newer one).
+    names this emission (a later correction of the same window has a newer one). ``seq``
+    numbers the partition's emissions in the order they were staged (-1 until then).
     """
 
     partition: int
@@ -73,15 +97,7 @@ class ClosedWindow:
     offset: int
     keys: list[str]
     rows: list[list[Any]]
-
-    @property
-    def outbox_key(self) -> str:
-        return outbox_key(self.partition, self.start)
-
-
-def outbox_key(partition: int, start: int) -> str:
-    """The state key of a window's outbox entry: a list of ``[offset, rows]`` emissions."""
-    return f"{partition}|{OUTBOX}|{start}"
+    seq: int = -1
 
 
 def _row_from_state(row: list[Any]) -> list[Any]:
@@ -93,7 +109,7 @@ def _row_from_state(row: list[Any]) -> list[Any]:
 
 
 class WindowState(Protocol):
-    """Where open windows are kept; every write is durable (changelog) in the worker."""
+    """Where windows are made durable (a changelog in the worker)."""
 
     def get(self, key: str) -> list[Any] | None: ...
 
@@ -107,23 +123,51 @@ class WindowState(Protocol):
 def _merge_value(into: list[Any], other: list[Any]) -> None:
     into[_COUNT] += other[_COUNT]
     into[_SUM] += other[_SUM]
-    into[_MIN] = min(into[_MIN], other[_MIN])
-    into[_MAX] = max(into[_MAX], other[_MAX])
+    if other[_MIN] < into[_MIN]:
+        into[_MIN] = other[_MIN]
+    if other[_MAX] > into[_MAX]:
+        into[_MAX] = other[_MAX]
     if other[_LAST_TS] >= into[_LAST_TS]:
         into[_LAST_TS], into[_LAST] = other[_LAST_TS], other[_LAST]
-    into[_SKETCH] = sketch.merge(sketch.normalized(into[_SKETCH]), other[_SKETCH])
+    if other[_SKETCH]:
+        into[_SKETCH] = sketch.merge(sketch.normalized(into[_SKETCH]), other[_SKETCH])
+
+
+def _copy(value: list[Any]) -> list[Any]:
+    """A value that shares nothing mutable with ``value`` (tags are never changed)."""
+    copy = list(value)
+    if copy[_SKETCH]:
+        copy[_SKETCH] = dict(copy[_SKETCH])
+    return copy
+
+
+@dataclass
+class _Window:
+    """One open window of one partition."""
+
+    values: dict[int, list[Any]] = field(default_factory=dict)
+    keys: list[str] = field(default_factory=list)  # the chunks of its deltas and snapshot
+    covered: int = -1  # the newest offset whose points are in the state (deltas or outbox)
+    delta_rows: int = 0  # rows in its deltas since its last snapshot
+
+
+@dataclass
+class _Partition:
+    """What is known of one partition: its open windows, outbox starts and marker."""
+
+    applied: int = -1  # in the state
+    seq: int = -1  # the last emission's number
+    pending_offset: int = -1  # the newest record added since the last flush
+    half_applied: int = -1  # the newest delta found when loading (a crash may have cut a flush)
+    windows: dict[int, _Window] = field(default_factory=dict)
+    outboxes: dict[tuple[int, int], list[str]] = field(default_factory=dict)  # (start, offset) -> chunks
+    pending: dict[int, dict[int, list[Any]]] = field(default_factory=dict)  # start -> sid -> value
 
 
 class TumblingWindows:
-    """Open windows of one size over the partitions of one worker.
+    """Open windows of one size over the partitions of one worker."""
 
-    The state is the only index: closing scans its keys, so what a worker owns after recovery
-    or a rebalance needs no rebuilding.
-    """
-
-    def __init__(
-        self, state: WindowState, *, size: float, lateness: float, idle_close: float
-    ) -> None:
+    def __init__(self, state: WindowState, *, size: float, lateness: float, idle_close: float) -> None:
         if size < 1 or size != int(size):
             raise ValueError(f"window size must be a whole number of seconds >= 1, got {size}")
         if lateness < 0 or idle_close < 0:
@@ -133,39 +177,153 @@ class TumblingWindows:
         self.lateness_ns = int(lateness * NS)
         self.idle_close_ns = int(idle_close * NS)
         self._newest: dict[int, int] = defaultdict(int)
+        self._partitions: dict[int, _Partition] = {}
+
+    # -- memory and state --------------------------------------------------------------
+
+    def forget(self) -> None:
+        """Drop what memory holds; partitions are read from the state again when next used.
+        Call it between batches whenever the state may have changed under it (a rebalance)."""
+        if any(p.pending for p in self._partitions.values()):
+            raise RuntimeError("forget() with points not flushed: call flush() first")
+        self._partitions.clear()
+
+    def _partition(self, partition: int) -> _Partition:
+        found = self._partitions.get(partition)
+        if found is None:
+            found = self._partitions[partition] = self._load(partition)
+        return found
+
+    def _load(self, partition: int) -> _Partition:
+        """Read one partition's windows back from the state."""
+        p = _Partition()
+        prefix = f"{partition}|"
+        groups: dict[tuple[str, ...], list[str]] = defaultdict(list)  # an entry's chunks
+        for key in self.state.keys():
+            if not key.startswith(prefix):
+                continue
+            parts = key.split("|")
+            if len(parts) == 2 and parts[1] in (APPLIED, SEQ):
+                value = self.state.get(key)
+                number = int(value[0]) if value else -1
+                if parts[1] == APPLIED:
+                    p.applied = number
+                else:
+                    p.seq = number
+            elif len(parts) == 5:
+                groups[tuple(parts[1:4])].append(key)
+        entries: dict[int, list[tuple[int, str, list[str]]]] = defaultdict(list)
+        for (a, b, c), keys in groups.items():
+            values = [self.state.get(k) for k in keys]
+            if not all(v is not None and int(v[-2]) == len(keys) for v in values):
+                for key in keys:  # cut by a crash while it was written: never complete
+                    self.state.delete(partition, key)
+            elif a == OUTBOX:
+                p.outboxes[(int(b), int(c))] = sorted(keys, key=_chunk_number)
+            elif b in (DELTA, SNAPSHOT):
+                entries[int(a)].append((int(c), b, sorted(keys, key=_chunk_number)))
+        for start, found in entries.items():
+            emitted = self._emitted(p, start)
+            snapshot = max((o for o, kind, _ in found if kind == SNAPSHOT and o > emitted), default=-1)
+            live = sorted(
+                (o, keys) for o, kind, keys in found
+                if o > max(emitted, snapshot) or (kind == SNAPSHOT and o == snapshot)
+            )
+            for o, kind, keys in found:
+                if o <= max(emitted, snapshot) and not (kind == SNAPSHOT and o == snapshot):
+                    for key in keys:  # left by a crash while staging or compacting: covered by what is newer
+                        self.state.delete(partition, key)
+            if not live:
+                continue
+            window = p.windows[start] = _Window()
+            for offset, keys in live:
+                window.keys += keys
+                for key in keys:
+                    for row in (self.state.get(key) or [[]])[-1]:
+                        value = list(row[1:])
+                        value[_LAST] = float(value[_LAST])
+                        value[_SKETCH] = sketch.normalized(value[_SKETCH])
+                        old = window.values.get(row[0])
+                        if old is None:
+                            window.values[row[0]] = value
+                        else:
+                            _merge_value(old, value)
+                        window.delta_rows += 1
+                window.covered = offset
+                p.half_applied = max(p.half_applied, offset)
+        return p
+
+    @staticmethod
+    def _emitted(p: _Partition, start: int) -> int:
+        """The newest offset of a window's emissions waiting in the outbox (-1 if none)."""
+        return max((o for s, o in p.outboxes if s == start), default=-1) if p.outboxes else -1
+
+    def _put_chunked(
+        self, partition: int, prefix: str, head: list[Any], rows: list[list[Any]], *, tags_at: int = 5
+    ) -> list[str]:
+        """Write ``rows`` (their tags at ``tags_at``) as the chunks ``<prefix>|<i>`` =
+        ``[*head, chunks, rows]``; their keys."""
+        chunks: list[list[list[Any]]] = [[]]
+        size = 0
+        for row in rows:
+            row_size = 300 + sum(len(k) + len(v) + 6 for k, v in row[tags_at].items())
+            if chunks[-1] and (len(chunks[-1]) >= CHUNK_ROWS or size + row_size > CHUNK_BYTES):
+                chunks.append([])
+                size = 0
+            chunks[-1].append(row)
+            size += row_size
+        keys = []
+        for i, chunk in enumerate(chunks):
+            key = f"{prefix}|{i}"
+            self.state.put(partition, key, [*head, len(chunks), chunk])
+            keys.append(key)
+        return keys
 
     # -- applying points ---------------------------------------------------------------
 
-    @staticmethod
-    def _applied_key(partition: int) -> str:
-        return f"{partition}|{APPLIED}"
-
     def applied_offset(self, partition: int) -> int:
         """The highest source offset already applied on this partition (-1 if none)."""
-        value = self.state.get(self._applied_key(partition))
-        return int(value[0]) if value else -1
+        p = self._partition(partition)
+        return max(p.applied, p.pending_offset)
 
     def add(self, partition: int, offset: int, access_key: str, points: list[MetricPoint]) -> bool:
         """Apply one record's points; False (and nothing changes) if the offset was applied.
 
-        The caller must make the state durable before it acknowledges the record."""
-        if offset <= self.applied_offset(partition):
+        The points are durable once :meth:`flush` has run and the state is flushed."""
+        p = self._partition(partition)
+        if offset <= max(p.applied, p.pending_offset):
             return False
+        p.pending_offset = offset
         size_ns = self.size_s * NS
-        pre: dict[tuple[int, int], list[Any]] = {}
         newest = self._newest[partition]
-        for p in points:
-            ts = p.timestamp
+        skip: dict[int, bool] = {}
+        sids: dict[tuple[str, int], int] = {}
+        for pt in points:
+            ts = pt.timestamp
             if ts > newest:
                 newest = ts
             start = ts // size_ns * self.size_s
-            sid = series_id(access_key, p.name, p.tags)
-            agg = pre.get((start, sid))
-            v = p.value
+            skipped = skip.get(start)
+            if skipped is None:
+                window = p.windows.get(start)
+                covered = window.covered if window is not None else -1
+                if p.outboxes:
+                    covered = max(covered, self._emitted(p, start))
+                skipped = skip[start] = offset <= covered  # in the state already (a replay)
+            if skipped:
+                continue
+            pending = p.pending.get(start)
+            if pending is None:
+                pending = p.pending[start] = {}
+            tags = pt.tags
+            cache_key = (pt.name, id(tags))
+            sid = sids.get(cache_key)
+            if sid is None:
+                sid = sids[cache_key] = series_id(access_key, pt.name, tags)
+            agg = pending.get(sid)
+            v = pt.value
             if agg is None:
-                agg = pre[(start, sid)] = [
-                    access_key, p.name, p.kind, p.unit, p.tags, 1, v, v, v, ts, p.last, {}, offset
-                ]
+                agg = pending[sid] = [access_key, pt.name, pt.kind, pt.unit, tags, 1, v, v, v, ts, pt.last, {}]
             else:
                 agg[_COUNT] += 1
                 agg[_SUM] += v
@@ -174,28 +332,49 @@ class TumblingWindows:
                 if v > agg[_MAX]:
                     agg[_MAX] = v
                 if ts >= agg[_LAST_TS]:
-                    agg[_LAST_TS], agg[_LAST] = ts, p.last
-            if p.kind == TIMER:
+                    agg[_LAST_TS], agg[_LAST] = ts, pt.last
+            if pt.kind == TIMER:
                 sketch.add(agg[_SKETCH], v)
         self._newest[partition] = newest
-        covered: dict[int, int] = {}
-        for (start, sid), agg in pre.items():
-            key = f"{partition}|{start}|{sid}"
-            old = self.state.get(key)
-            if old is not None:
-                if start not in covered:
-                    covered[start] = self._covered(partition, start)
-                if old[_OFFSET] <= covered[start]:
-                    old = None  # left over from a crash while its window was staged
-            if old is not None:
-                if old[_OFFSET] >= offset:
-                    continue  # written before a crash that lost the applied marker
-                _merge_value(old, agg)
-                old[_OFFSET] = offset
-                agg = old
-            self.state.put(partition, key, agg)
-        self.state.put(partition, self._applied_key(partition), [offset])
         return True
+
+    def flush(self) -> None:
+        """Write what was added since the last flush to the state: a delta per window touched
+        (or a snapshot, when the window's deltas outgrow it), then each partition's marker."""
+        for partition, p in self._partitions.items():
+            if p.pending_offset <= p.applied:
+                continue
+            offset = p.pending_offset
+            for start, pending in p.pending.items():
+                window = p.windows.get(start)
+                if window is None:
+                    window = p.windows[start] = _Window()
+                delta = [[sid, *_copy(value)] for sid, value in pending.items()]
+                for sid, value in pending.items():
+                    old = window.values.get(sid)
+                    if old is None:
+                        window.values[sid] = value
+                    else:
+                        _merge_value(old, value)
+                window.delta_rows += len(delta)
+                window.covered = offset
+                if window.delta_rows > max(2 * len(window.values), 64):
+                    self._snapshot(partition, start, window, offset)
+                else:
+                    window.keys += self._put_chunked(partition, f"{partition}|{start}|{DELTA}|{offset}", [], delta)
+            p.pending.clear()
+            self.state.put(partition, f"{partition}|{APPLIED}", [offset])
+            p.applied = offset
+
+    def _snapshot(self, partition: int, start: int, window: _Window, offset: int) -> None:
+        """Replace a window's deltas by one value of the whole window (written first: a crash
+        between the two leaves deltas that the snapshot's offset marks as covered)."""
+        rows = [[sid, *_copy(value)] for sid, value in window.values.items()]
+        keys = self._put_chunked(partition, f"{partition}|{start}|{SNAPSHOT}|{offset}", [], rows)
+        for old in window.keys:
+            self.state.delete(partition, old)
+        window.keys = keys
+        window.delta_rows = len(window.values)
 
     # -- closing -----------------------------------------------------------------------
 
@@ -204,90 +383,78 @@ class TumblingWindows:
         now_ns = time.time_ns() if now_ns is None else now_ns
         return max(self._newest[partition], now_ns - self.idle_close_ns)
 
-    def open_windows(self, partitions: Iterable[int]) -> dict[tuple[int, int], list[str]]:
-        """State keys of the open windows of ``partitions``, by (partition, window start)."""
-        wanted = {str(p) for p in partitions}
-        found: dict[tuple[int, int], list[str]] = defaultdict(list)
-        for key in self.state.keys():
-            parts = key.split("|")
-            if len(parts) == 3 and parts[0] in wanted and not parts[1].startswith("@"):
-                found[(int(parts[0]), int(parts[1]))].append(key)
+    def open_windows(self, partitions: Iterable[int]) -> dict[tuple[int, int], int]:
+        """Series per open window of ``partitions`` known in memory, by (partition, start)."""
+        found = {}
+        for partition in partitions:
+            p = self._partitions.get(partition)
+            if p is not None:
+                starts = set(p.windows) | set(p.pending)
+                for start in starts:
+                    window = p.windows.get(start)
+                    found[(partition, start)] = len(window.values) if window else len(p.pending[start])
         return found
 
-    def close(
-        self, partitions: Iterable[int], now_ns: int | None = None, *, force: bool = False
-    ) -> list[ClosedWindow]:
-        """Windows of ``partitions`` whose end plus lateness their clock has passed (all with ``force``).
-
-        Rows are in METRIC_COLUMNS order. Nothing changes until :meth:`stage`.
-        """
-        staged = self._staged(partitions)
-        windows: dict[tuple[int, int], list[tuple[str, list[Any]]]] = {}
-        newest_value: dict[int, int] = defaultdict(lambda: -1)
-        for (partition, start), keys in sorted(self.open_windows(partitions).items()):
-            values = [(k, v) for k in sorted(keys) if (v := self.state.get(k)) is not None]
-            windows[(partition, start)] = values
-            newest_value[partition] = max([newest_value[partition]] + [v[_OFFSET] for _, v in values])
+    def close(self, partitions: Iterable[int], now_ns: int | None = None, *, force: bool = False) -> list[ClosedWindow]:
+        """Windows of ``partitions`` whose end plus lateness their clock has passed (all with
+        ``force``), after a :meth:`flush`. Rows are in METRIC_COLUMNS order. They leave the open
+        windows with :meth:`stage`."""
+        self.flush()
         closed = []
-        clocks: dict[int, int] = {}
-        for (partition, start), values in windows.items():
-            if newest_value[partition] > self.applied_offset(partition):
-                # A crash kept some writes of a record but not its marker: the record is read
-                # again and completes these windows before any of them may close.
+        for partition in sorted(partitions):
+            p = self._partition(partition)
+            if p.half_applied > p.applied:
+                # A crash cut a flush: its records are read again and complete the windows
+                # before any of them may close.
                 continue
-            if partition not in clocks:
-                clocks[partition] = self.clock(partition, now_ns) - self.lateness_ns
-            if not force and (start + self.size_s) * NS > clocks[partition]:
-                continue
-            rows, newest = [], -1
-            covered = staged.get((partition, start), -1)
-            for key, v in values:
-                if v[_OFFSET] <= covered:
-                    continue  # left over from a crash while it was being staged: in the outbox
-                sid = int(key.rsplit("|", 1)[1])
-                rows.append([
-                    v[0], v[1], sid, start, v[2], v[3], v[4],
-                    v[_COUNT], v[_SUM], v[_MIN], v[_MAX], (v[_LAST_TS], v[_LAST]),
-                    sketch.normalized(v[_SKETCH]),
-                ])
-                newest = max(newest, v[_OFFSET])
-            closed.append(ClosedWindow(partition, start, newest, [k for k, _ in values], rows))
+            due = self.clock(partition, now_ns) - self.lateness_ns
+            for start in sorted(p.windows):
+                if not force and (start + self.size_s) * NS > due:
+                    continue
+                window = p.windows[start]
+                rows = [
+                    [
+                        v[0], v[1], sid, start, v[2], v[3], v[4],
+                        v[_COUNT], v[_SUM], v[_MIN], v[_MAX], (v[_LAST_TS], v[_LAST]), v[_SKETCH],
+                    ]
+                    for sid, v in sorted(window.values.items())
+                ]
+                closed.append(ClosedWindow(partition, start, window.covered, list(window.keys), rows))
         return closed
 
-    def _staged(self, partitions: Iterable[int]) -> dict[tuple[int, int], int]:
-        """Per (partition, start) with outbox entries, the newest offset they cover."""
-        return {(w.partition, w.start): w.offset for w in self.outbox(partitions)}
-
-    def _covered(self, partition: int, start: int) -> int:
-        entry = self.state.get(outbox_key(partition, start))
-        return max((int(offset) for offset, _ in entry), default=-1) if entry else -1
-
     def stage(self, window: ClosedWindow) -> None:
-        """Move a closed window's rows into its outbox entry. The entry is written before the
-        values are deleted: values a crash leaves behind are not newer than the entry, and
-        :meth:`close` and :meth:`add` treat them as gone."""
+        """Move a closed window's rows into the outbox. The emission is written before the
+        deltas are deleted: deltas a crash leaves behind are not newer than the emission, and
+        are ignored when the partition is read again."""
+        p = self._partition(window.partition)
         if window.rows:
-            entry = [e for e in self.state.get(window.outbox_key) or [] if int(e[0]) != window.offset]
-            self.state.put(window.partition, window.outbox_key, entry + [[window.offset, window.rows]])
+            p.seq += 1
+            prefix = f"{window.partition}|{OUTBOX}|{window.start}|{window.offset}"
+            p.outboxes[(window.start, window.offset)] = self._put_chunked(
+                window.partition, prefix, [p.seq], window.rows, tags_at=METRIC_COLUMNS.index("tags")
+            )
+            self.state.put(window.partition, f"{window.partition}|{SEQ}", [p.seq])
         for key in window.keys:
             self.state.delete(window.partition, key)
+        p.windows.pop(window.start, None)
 
     def outbox(self, partitions: Iterable[int]) -> list[ClosedWindow]:
-        """The staged windows of ``partitions`` not stored yet, oldest first."""
-        wanted = {str(p) for p in partitions}
+        """The staged windows of ``partitions`` not stored yet, in the order they were staged."""
         found = []
-        for key in self.state.keys():
-            parts = key.split("|")
-            if len(parts) == 3 and parts[1] == OUTBOX and parts[0] in wanted:
-                for offset, rows in self.state.get(key) or []:
-                    rows = [_row_from_state(r) for r in rows]
-                    found.append(ClosedWindow(int(parts[0]), int(parts[2]), int(offset), [], rows))
-        return sorted(found, key=lambda w: (w.partition, w.start, w.offset))
+        for partition in partitions:
+            for (start, offset), keys in self._partition(partition).outboxes.items():
+                rows, seq = [], -1
+                for key in keys:
+                    seq, _, chunk = self.state.get(key) or [-1, 0, []]
+                    rows += [_row_from_state(r) for r in chunk]
+                found.append(ClosedWindow(partition, start, offset, keys, rows, int(seq)))
+        return sorted(found, key=lambda w: (w.partition, w.seq))
 
     def done(self, window: ClosedWindow) -> None:
-        """Drop a stored emission from its outbox entry."""
-        entry = [e for e in self.state.get(window.outbox_key) or [] if int(e[0]) != window.offset]
-        if entry:
-            self.state.put(window.partition, window.outbox_key, entry)
-        else:
-            self.state.delete(window.partition, window.outbox_key)
+        """Drop a stored emission from the outbox."""
+        for key in self._partition(window.partition).outboxes.pop((window.start, window.offset), []):
+            self.state.delete(window.partition, key)
+
+
+def _chunk_number(key: str) -> int:
+    return int(key.rsplit("|", 1)[1])

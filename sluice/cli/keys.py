@@ -8,12 +8,13 @@ import argparse
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from sluice.cli.output import print_rows
 from sluice.cli.topics import add_top_arguments, run_top
 from sluice.exceptions import SluiceError
 from sluice.keys import AccessKeyConfig, JsonKeyStore, generate_access_key, validate_access_key
+from sluice.keys.models import Sink, Stream
 from sluice.keys.topic_store import ConfigTopicStore
 from sluice.settings import Settings
 
@@ -51,6 +52,11 @@ def add_arguments(sub: Any) -> None:
         parser.add_argument("--encrypt", action=argparse.BooleanOptionalAction, default=None)
         for name, kind in LIMIT_OPTIONS.items():
             parser.add_argument(f"--{name.replace('_', '-')}", type=kind)
+        parser.add_argument(
+            "--route", action="append", type=_route, metavar="STREAM=SINKS",
+            help="where a stream goes, e.g. metrics_1m=file,clickhouse or logs=none (repeatable); "
+            f"streams: {', '.join(get_args(Stream))}; sinks: {', '.join(get_args(Sink))}",
+        )
     disable = sub.add_parser("disable", help="disable an access key (its calls are refused within seconds)")
     disable.add_argument("access_key")
     lst = sub.add_parser("list", help="list the access keys")
@@ -66,7 +72,22 @@ def _changes(args: argparse.Namespace, old: AccessKeyConfig | None) -> dict[str,
     limits = {n: getattr(args, n) for n in LIMIT_OPTIONS if getattr(args, n, None) is not None}
     if limits:
         changes["limits"] = (old.limits.model_dump() if old else {}) | limits
+    if getattr(args, "route", None):
+        changes["routes"] = (old.routes if old else {}) | dict(args.route)
     return changes
+
+
+def _route(text: str) -> tuple[str, list[str]]:
+    stream, sep, sinks = text.partition("=")
+    if not sep or stream not in get_args(Stream):
+        raise argparse.ArgumentTypeError(f"expected STREAM=SINKS with STREAM one of {', '.join(get_args(Stream))}, got {text!r}")
+    names = [] if sinks == "none" else [s.strip() for s in sinks.split(",")]
+    unknown = [n for n in names if n not in get_args(Sink)]
+    if unknown or not names and sinks != "none":
+        raise argparse.ArgumentTypeError(
+            f"unknown sink(s) {', '.join(unknown) or repr(sinks)} in {text!r}: use {', '.join(get_args(Sink))} or none"
+        )
+    return stream, names
 
 
 class _Seed:

@@ -255,6 +255,7 @@ async def test_one_minute_windows_timer_quantiles_and_ttls(
 ) -> None:
     key = await add_key(gateway.keys, f"ak_{unique}")
     only_1s = await add_key(gateway.keys, f"ak_s_{unique}", routes={"metrics_1s": ["clickhouse"], "metrics_1m": []})
+    files = await add_key(gateway.keys, f"ak_f_{unique}", routes={"metrics_1s": ["file"], "metrics_1m": ["file", "clickhouse"]})
     worker_process.start()
     m0 = (time.time_ns() // NS // 60 - 3) * 60  # a whole minute three minutes ago
     durations = [float(1 + (i * 37) % 500) for i in range(300)]  # ms, every value 1..500 in a shuffle
@@ -267,14 +268,15 @@ async def test_one_minute_windows_timer_quantiles_and_ttls(
         timer_envelope("db.query", (m0 + i % 60) * NS - int(ms * 1e6), (m0 + i % 60) * NS)
         for i, ms in enumerate(durations)
     ]
-    async with client_for(gateway, key) as a, client_for(gateway, only_1s) as b:
+    async with client_for(gateway, key) as a, client_for(gateway, only_1s) as b, client_for(gateway, files) as c:
         assert await a.send(envelopes) == len(envelopes)
         assert await b.send([counter_envelope("requests", 1, timestamp=m0 * NS)]) == 1
+        assert await c.send(envelopes[:4]) == 4
     assert await wait_caught_up(settings, worker_process.url, 30, ("metrics_1s", "metrics_1m"))
 
     per_minute = await worker_process.query(
         "SELECT access_key, name, toUnixTimestamp(window_start), sum(count), sum(sum), min(min), max(max), "
-        "max(last).2 FROM sluice.metrics_1m GROUP BY access_key, name, series_id, window_start "
+        f"max(last).2 FROM sluice.metrics_1m WHERE access_key = '{key}' GROUP BY access_key, name, series_id, window_start "
         "ORDER BY name, window_start"
     )
     assert per_minute == [
@@ -287,6 +289,25 @@ async def test_one_minute_windows_timer_quantiles_and_ttls(
         "GROUP BY access_key ORDER BY access_key"
     )
     assert per_second == [[key, 4, 15.0], [only_1s, 1, 1.0]]
+
+    # Routed to files: the same windows as lines (partials of one window add up), and the
+    # 1s windows nowhere else.
+    def file_windows(stream: str) -> list[list[object]]:
+        totals: dict[int, list[object]] = {}
+        for line in read_lines(gateway.settings.files_dir / files / f"{stream}.jsonl"):
+            t = totals.setdefault(line["window_start"], [line["window_start"], 0, 0.0, line["max"]])
+            t[1] += line["count"]  # type: ignore[operator]
+            t[2] += line["sum"]  # type: ignore[operator]
+            t[3] = max(t[3], line["max"])  # type: ignore[type-var]
+        return sorted(totals.values())  # type: ignore[type-var]
+
+    assert file_windows("metrics_1m") == [[m0, 3, 7.0, 4.0], [m0 + 60, 1, 8.0, 8.0]]
+    assert file_windows("metrics_1s") == [[m0, 1, 1.0, 1.0], [m0 + 30, 1, 2.0, 2.0], [m0 + 59, 1, 4.0, 4.0], [m0 + 60, 1, 8.0, 8.0]]
+    assert await worker_process.query(
+        f"SELECT name, toUnixTimestamp(window_start), sum(count) FROM sluice.metrics_1m WHERE access_key = '{files}' "
+        "GROUP BY name, window_start ORDER BY window_start"
+    ) == [["requests", m0, 3], ["requests", m0 + 60, 1]]
+    assert await worker_process.query(f"SELECT count() FROM sluice.metrics_1s WHERE access_key = '{files}'") == [[0]]
 
     # The 1s and 1m sketches (merged from many partials by sumMap) give the same quantiles.
     for table in ("metrics_1s", "metrics_1m"):

@@ -52,6 +52,21 @@ def test_keys_add_and_list(data_dir: Path, capsys: pytest.CaptureFixture[str]) -
     assert table[-1] == "(2 rows)"
 
 
+def test_keys_routes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keys", "add", "tenant-a", "--route", "metrics_1m=file,clickhouse"]) == 0
+    assert main(["keys", "update", "tenant-a", "--route", "logs=none", "--route", "metrics_1s=file"]) == 0
+    capsys.readouterr()
+    assert main(["keys", "list", "--format", "json"]) == 0
+    (a,) = json.loads(capsys.readouterr().out)
+    assert a["routes"] == {"metrics_1m": ["file", "clickhouse"], "logs": [], "metrics_1s": ["file"]}
+    with pytest.raises(SystemExit):
+        main(["keys", "update", "tenant-a", "--route", "metrics_1m=disk"])
+    assert "unknown sink(s) disk in 'metrics_1m=disk': use file, clickhouse or none" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["keys", "update", "tenant-a", "--route", "traces=file"])
+    assert "STREAM one of logs, events, metrics_1s, metrics_1m, spans, got 'traces=file'" in capsys.readouterr().err
+
+
 def test_keys_add_refuses_a_malformed_key(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["keys", "add", "no spaces"]) == 1
     assert "invalid access key 'no spaces'" in capsys.readouterr().err

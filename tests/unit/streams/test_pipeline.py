@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sluice.client import counter_envelope, log_envelope
+from sluice.client import counter_envelope, log_envelope, timer_envelope
 from sluice.keys import AccessKeyConfig
 from sluice.streams.clickhouse import ClickHouse
 from sluice.streams.exceptions import ClickHouseUnavailable
@@ -16,7 +16,7 @@ from sluice.streams.pipeline import Pipeline, Record
 from sluice.streams.positions import Positions
 from sluice.streams.sinks.clickhouse import ClickHouseSink
 from sluice.streams.sinks.files import FileSink
-from sluice.streams.windows import TumblingWindows
+from sluice.streams.windows import TumblingWindows, series_id
 from sluice.v1.envelope_pb2 import EnvelopeBatch
 from tests.unit.streams.test_windows import DictState
 
@@ -149,3 +149,52 @@ async def test_points_later_than_max_lateness_are_dropped_and_counted_per_key(tm
         ("metrics_1s", [2.0]), ("metrics_1m", [2.0])
     ]
     assert [t for t, _, _ in fake.inserts] == ["logs", "metrics_1s", "metrics_1m"]
+
+
+async def test_metric_windows_go_to_files_by_route_and_once_after_a_crash(tmp_path: Path, monkeypatch: Any) -> None:
+    fake = FakeClickHouse()
+    config = AccessKeyConfig(access_key="key", routes={"metrics_1s": ["file"], "metrics_1m": ["file", "clickhouse"]})
+    routes = lambda key: config if key == "key" else None  # noqa: E731
+    pipeline, _ = make(tmp_path, fake, routes=routes)
+    envelopes = (counter_envelope("c", 2, total=2, timestamp=T), counter_envelope("c", 3, total=5, timestamp=T + 1))
+    # The crash: everything of the commit was durable except the emissions' removal.
+    for windows in pipeline.windows.values():
+        monkeypatch.setattr(windows, "done", lambda window: None)
+    await pipeline.handle([record(0, *envelopes, key=b"key"), record(1, *envelopes, key=b"other")], [0])
+    assert [(t, sorted(r[0] for r in rows)) for t, rows, _ in fake.inserts] == [
+        ("metrics_1s", ["other"]), ("metrics_1m", ["key", "other"])
+    ]
+    expected = {
+        "name": "c", "kind": "counter", "unit": "", "tags": {}, "series_id": series_id("key", "c", {}),
+        "count": 2, "sum": 5.0, "min": 2.0, "max": 3.0, "last": 5.0, "last_timestamp": T + 1,
+    }
+    files = tmp_path / "key"
+    assert sorted(p.name for p in files.iterdir() if not p.name.startswith(".")) == ["metrics_1m.jsonl", "metrics_1s.jsonl"]
+    assert [json.loads(x) for x in (files / "metrics_1s.jsonl").read_text().splitlines()] == [
+        {"window": "1s", "window_start": T // NS, **expected}
+    ]
+    assert [json.loads(x) for x in (files / "metrics_1m.jsonl").read_text().splitlines()] == [
+        {"window": "1m", "window_start": T // NS // 60 * 60, **expected}
+    ]
+    # The restarted worker stores the emissions again: ClickHouse deduplicates them by token,
+    # the files by the emissions' numbers.
+    restarted = Pipeline(
+        {t: TumblingWindows(w.state, size=w.size_s, lateness=0, idle_close=0) for t, w in pipeline.windows.items()},
+        FileSink(tmp_path), ClickHouseSink(fake), dead_letter=pipeline._dead_letter, routes=routes,  # type: ignore[arg-type]
+    )
+    await restarted.tick([0])
+    assert fake.inserts[2:] == fake.inserts[:2]
+    assert len((files / "metrics_1s.jsonl").read_text().splitlines()) == 1
+    assert len((files / "metrics_1m.jsonl").read_text().splitlines()) == 1
+    assert restarted.windows["metrics_1s"].outbox([0]) == []
+
+
+async def test_timer_windows_in_files_carry_quantiles_and_their_sketch(tmp_path: Path) -> None:
+    config = AccessKeyConfig(access_key="key", routes={"metrics_1s": ["file"], "metrics_1m": []})
+    pipeline, _ = make(tmp_path, FakeClickHouse(), routes=lambda key: config)
+    timers = [timer_envelope("db", T, T + ms * 1_000_000, timestamp=T) for ms in (1, 2, 3, 100)]
+    await pipeline.handle([record(0, *timers, key=b"key")], [0])
+    (line,) = [json.loads(x) for x in (tmp_path / "key" / "metrics_1s.jsonl").read_text().splitlines()]
+    assert (line["count"], line["min"], line["max"]) == (4, 1.0, 100.0)
+    assert [round(line[q], 1) for q in ("p50", "p90", "p99")] == [2.0, 3.0, 3.0]  # x_k, k = floor(q * (n - 1))
+    assert sum(line["sketch"].values()) == 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -55,29 +56,24 @@ def test_series_id_ignores_tag_order_and_separates_keys() -> None:
     assert series_id("k", "m", {"a": "1"}) != series_id("k", "m", {"a": "2"})
 
 
-def test_a_record_is_pre_aggregated_into_one_write_per_series_and_window() -> None:
+def test_a_batch_writes_one_delta_per_window_then_the_marker() -> None:
     state = DictState()
     w = windows(state)
     assert w.add(0, 10, "k", [counter(T + 1, 2), counter(T + 2, 3), counter(T + NS, 4), gauge(T + 5, 9)])
-    sid = series_id("k", "requests", {})
-    assert [(p, k) for p, k, _ in state.writes] == [
-        (0, f"0|{T // NS}|{sid}"),
-        (0, f"0|{T // NS + 1}|{sid}"),
-        (0, f"0|{T // NS}|{series_id('k', 'cpu', {})}"),
-        (0, "0|@applied"),
+    assert w.add(0, 11, "k", [counter(T + 3, 5)])
+    assert state.writes == []  # nothing before the flush
+    w.flush()
+    sid, cpu = series_id("k", "requests", {}), series_id("k", "cpu", {})
+    assert state.writes == [
+        (0, f"0|{T // NS}|@d|11|0", [1, [
+            [sid, "k", "requests", COUNTER, "", {}, 3, 10.0, 2.0, 5.0, T + 3, 0.0, {}],
+            [cpu, "k", "cpu", GAUGE, "%", {}, 1, 9.0, 9.0, 9.0, T + 5, 9.0, {}],
+        ]]),
+        (0, f"0|{T // NS + 1}|@d|11|0", [1, [[sid, "k", "requests", COUNTER, "", {}, 1, 4.0, 4.0, 4.0, T + NS, 0.0, {}]]]),
+        (0, "0|@applied", [11]),
     ]
-    assert state.data[f"0|{T // NS}|{sid}"] == ["k", "requests", COUNTER, "", {}, 2, 5.0, 2.0, 3.0, T + 2, 0.0, {}, 10]
-
-
-def test_a_replayed_offset_changes_nothing() -> None:
-    state = DictState()
-    w = windows(state)
-    assert w.add(1, 5, "k", [counter(T, 1)])
-    before = dict(state.data)
-    assert not w.add(1, 5, "k", [counter(T, 1)])
-    assert not w.add(1, 4, "k", [counter(T, 1)])
-    assert state.data == before
-    assert w.applied_offset(1) == 5 and w.applied_offset(0) == -1
+    w.flush()
+    assert len(state.writes) == 3  # nothing new, nothing written
 
 
 def test_windows_close_on_the_partition_clock_and_are_staged() -> None:
@@ -89,7 +85,8 @@ def test_windows_close_on_the_partition_clock_and_are_staged() -> None:
     # Newer data moves the clock: the first window closes, the second stays open.
     w.add(0, 2, "k", [gauge(T + 2 * NS, 8)])
     (closed,) = w.close([0], now_ns=T)
-    assert (closed.partition, closed.start, closed.offset) == (0, T // NS, 0)
+    # Its offset is the newest of the batch that last wrote it (records 0 and 1 were flushed together).
+    assert (closed.partition, closed.start, closed.offset) == (0, T // NS, 1)
     sid = series_id("k", "cpu", {})
     assert closed.rows == [["k", "cpu", sid, T // NS, GAUGE, "%", {}, 3, 9.0, 1.0, 5.0, (T + 300, 3.0), {}]]
     w.stage(closed)
@@ -116,7 +113,9 @@ def test_a_late_point_reopens_its_window_as_a_correction_partial() -> None:
     assert late.rows[0][7:9] == [1, 10.0]
     w.stage(late)
     # Two outbox entries of one window, told apart by their offsets.
-    assert [(o.start, o.offset, o.rows[0][7:9]) for o in w.outbox([0])] == [(first.start, 0, [1, 1.0]), (first.start, 1, [1, 10.0])]
+    assert [(o.start, o.offset, o.seq, o.rows[0][7:9]) for o in w.outbox([0])] == [
+        (first.start, 0, 0, [1, 1.0]), (first.start, 1, 1, [1, 10.0])
+    ]
 
 
 def test_the_outbox_survives_json_and_is_dropped_when_done() -> None:
@@ -133,19 +132,22 @@ def test_the_outbox_survives_json_and_is_dropped_when_done() -> None:
     assert (staged.partition, staged.start, staged.offset) == (0, closed.start, 3)
     assert w.outbox([1]) == []
     w.done(staged)
-    assert w.outbox([0]) == [] and sorted(state.data) == ["0|@applied"]
+    assert w.outbox([0]) == [] and sorted(state.data) == ["0|@applied", "0|@seq"]
 
 
-def test_a_write_persisted_without_its_applied_marker_is_not_applied_twice() -> None:
+def test_a_delta_persisted_without_its_marker_is_not_applied_twice() -> None:
     state = DictState()
     w = windows(state)
     w.add(0, 1, "k", [counter(T, 1)])
+    w.flush()
     w.add(0, 2, "k", [counter(T, 2), counter(T + NS, 4)])
-    # A crash kept the first value write of offset 2 but neither the second nor the marker.
+    w.flush()
+    # A crash kept the first delta of offset 2 but neither the second nor the marker.
     state.data["0|@applied"] = [1]
-    del state.data[f"0|{T // NS + 1}|{series_id('k', 'requests', {})}"]
-    assert w.add(0, 2, "k", [counter(T, 2), counter(T + NS, 4)])
-    assert sorted((c.start, c.rows[0][7], c.rows[0][8]) for c in w.close([0], now_ns=T + 10 * NS)) == [
+    del state.data[f"0|{T // NS + 1}|@d|2|0"]
+    recovered = windows(state)
+    assert recovered.add(0, 2, "k", [counter(T, 2), counter(T + NS, 4)])
+    assert sorted((c.start, c.rows[0][7], c.rows[0][8]) for c in recovered.close([0], now_ns=T + 10 * NS)) == [
         (T // NS, 2, 3.0), (T // NS + 1, 1, 4.0)
     ]
 
@@ -165,32 +167,38 @@ def test_one_minute_windows_and_forced_closing() -> None:
     assert [(c.start, c.rows[0][7], c.rows[0][8]) for c in (forced, later)] == [(m0, 2, 3.0), (m0 + 60, 1, 4.0)]
 
 
-def test_timer_windows_carry_a_sketch_that_merges_across_records() -> None:
+def test_timer_windows_carry_a_sketch_that_merges_across_records_and_restarts() -> None:
     state = DictState()
     w = windows(state)
     timer = lambda ms: MetricPoint("db", TIMER, "ms", {}, T, ms, ms)  # noqa: E731
     w.add(0, 0, "k", [timer(1.0), timer(100.0)])
+    w.flush()
     w.add(0, 1, "k", [timer(100.0)])
-    # The changelog gives JSON back: bucket keys become strings, and merge again.
-    key = next(k for k in state.data if not k.endswith("@applied"))
-    state.data[key][11] = {str(b): n for b, n in state.data[key][11].items()}
-    w.add(0, 2, "k", [timer(0.0)])
-    (closed,) = w.close([0], now_ns=T + 10 * NS)
+    w.flush()
+    # What recovery from the changelog gives back: JSON, with string bucket keys.
+    state.data = json.loads(json.dumps(state.data))
+    recovered = windows(state)
+    recovered.add(0, 2, "k", [timer(0.0)])
+    (closed,) = recovered.close([0], now_ns=T + 10 * NS)
+    assert closed.rows[0][7:11] == [4, 201.0, 0.0, 100.0]
     assert closed.rows[0][12] == {sketch.ZERO: 1, sketch.bucket(1.0): 1, sketch.bucket(100.0): 2}
 
 
-def test_values_left_behind_by_a_crash_while_staging_are_not_emitted_again() -> None:
+def test_deltas_left_behind_by_a_crash_while_staging_are_not_emitted_again() -> None:
     state = DictState()
     w = windows(state)
     w.add(0, 1, "k", [counter(T, 1), gauge(T, 5)])
+    w.flush()
     w.add(0, 2, "k", [MetricPoint("db", TIMER, "ms", {}, T, 3.0, 3.0)])
     (closed,) = w.close([0], now_ns=T + 10 * NS)
-    assert len(closed.keys) == 3
-    # The crash: the outbox entry and one of the three deletes made it to the changelog.
-    state.put(0, closed.outbox_key, [[closed.offset, closed.rows]])
+    assert closed.keys == [f"0|{T // NS}|@d|1|0", f"0|{T // NS}|@d|2|0"] and closed.offset == 2
+    # The crash: the emission and one of the two deletes made it to the changelog.
+    state.put(0, f"0|@out|{T // NS}|2|0", [0, 1, closed.rows])
+    state.put(0, "0|@seq", [0])
     state.delete(0, closed.keys[0])
     recovered = windows(state)
     recovered.add(0, 3, "k", [counter(T + 1, 10)])  # a late point after the restart
+    assert f"0|{T // NS}|@d|2|0" not in state.data  # the stale delta was deleted on reading
     (again,) = recovered.close([0], now_ns=T + 10 * NS)
     assert [r[7:9] for r in again.rows] == [[1, 10.0]] and again.offset == 3
     recovered.stage(again)
@@ -198,16 +206,91 @@ def test_values_left_behind_by_a_crash_while_staging_are_not_emitted_again() -> 
     assert recovered.open_windows([0]) == {}
 
 
-def test_no_window_closes_while_a_record_is_half_applied() -> None:
+def test_no_window_closes_while_a_flush_is_half_written() -> None:
     state = DictState()
     w = windows(state)
     w.add(0, 1, "k", [counter(T, 1)])
-    w.add(0, 2, "k", [counter(T, 2), gauge(T, 7)])
-    # The crash kept the counter's write of offset 2, not the gauge's nor the marker.
+    w.flush()
+    w.add(0, 2, "k", [counter(T, 2), gauge(T + NS, 7)])
+    w.flush()
+    # The crash kept the first window's delta of offset 2, not the second's nor the marker.
     state.data["0|@applied"] = [1]
-    del state.data[f"0|{T // NS}|{series_id('k', 'cpu', {})}"]
+    del state.data[f"0|{T // NS + 1}|@d|2|0"]
     recovered = windows(state)
     assert recovered.close([0], now_ns=T + 10 * NS) == []
-    assert recovered.add(0, 2, "k", [counter(T, 2), gauge(T, 7)])  # read again
+    assert recovered.add(0, 2, "k", [counter(T, 2), gauge(T + NS, 7)])  # read again
+    closed = recovered.close([0], now_ns=T + 10 * NS)
+    assert [(c.start, [(r[1], r[7], r[8]) for r in c.rows]) for c in closed] == [
+        (T // NS, [("requests", 2, 3.0)]), (T // NS + 1, [("cpu", 1, 7.0)])
+    ]
+
+
+def test_a_long_window_s_deltas_are_compacted_into_a_snapshot() -> None:
+    state = DictState()
+    w = TumblingWindows(state, size=60, lateness=1, idle_close=1)
+    m0 = T // NS // 60 * 60
+    for offset in range(300):  # one batch per record: a delta each
+        w.add(0, offset, "k", [counter(m0 * NS + offset, 1, host=f"h{offset % 10}")])
+        w.flush()
+    keys = [k for k in state.data if "|@" in k and not k.endswith("@applied")]
+    assert len(keys) < 70 and any("|@s|" in k for k in keys)  # not 300 deltas
+    state.data = json.loads(json.dumps(state.data))
+    recovered = TumblingWindows(state, size=60, lateness=1, idle_close=1)
+    (closed,) = recovered.close([0], now_ns=m0 * NS, force=True)
+    assert len(closed.rows) == 10 and {r[7] for r in closed.rows} == {30} and closed.offset == 299
+    recovered.stage(closed)
+    assert sorted(state.data) == ["0|@applied", f"0|@out|{m0}|299|0", "0|@seq"]
+
+
+def test_forget_reads_the_windows_back_from_the_state() -> None:
+    state = DictState()
+    w = windows(state)
+    w.add(0, 1, "k", [counter(T, 1), gauge(T + NS, 3)])
+    with pytest.raises(RuntimeError, match="flush"):
+        w.forget()
+    w.flush()
+    before = w.close([0], now_ns=T + 10 * NS)
+    w.forget()
+    assert w.open_windows([0]) == {}  # nothing in memory until the partition is used
+    assert w.close([0], now_ns=T + 10 * NS) == before
+    assert w.applied_offset(0) == 1 and not w.add(0, 1, "k", [counter(T, 1)])
+
+
+def test_entries_are_chunked_and_an_incomplete_one_counts_as_never_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sluice.streams.windows.CHUNK_ROWS", 2)
+    state = DictState()
+    w = windows(state)
+    five = [counter(T, 1, host=f"h{i}") for i in range(5)]
+    w.add(0, 1, "k", five)
+    w.flush()
+    assert sorted(k for k in state.data if "@d" in k) == [f"0|{T // NS}|@d|1|{i}" for i in range(3)]
+    w.add(0, 2, "k", five)
+    w.flush()
+    # The crash kept two of the three chunks of offset 2's delta, not the marker.
+    state.data["0|@applied"] = [1]
+    del state.data[f"0|{T // NS}|@d|2|1"]
+    recovered = windows(state)
+    assert recovered.add(0, 2, "k", five)  # not covered: the delta was never complete
+    assert not any(k.startswith(f"0|{T // NS}|@d|2|") for k in state.data)
     (closed,) = recovered.close([0], now_ns=T + 10 * NS)
-    assert sorted((r[1], r[7], r[8]) for r in closed.rows) == [("cpu", 1, 7.0), ("requests", 2, 3.0)]
+    assert sorted((r[6]["host"], r[7]) for r in closed.rows) == [(f"h{i}", 2) for i in range(5)]
+    before = copy.deepcopy(state.data)
+    recovered.stage(closed)
+    emission = sorted(k for k in state.data if "@out" in k)
+    assert len(emission) == 3
+    # A crash that kept one chunk of the emission and none of the deletes: the window is
+    # whole and open again on reading, and the chunk is gone.
+    state.data = {**before, emission[0]: state.data[emission[0]]}
+    again = windows(state).close([0], now_ns=T + 10 * NS)
+    assert [sorted((r[6]["host"], r[7]) for r in c.rows) for c in again] == [[(f"h{i}", 2) for i in range(5)]]
+    assert emission[0] not in state.data
+
+
+def test_chunks_are_cut_by_size_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sluice.streams.windows.CHUNK_BYTES", 1100)  # rows of about 720 and 300
+    state = DictState()
+    w = windows(state)
+    w.add(0, 1, "k", [counter(T, 1, host=f"h{i}", big="x" * 400) for i in range(3)] + [counter(T, 1)])
+    w.flush()
+    chunks = [state.data[k] for k in sorted(state.data) if "@d" in k]
+    assert [(n, len(rows)) for n, rows in chunks] == [(3, 1), (3, 1), (3, 2)]
