@@ -203,8 +203,9 @@ def _why(lines: list[str]) -> str:
 
 
 async def clickhouse(ctx: Context) -> list[Row]:
-    """The same log rows into chDB through the worker's ClickHouse sink (deduplication token per
-    block) and through a raw clickhouse-connect insert (row and column oriented)."""
+    """The same log rows into chDB through the worker's ClickHouse sink (the decoded rows the
+    pipeline hands it, deduplication token per block) and through a raw clickhouse-connect insert
+    (row and column oriented)."""
     from bench.common import SelfMeter
     from sluice.streams.clickhouse import ClickHouse, migrate
     from sluice.streams.decode import LOG_COLUMNS, decode_batch
@@ -257,7 +258,8 @@ async def clickhouse(ctx: Context) -> list[Row]:
         client.insert("raw_columnar.logs", columns[i], column_names=list(LOG_COLUMNS), column_oriented=True)
 
     systems: list[tuple[str, str, Callable[[int, list[list[Any]]], Awaitable[None]], str]] = [
-        ("sluice ClickHouseSink", "sluice", via_sink, "with dedup tokens"),
+        ("sluice ClickHouseSink", "sluice", via_sink,
+         "decoded rows, turned into columns by the sink (timed), column-oriented insert with dedup tokens"),
         ("raw clickhouse-connect insert", "raw_insert", lambda i, b: ch._run(raw_rows, b), "row oriented"),
         ("raw clickhouse-connect columnar insert", "raw_columnar", lambda i, b: ch._run(raw_columns, i),
          "column oriented, columns ready (as a columnar decoder would give them)"),

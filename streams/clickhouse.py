@@ -136,16 +136,18 @@ class ClickHouse:
         """Connect and bring the schema up to date (otherwise done by the first call)."""
         await self._run(self._connected)
 
-    async def insert(
-        self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], token: str
+    async def insert_columns(
+        self, table: str, data: Sequence[Sequence[Any]], columns: Sequence[str], token: str
     ) -> None:
-        """Insert rows; a retried insert with the same ``token`` is stored once."""
+        """Insert ``data``, one sequence of values per name in ``columns``; a retried insert with
+        the same ``token`` is stored once."""
         try:
             await self._run(
                 lambda: self._connected().insert(
                     f"{self.database}.{table}",
-                    rows,
+                    data,
                     column_names=list(columns),
+                    column_oriented=True,
                     settings={"insert_deduplication_token": token},
                 )
             )

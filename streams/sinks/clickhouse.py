@@ -4,6 +4,11 @@ A block is what one insert writes. Its token names its source positions, so a bl
 from replayed records carries the same token and ClickHouse stores it once. While ClickHouse
 is unavailable, :meth:`ClickHouseSink.flush` retries with backoff and does not return: the
 stream waits (backpressure) instead of losing or reordering rows.
+
+Blocks are stored column by column and inserted with ``column_oriented=True``: clickhouse-connect
+pivots row-oriented data itself, one tuple per row, and on a worker's heap of millions of
+objects those tuples set off garbage collections that made the pivot ~37% of an insert.
+:func:`columns_of` builds one list per column and allocates nothing per row.
 """
 
 from __future__ import annotations
@@ -20,11 +25,20 @@ from sluice.streams.exceptions import ClickHouseUnavailable
 log = logging.getLogger(__name__)
 
 
+def columns_of(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """``rows`` of ``width`` values each as ``width`` column lists; values are kept as they are."""
+    widths = set(map(len, rows))
+    if widths - {width}:
+        raise ValueError(f"every row needs {width} values, got rows of {sorted(widths)}")
+    return [[row[i] for row in rows] for i in range(width)]
+
+
 @dataclass(frozen=True, slots=True)
 class Block:
     table: str
     columns: Sequence[str]
-    rows: list[list[Any]]
+    data: list[list[Any]]  # one list per column
+    rows: int
     token: str
 
 
@@ -41,14 +55,14 @@ class ClickHouseSink:
         self.rows_written: dict[str, int] = {}
         self.retries = 0
 
-    def add(self, table: str, columns: Sequence[str], rows: list[list[Any]], token: str) -> None:
-        """Queue one block; empty blocks are ignored."""
+    def add(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], token: str) -> None:
+        """Queue ``rows`` (values in ``columns`` order) as one block; empty blocks are ignored."""
         if rows:
-            self._pending.append(Block(table, columns, rows, token))
+            self._pending.append(Block(table, columns, columns_of(rows, len(columns)), len(rows), token))
 
     @property
     def pending_rows(self) -> int:
-        return sum(len(b.rows) for b in self._pending)
+        return sum(b.rows for b in self._pending)
 
     async def flush(self) -> int:
         """Insert every queued block, in order; rows written."""
@@ -57,15 +71,15 @@ class ClickHouseSink:
             block = self._pending[0]
             await self._insert(block)
             self._pending.pop(0)
-            self.rows_written[block.table] = self.rows_written.get(block.table, 0) + len(block.rows)
-            written += len(block.rows)
+            self.rows_written[block.table] = self.rows_written.get(block.table, 0) + block.rows
+            written += block.rows
         return written
 
     async def _insert(self, block: Block) -> None:
         delay = self._backoff
         while True:
             try:
-                await self.clickhouse.insert(block.table, block.rows, block.columns, block.token)
+                await self.clickhouse.insert_columns(block.table, block.data, block.columns, block.token)
                 return
             except ClickHouseUnavailable as exc:
                 self.retries += 1

@@ -30,11 +30,12 @@ class FakeClickHouse:
         self.inserts: list[tuple[str, list[list[Any]], str]] = []
         self.failures = failures
 
-    async def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], token: str) -> None:
+    async def insert_columns(self, table: str, data: Sequence[Sequence[Any]], columns: Sequence[str], token: str) -> None:
         if self.failures:
             self.failures -= 1
             raise ClickHouseUnavailable("ClickHouse is down")
-        self.inserts.append((table, [list(r) for r in rows], token))
+        assert len(data) == len(columns) and len({len(c) for c in data}) == 1, "not one list per column"
+        self.inserts.append((table, [list(r) for r in zip(*data)], token))  # kept as rows
 
 
 def record(offset: int, *envelopes: Any, key: bytes = b"k", partition: int = 0) -> Record:
