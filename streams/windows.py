@@ -47,7 +47,7 @@ import hashlib
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from sluice.streams import sketch
@@ -161,6 +161,7 @@ class _Partition:
     half_applied: int = -1  # the newest delta found when loading (a crash may have cut a flush)
     windows: dict[int, _Window] = field(default_factory=dict)
     outboxes: dict[tuple[int, int], list[str]] = field(default_factory=dict)  # (start, offset) -> chunks
+    staged: dict[tuple[int, int], ClosedWindow] = field(default_factory=dict)  # the outbox's emissions staged here
     pending: dict[int, dict[int, list[Any]]] = field(default_factory=dict)  # start -> sid -> value
 
 
@@ -430,9 +431,10 @@ class TumblingWindows:
         if window.rows:
             p.seq += 1
             prefix = f"{window.partition}|{OUTBOX}|{window.start}|{window.offset}"
-            p.outboxes[(window.start, window.offset)] = self._put_chunked(
+            keys = p.outboxes[(window.start, window.offset)] = self._put_chunked(
                 window.partition, prefix, [p.seq], window.rows, tags_at=METRIC_COLUMNS.index("tags")
             )
+            p.staged[(window.start, window.offset)] = replace(window, keys=keys, seq=p.seq)
             self.state.put(window.partition, f"{window.partition}|{SEQ}", [p.seq])
         for key in window.keys:
             self.state.delete(window.partition, key)
@@ -442,7 +444,11 @@ class TumblingWindows:
         """The staged windows of ``partitions`` not stored yet, in the order they were staged."""
         found = []
         for partition in partitions:
-            for (start, offset), keys in self._partition(partition).outboxes.items():
+            p = self._partition(partition)
+            for (start, offset), keys in p.outboxes.items():
+                if (start, offset) in p.staged:  # no need to decode what memory holds
+                    found.append(p.staged[(start, offset)])
+                    continue
                 rows, seq = [], -1
                 for key in keys:
                     seq, _, chunk = self.state.get(key) or [-1, 0, []]
@@ -452,7 +458,9 @@ class TumblingWindows:
 
     def done(self, window: ClosedWindow) -> None:
         """Drop a stored emission from the outbox."""
-        for key in self._partition(window.partition).outboxes.pop((window.start, window.offset), []):
+        p = self._partition(window.partition)
+        p.staged.pop((window.start, window.offset), None)
+        for key in p.outboxes.pop((window.start, window.offset), []):
             self.state.delete(window.partition, key)
 
 

@@ -125,14 +125,16 @@ def test_the_outbox_survives_json_and_is_dropped_when_done() -> None:
     (closed,) = w.close([0], now_ns=T + 10 * NS)
     w.stage(closed)
     assert w.open_windows([0]) == {}
+    (in_memory,) = w.outbox([0])
     # What recovery from the changelog gives back: JSON.
     state.data = json.loads(json.dumps(state.data))
-    (staged,) = w.outbox([0])
-    assert staged.rows == closed.rows and isinstance(staged.rows[0][11], tuple)
-    assert (staged.partition, staged.start, staged.offset) == (0, closed.start, 3)
-    assert w.outbox([1]) == []
-    w.done(staged)
-    assert w.outbox([0]) == [] and sorted(state.data) == ["0|@applied", "0|@seq"]
+    recovered = windows(state)
+    (staged,) = recovered.outbox([0])
+    assert staged == in_memory and isinstance(staged.rows[0][11], tuple)
+    assert (staged.partition, staged.start, staged.offset, staged.seq, staged.rows) == (0, closed.start, 3, 0, closed.rows)
+    assert recovered.outbox([1]) == []
+    recovered.done(staged)
+    assert recovered.outbox([0]) == [] and sorted(state.data) == ["0|@applied", "0|@seq"]
 
 
 def test_a_delta_persisted_without_its_marker_is_not_applied_twice() -> None:
