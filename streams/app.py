@@ -74,7 +74,9 @@ class Worker:
         )
         self.clickhouse = ClickHouse(settings)
         self.keys = JsonKeyStore(settings.access_keys_path, reload_interval=settings.gateway.keys_reload_interval)
-        self.config = ConfigFollower(kafka.bootstrap, kafka.config_topic, self.keys.get)
+        self.config = ConfigFollower(
+            kafka.bootstrap, kafka.config_topic, self.keys.get, replication_factor=kafka.replication_factor
+        )
         self.pipeline = Pipeline(
             {
                 "metrics_1s": self._windows("windows-1s", 1),

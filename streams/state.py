@@ -6,16 +6,17 @@ is also written from the timer that closes quiet windows, where there is no even
 adapter writes the store and the changelog itself, always naming the source partition: a
 worker that takes over a partition recovers exactly that partition's windows.
 
-Values are JSON, encoded here once: the table (created with :func:`state_table`) keeps them as
+Values are JSON (orjson: several times faster than json on window rows), encoded here once: the table (created with :func:`state_table`) keeps them as
 bytes in its store and its changelog alike, which holds open windows in a fraction of the
 memory the decoded lists would take.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
+
+import orjson
 
 
 def state_table(app: Any, name: str, partitions: int) -> Any:
@@ -31,10 +32,10 @@ class FaustTableState:
 
     def get(self, key: str) -> list[Any] | None:
         value = self.table.data.get(key)
-        return None if value is None else list(json.loads(value))
+        return None if value is None else list(orjson.loads(value))
 
     def put(self, partition: int, key: str, value: list[Any]) -> None:
-        encoded = json.dumps(value, separators=(",", ":")).encode()
+        encoded = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)  # sketches have int keys
         self.table.data[key] = encoded
         self.table.send_changelog(partition, key, encoded)
 

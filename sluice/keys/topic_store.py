@@ -43,6 +43,7 @@ class ConfigTopicStore:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
+        self.records = 0  # read from the topic, tombstones and corrupt ones included
         self.corrupt_records = 0
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -145,6 +146,7 @@ class ConfigTopicStore:
 
     def _apply(self, records: Iterable[Any]) -> None:
         for record in records:
+            self.records += 1
             key = record.key or b""
             try:
                 config = decode_config(key, record.value)
