@@ -200,6 +200,10 @@ class WorkerSettings(BaseModel):
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
     store: str = Field("memory://", description="Faust table store: memory:// or rocksdb://")
+    recovery_consistency_check: bool = Field(
+        True, description="with rocksdb://, refuse to start when the local state is ahead of its changelog "
+        "topic (it was deleted); off on Tansu, whose end offsets fall short of the last record"
+    )
     window_lateness: float = Field(
         1.0, ge=0, description="seconds a 1s window stays open after its end for late envelopes"
     )

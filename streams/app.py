@@ -60,6 +60,7 @@ class Worker:
             broker_rebalance_timeout=worker.rebalance_timeout,
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
+            recovery_consistency_check=worker.recovery_consistency_check,
             # Window state is written in chunks of about 256 KiB; one series with the largest
             # tags the gateway allows still fits.
             producer_max_request_size=4 * 1024 * 1024,

@@ -36,7 +36,17 @@ class FaustTableState:
 
     def put(self, partition: int, key: str, value: list[Any]) -> None:
         encoded = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)  # sketches have int keys
-        self.table.data[key] = encoded
+        store = self.table.data
+        db_for_partition = getattr(store, "_db_for_partition", None)
+        if db_for_partition is None:  # the memory store
+            store[key] = encoded
+        else:
+            # The rocksdb store keeps a database per partition and takes the partition of a
+            # write from the event being processed; these writes come from batch jobs and the
+            # timer, outside any event, so they name it themselves (faust-streaming 0.15).
+            raw_key = store._encode_key(key)
+            db_for_partition(partition).put(raw_key, encoded)
+            store._key_index[raw_key] = partition
         self.table.send_changelog(partition, key, encoded)
 
     def delete(self, partition: int, key: str) -> None:
