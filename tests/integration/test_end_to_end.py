@@ -368,3 +368,27 @@ async def test_throttled_logs_and_events_are_dropped_or_sampled_and_counted(
     assert f'sluice_worker_throttle_sampled_total{{access_key="{sample}"}} 4\n' in metrics
     assert "sluice_worker_throttled_total 27\n" in metrics
     assert len((gateway.settings.files_dir / drop / "logs.jsonl").read_text().splitlines()) == 5
+
+
+async def test_points_later_than_max_lateness_are_dropped_and_counted(
+    gateway: Gateway, worker_process: WorkerProcess, settings: Settings, unique: str
+) -> None:
+    key = await add_key(gateway.keys, f"ak_{unique}")
+    settings.worker.max_lateness = 600.0  # ten minutes before the gateway took them
+    worker_process.start()
+    now = time.time_ns() // NS * NS
+    async with client_for(gateway, key) as client:
+        assert await client.send([
+            counter_envelope("requests", 1, timestamp=now - 300 * NS),  # five minutes late: kept
+            counter_envelope("requests", 2, timestamp=now - 3600 * NS),  # an hour late: dropped
+            counter_envelope("requests", 4, timestamp=now - 2 * 3600 * NS),  # dropped
+        ]) == 3
+    assert await wait_caught_up(settings, worker_process.url, 30, ("metrics_1s", "metrics_1m"))
+    assert await worker_process.query(
+        f"SELECT sum(count), sum(sum) FROM sluice.metrics_1s WHERE access_key = '{key}'"
+    ) == [[1, 1.0]]
+    status = worker_process.status()
+    assert (status["late"], status["counters"]["late"], status["counters"]["points"]) == ({key: 2}, 2, 1)
+    assert f'sluice_worker_late_points_total{{access_key="{key}"}} 2' in urllib.request.urlopen(
+        f"{worker_process.url}/metrics", timeout=5
+    ).read().decode()
