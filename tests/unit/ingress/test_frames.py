@@ -1,0 +1,53 @@
+"""EnvelopeBatch bytes at the wire level: split into envelope bytes, framed back, byte for byte."""
+
+from __future__ import annotations
+
+import pytest
+
+from sluice.ingress.frames import envelope_bytes, frame_records, prefix
+from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch
+
+
+def log(payload_bytes: int, **kw: object) -> Envelope:
+    env = Envelope(timestamp=1, source_id="s", **kw)  # type: ignore[arg-type]
+    env.log.payload = b"x" * payload_bytes
+    return env
+
+
+@pytest.mark.parametrize("length", [0, 1, 127, 128, 16383, 16384, 2_097_151, 2_097_152])
+def test_prefix_is_what_protobuf_writes_before_an_envelope(length: int) -> None:
+    env = Envelope()
+    env.log.payload = b"x" * length
+    data = env.SerializeToString()
+    assert prefix(len(data)) + data == EnvelopeBatch(batch=[env]).SerializeToString()
+
+
+def test_envelope_bytes_are_the_serialized_envelopes() -> None:
+    envelopes = [log(n, tags={"k": "v"}) for n in (0, 100, 200, 20_000)] + [Envelope()]
+    data = EnvelopeBatch(batch=envelopes).SerializeToString()
+    assert envelope_bytes(data) == [e.SerializeToString() for e in envelopes]
+    assert envelope_bytes(b"") == []
+
+
+def test_envelope_bytes_are_kept_as_sent() -> None:
+    # Fields out of order and a duplicate: decodes like the canonical form, but is not it.
+    sent = b"\x12\x01a" + b"\x08\x05" + b"\x08\x07"
+    assert Envelope.FromString(sent) == Envelope(timestamp=7, source_id="a")
+    assert Envelope.FromString(sent).SerializeToString() != sent
+    assert envelope_bytes(prefix(len(sent)) + sent + b"\x0a\x00") == [sent, b""]
+
+
+def test_one_record_is_the_serialized_batch() -> None:
+    # Short (two-byte prefix) and long (three-byte prefix) envelopes in one record.
+    envelopes = [log(n) for n in (0, 110, 130, 5, 300)]
+    (record,) = frame_records([e.SerializeToString() for e in envelopes], 1 << 20)
+    assert record == EnvelopeBatch(batch=envelopes).SerializeToString()
+    (record,) = frame_records([e.SerializeToString() for e in envelopes[:2]], 1 << 20)
+    assert record == EnvelopeBatch(batch=envelopes[:2]).SerializeToString()
+
+
+def test_framing_is_the_inverse_of_splitting() -> None:
+    encoded = [log(n).SerializeToString() for n in range(0, 400, 7)]
+    records = frame_records(encoded, 1000)
+    assert len(records) > 1
+    assert [e for r in records for e in envelope_bytes(r)] == encoded
