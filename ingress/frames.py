@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from itertools import chain
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -76,9 +75,12 @@ def frame_records(encoded: Sequence[bytes], max_record_bytes: int) -> list[bytes
     # Envelopes under 128 bytes (most of them) have a two-byte prefix: look it up, in C.
     prefixes = list(map(_SHORT_PREFIXES.__getitem__, sizes) if max(sizes) < 0x80 else map(prefix, sizes))
     if sum(sizes) + sum(map(len, prefixes)) <= max_record_bytes:
-        return [b"".join(chain.from_iterable(zip(prefixes, encoded)))]
+        parts: list[bytes] = [b""] * (2 * len(sizes))
+        parts[0::2] = prefixes
+        parts[1::2] = encoded
+        return [b"".join(parts)]
     records: list[bytes] = []
-    parts: list[bytes] = []
+    parts = []
     size = 0
     for head, data in zip(prefixes, encoded):
         framed = len(head) + len(data)
