@@ -11,6 +11,7 @@ it came.
 from __future__ import annotations
 
 import functools
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -92,3 +93,59 @@ def frame_records(encoded: Sequence[bytes], max_record_bytes: int) -> list[bytes
     if parts:
         records.append(b"".join(parts))
     return records
+
+
+class Forwarded(list[bytes]):
+    """Envelopes' bytes as they were received. ``batch`` is the ``EnvelopeBatch`` they came in
+    when it holds exactly them, framed as :func:`frame_records` frames them; else None."""
+
+    __slots__ = ("batch",)
+
+    def __init__(self, encoded: list[bytes], received: bytes, sizes: list[int]) -> None:
+        """``sizes``: the length of each of ``encoded``."""
+        super().__init__(encoded)
+        framing = 2 * len(sizes) if max(sizes, default=0) < 0x80 else sum(map(len, map(prefix, sizes)))
+        # Any other field, or a longer-than-needed tag or length, would make ``received`` longer.
+        self.batch: bytes | None = received if len(received) == sum(sizes) + framing else None
+
+
+class Pending:
+    """Encoded envelopes waiting to be published, taken in order; a run of them that arrived as
+    one :class:`Forwarded` batch is taken already framed."""
+
+    def __init__(self) -> None:
+        self.items: list[bytes] = []
+        self._runs: deque[tuple[int, bytes | None]] = deque()  # (envelopes, their framed batch)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def add(self, encoded: list[bytes]) -> None:
+        if not encoded:
+            return
+        self.items += encoded
+        batch = encoded.batch if isinstance(encoded, Forwarded) else None
+        if batch is None and self._runs and self._runs[-1][1] is None:
+            self._runs[-1] = (self._runs[-1][0] + len(encoded), None)  # one run of unframed ones
+        else:
+            self._runs.append((len(encoded), batch))
+
+    def take(self, n: int) -> tuple[list[bytes], bytes | None]:
+        """The first ``n`` envelopes (or all there are), and their framed batch when they are
+        whole forwarded runs (what :func:`frame_records` would make of them, without a size limit)."""
+        taken = self.items[:n]
+        del self.items[:n]
+        batches: list[bytes] = []
+        whole = True
+        need = len(taken)
+        while need:
+            count, batch = self._runs.popleft()
+            if count > need:
+                self._runs.appendleft((count - need, None))
+                count, batch = need, None
+            if batch is None:
+                whole = False
+            elif whole:
+                batches.append(batch)
+            need -= count
+        return taken, b"".join(batches) if whole and taken else None

@@ -139,13 +139,23 @@ class Publisher:
     # -- what calls use ----------------------------------------------------------------
 
     async def enqueue(
-        self, access_key: str, encoded: Sequence[bytes], *, encrypt: bool = False, record_key: bytes | None = None
+        self,
+        access_key: str,
+        encoded: Sequence[bytes],
+        *,
+        encrypt: bool = False,
+        record_key: bytes | None = None,
+        framed: bytes | None = None,
     ) -> Chunk:
         """Frame encoded envelopes of one key into records (encrypted if asked) and queue them
-        (see :class:`Diode`); ``record_key`` is the Kafka key, the access key by default."""
+        (see :class:`Diode`); ``record_key`` is the Kafka key, the access key by default.
+        ``framed``, when given, is ``encoded`` already framed as one ``EnvelopeBatch``."""
         if self._producer is None:
             raise RuntimeError("Publisher.enqueue() called before start()")
-        records = frame_records(encoded, self._max_record_bytes)
+        if framed is not None and len(framed) <= self._max_record_bytes:
+            records = [framed]
+        else:
+            records = frame_records(encoded, self._max_record_bytes)
         kid = ""
         if encrypt:
             encrypted = [self._keyring.encrypt(access_key, r) for r in records]

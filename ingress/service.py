@@ -29,6 +29,7 @@ from sluice.ingress.exceptions import (
     grpc_status,
     quoted,
 )
+from sluice.ingress.frames import Pending
 from sluice.ingress.handlers import Malformed, Received
 from sluice.ingress.limits import ByteRateLimiter
 from sluice.ingress.metrics import GatewayMetrics
@@ -224,23 +225,23 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
         metrics = self._metrics
         received = 0
         shards = config.shards
-        pending: dict[int, list[bytes]] = {}  # by shard
+        pending: dict[int, Pending] = {}  # by shard
         since: float | None = None
         chunks: list[Chunk] = []
         loop = asyncio.get_running_loop()
 
         async def flush(upto: int) -> None:
             nonlocal since
-            for shard, items in pending.items():
-                while len(items) >= upto and items:
+            for shard, queued in pending.items():
+                while len(queued) >= upto and queued:
+                    encoded, framed = queued.take(self._chunk)
                     chunks.append(
                         await self._publisher.enqueue(
-                            key, items[: self._chunk], encrypt=config.encrypt,
-                            record_key=record_key(key, shard, shards),
+                            key, encoded, encrypt=config.encrypt,
+                            record_key=record_key(key, shard, shards), framed=framed,
                         )
                     )
-                    del items[: self._chunk]
-            since = loop.time() if any(pending.values()) else None
+            since = loop.time() if any(map(len, pending.values())) else None
 
         items = _paced(requests, lambda: None if since is None else since + self._linger) if streaming else requests
         try:
@@ -266,10 +267,10 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
                 if since is None:
                     since = loop.time()
                 if shards > 1:
-                    for env, data in zip(envelopes, encoded):
-                        pending.setdefault(shard_for(env.source_id, shards), []).append(data)
+                    for env, one in zip(envelopes, encoded):
+                        pending.setdefault(shard_for(env.source_id, shards), Pending()).add([one])
                 else:
-                    pending.setdefault(0, []).extend(encoded)
+                    pending.setdefault(0, Pending()).add(encoded)
                 await flush(self._chunk if streaming else sys.maxsize)
             if streaming:
                 # A stream the client cancelled ends like a finished one; the cancellation is

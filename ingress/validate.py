@@ -18,7 +18,7 @@ from itertools import compress, repeat
 from operator import attrgetter, contains, eq, methodcaller
 
 from sluice.ingress.exceptions import InvalidEnvelope, quoted
-from sluice.ingress.frames import envelope_bytes
+from sluice.ingress.frames import Forwarded, envelope_bytes
 from sluice.settings import GatewaySettings
 from sluice.v1.envelope_pb2 import Envelope
 
@@ -89,14 +89,16 @@ class EnvelopeValidator:
 
         ``received`` is the ``EnvelopeBatch`` that ``envelopes`` were decoded from, as it came:
         when all of them are valid and none needs stamping, their bytes in it are returned as
-        they are (the size limit then applies to those bytes).
+        they are, as a :class:`~sluice.ingress.frames.Forwarded` list (the size limit then
+        applies to those bytes).
         """
         now = self._clock()
         horizon = now + self._max_future_ns
         if received is not None and envelopes:
             as_received = envelope_bytes(received)
-            if len(as_received) == len(envelopes) and self._unchanged(envelopes, as_received, received, horizon):
-                return as_received
+            sizes = list(map(len, as_received))
+            if len(as_received) == len(envelopes) and self._unchanged(envelopes, sizes, received, horizon):
+                return Forwarded(as_received, received, sizes)
         max_bytes = self._max_envelope_bytes
         encoded: list[bytes] = []
         append = encoded.append
@@ -136,10 +138,9 @@ class EnvelopeValidator:
             append(data)
         return encoded
 
-    def _unchanged(self, envelopes: Sequence[Envelope], encoded: list[bytes], received: bytes, horizon: int) -> bool:
-        """True when every envelope is valid as it is (nothing to stamp), judged in C-level passes
-        over the whole batch; False when in doubt."""
-        sizes = list(map(len, encoded))
+    def _unchanged(self, envelopes: Sequence[Envelope], sizes: list[int], received: bytes, horizon: int) -> bool:
+        """True when every envelope (of ``sizes`` bytes as received) is valid as it is, with
+        nothing to stamp, judged in C-level passes over the whole batch; False when in doubt."""
         if max(sizes) > self._max_envelope_bytes:
             return False
         envs = list(envelopes)  # each pass over the repeated field would wrap every envelope again

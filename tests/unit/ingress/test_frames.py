@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sluice.ingress.frames import envelope_bytes, frame_records, prefix
+from sluice.ingress.frames import Forwarded, Pending, envelope_bytes, frame_records, prefix
 from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch
 
 
@@ -51,3 +51,47 @@ def test_framing_is_the_inverse_of_splitting() -> None:
     records = frame_records(encoded, 1000)
     assert len(records) > 1
     assert [e for r in records for e in envelope_bytes(r)] == encoded
+
+
+def batch_of(encoded: list[bytes]) -> bytes:
+    return b"".join(prefix(len(e)) + e for e in encoded)
+
+
+def forwarded(encoded: list[bytes], received: bytes | None = None) -> Forwarded:
+    return Forwarded(encoded, batch_of(encoded) if received is None else received, [len(e) for e in encoded])
+
+
+@pytest.mark.parametrize("payload_bytes", [0, 120, 130, 20_000])
+def test_a_batch_of_exactly_its_envelopes_is_kept_framed(payload_bytes: int) -> None:
+    encoded = [log(payload_bytes + i).SerializeToString() for i in range(3)]
+    received = EnvelopeBatch.FromString(batch_of(encoded)).SerializeToString()
+    assert forwarded(encoded, received).batch == received == frame_records(encoded, 1 << 30)[0]
+
+
+def test_a_batch_with_more_than_its_envelopes_is_not_kept() -> None:
+    encoded = [log(5).SerializeToString(), log(6).SerializeToString()]
+    # An unknown field of the batch, and a length written in two bytes where one is enough.
+    assert forwarded(encoded, batch_of(encoded) + b"\x10\x01").batch is None
+    overlong = b"\x0a" + bytes((len(encoded[0]) | 0x80, 0)) + encoded[0] + prefix(len(encoded[1])) + encoded[1]
+    assert envelope_bytes(overlong) == encoded
+    assert forwarded(encoded, overlong).batch is None
+    assert forwarded([], b"").batch == b""
+
+
+def test_pending_envelopes_are_taken_framed_when_whole_batches() -> None:
+    a, b, c = ([log(n + i).SerializeToString() for i in range(4)] for n in (0, 10, 200))
+    pending = Pending()
+    pending.add(forwarded(a))
+    pending.add(forwarded(b))
+    pending.add(c[:2])  # not forwarded: stamped and encoded by the gateway
+    pending.add(c[2:])
+    pending.add(forwarded(c))
+    pending.add([])
+    assert len(pending) == 16
+    assert pending.take(8) == (a + b, frame_records(a + b, 1 << 30)[0])
+    assert pending.take(5) == (c + c[:1], None)  # unframed ones, and a batch cut in two
+    assert pending.take(2) == (c[1:3], None)  # the rest of a cut batch
+    assert pending.take(10) == (c[3:], None)
+    assert len(pending) == 0 and pending.take(3) == ([], None)
+    pending.add(forwarded(a))
+    assert pending.take(4) == (a, batch_of(a))
