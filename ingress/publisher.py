@@ -1,8 +1,8 @@
 """Publishing validated envelopes to the raw topic, one ``EnvelopeBatch`` per Kafka record.
 
 A record's value is the concatenation of length-delimited envelopes, which is exactly the
-protobuf encoding of an ``EnvelopeBatch``: envelopes are serialized once (by the validator) and
-never re-encoded. With the ``block`` (and ``spool``) policy, :meth:`Publisher.publish` returns only
+protobuf encoding of an ``EnvelopeBatch`` (see :mod:`.frames`): envelopes are encoded at most once
+(by the validator, or by the client when they needed no change) and never re-encoded. With the ``block`` (and ``spool``) policy, :meth:`Publisher.publish` returns only
 after Kafka acknowledged every record.
 """
 
@@ -24,6 +24,7 @@ from sluice.exceptions import ConfigurationError
 from sluice.ingress.alerts import RateLimitedLog
 from sluice.ingress.buffer import Chunk, Diode
 from sluice.ingress.exceptions import PublishFailed
+from sluice.ingress.frames import frame_records as frame_records  # re-exported: the publisher frames records
 from sluice.ingress.metrics import GatewayMetrics
 from sluice.shards import access_key_of
 from sluice.ingress.spool import Spool
@@ -43,45 +44,6 @@ log = logging.getLogger(__name__)
 
 # Room for the record's key, headers and framing on top of its value.
 RECORD_OVERHEAD = 64 * 1024
-
-_BATCH_FIELD = 0x0A  # EnvelopeBatch.batch: field 1, wire type 2 (length-delimited)
-_SHORT_PREFIXES = [bytes((_BATCH_FIELD, n)) for n in range(0x80)]
-
-
-def _prefix(length: int) -> bytes:
-    """Tag and varint length that put an encoded envelope into an ``EnvelopeBatch``."""
-    if length < 0x80:
-        return _SHORT_PREFIXES[length]
-    out = bytearray((_BATCH_FIELD,))
-    while length >= 0x80:
-        out.append((length & 0x7F) | 0x80)
-        length >>= 7
-    out.append(length)
-    return bytes(out)
-
-
-def frame_records(encoded: Sequence[bytes], max_record_bytes: int) -> list[bytes]:
-    """Pack encoded envelopes, in order, into ``EnvelopeBatch`` values of at most ``max_record_bytes``.
-
-    An envelope larger than the limit on its own still gets a record of its own.
-    """
-    if max_record_bytes < 1:
-        raise ValueError(f"max_record_bytes must be >= 1, got {max_record_bytes}")
-    records: list[bytes] = []
-    parts: list[bytes] = []
-    size = 0
-    for data in encoded:
-        prefix = _prefix(len(data))
-        framed = len(prefix) + len(data)
-        if parts and size + framed > max_record_bytes:
-            records.append(b"".join(parts))
-            parts, size = [], 0
-        parts += (prefix, data)
-        size += framed
-    if parts:
-        records.append(b"".join(parts))
-    return records
-
 
 class Publisher:
     """The raw topic's producer (acks=all, not idempotent: Tansu lacks InitProducerId), fed
@@ -177,13 +139,23 @@ class Publisher:
     # -- what calls use ----------------------------------------------------------------
 
     async def enqueue(
-        self, access_key: str, encoded: Sequence[bytes], *, encrypt: bool = False, record_key: bytes | None = None
+        self,
+        access_key: str,
+        encoded: Sequence[bytes],
+        *,
+        encrypt: bool = False,
+        record_key: bytes | None = None,
+        framed: bytes | None = None,
     ) -> Chunk:
         """Frame encoded envelopes of one key into records (encrypted if asked) and queue them
-        (see :class:`Diode`); ``record_key`` is the Kafka key, the access key by default."""
+        (see :class:`Diode`); ``record_key`` is the Kafka key, the access key by default.
+        ``framed``, when given, is ``encoded`` already framed as one ``EnvelopeBatch``."""
         if self._producer is None:
             raise RuntimeError("Publisher.enqueue() called before start()")
-        records = frame_records(encoded, self._max_record_bytes)
+        if framed is not None and len(framed) <= self._max_record_bytes:
+            records = [framed]
+        else:
+            records = frame_records(encoded, self._max_record_bytes)
         kid = ""
         if encrypt:
             encrypted = [self._keyring.encrypt(access_key, r) for r in records]

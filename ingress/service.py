@@ -29,7 +29,8 @@ from sluice.ingress.exceptions import (
     grpc_status,
     quoted,
 )
-from sluice.ingress.handlers import Malformed
+from sluice.ingress.frames import Pending
+from sluice.ingress.handlers import Malformed, Received
 from sluice.ingress.limits import ByteRateLimiter
 from sluice.ingress.metrics import GatewayMetrics
 from sluice.ingress.publisher import Publisher
@@ -38,7 +39,7 @@ from sluice.ingress.validate import EnvelopeValidator
 from sluice.keys import AccessKeyConfig
 from sluice.keys.topic_store import ConfigTopicStore
 from sluice.v1 import config_pb2, config_pb2_grpc, ingress_pb2, ingress_pb2_grpc
-from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch
+from sluice.v1.envelope_pb2 import Envelope
 from sluice.wire import ACCEPTED, RETRY_AFTER
 
 log = logging.getLogger(__name__)
@@ -98,9 +99,12 @@ def well_formed(message: M | Malformed, where: str) -> M:
 _FLUSH = object()  # from _paced: the oldest pending envelope has waited long enough
 
 
+Request = tuple[Sequence[Envelope], bytes | None]  # envelopes, and the EnvelopeBatch they came in if known
+
+
 async def _paced(
-    requests: AsyncIterator[Sequence[Envelope]], deadline: Callable[[], float | None]
-) -> AsyncIterator[Sequence[Envelope] | object]:
+    requests: AsyncIterator[Request], deadline: Callable[[], float | None]
+) -> AsyncIterator[Request | object]:
     """``requests``, with :data:`_FLUSH` in between whenever ``deadline()`` passes in silence."""
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=1)
 
@@ -162,48 +166,49 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
         self._linger = stream_linger
 
     async def Send(
-        self, request: EnvelopeBatch, context: grpc.aio.ServicerContext
+        self, request: Received | Malformed, context: grpc.aio.ServicerContext
     ) -> ingress_pb2.SendResponse:
         """One batch, published as a whole."""
 
-        async def whole() -> AsyncIterator[Sequence[Envelope]]:
-            self._validator.check_batch_length(len(well_formed(request, "request").batch))
-            yield request.batch
+        async def whole() -> AsyncIterator[Request]:
+            received = well_formed(request, "request")
+            self._validator.check_batch_length(len(received.batch.batch))
+            yield received.batch.batch, received.data
 
         return await self._ingest(context, whole(), "Send", streaming=False)
 
     async def Sender(
-        self, request_iterator: AsyncIterable[Envelope], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterable[Envelope | Malformed], context: grpc.aio.ServicerContext
     ) -> ingress_pb2.SendResponse:
         """A stream of single envelopes, published in chunks."""
 
-        async def singles() -> AsyncIterator[Sequence[Envelope]]:
+        async def singles() -> AsyncIterator[Request]:
             index = 0
             async for envelope in request_iterator:
-                yield (well_formed(envelope, f"envelope[{index}]"),)
+                yield (well_formed(envelope, f"envelope[{index}]"),), None
                 index += 1
 
         return await self._ingest(context, singles(), "Sender", streaming=True)
 
     async def BatchSender(
-        self, request_iterator: AsyncIterable[EnvelopeBatch], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterable[Received | Malformed], context: grpc.aio.ServicerContext
     ) -> ingress_pb2.SendResponse:
         """A stream of batches, published in chunks."""
 
-        async def batches() -> AsyncIterator[Sequence[Envelope]]:
+        async def batches() -> AsyncIterator[Request]:
             index = 0
-            async for batch in request_iterator:
-                well_formed(batch, f"batch[{index}]")
-                self._validator.check_batch_length(len(batch.batch), where=f"batch[{index}]")
+            async for request in request_iterator:
+                received = well_formed(request, f"batch[{index}]")
+                self._validator.check_batch_length(len(received.batch.batch), where=f"batch[{index}]")
                 index += 1
-                yield batch.batch
+                yield received.batch.batch, received.data
 
         return await self._ingest(context, batches(), "BatchSender", streaming=True)
 
     async def _ingest(
         self,
         context: grpc.aio.ServicerContext,
-        requests: AsyncIterator[Sequence[Envelope]],
+        requests: AsyncIterator[Request],
         entry_point: str,
         *,
         streaming: bool,
@@ -220,32 +225,33 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
         metrics = self._metrics
         received = 0
         shards = config.shards
-        pending: dict[int, list[bytes]] = {}  # by shard
+        pending: dict[int, Pending] = {}  # by shard
         since: float | None = None
         chunks: list[Chunk] = []
         loop = asyncio.get_running_loop()
 
         async def flush(upto: int) -> None:
             nonlocal since
-            for shard, items in pending.items():
-                while len(items) >= upto and items:
+            for shard, queued in pending.items():
+                while len(queued) >= upto and queued:
+                    encoded, framed = queued.take(self._chunk)
                     chunks.append(
                         await self._publisher.enqueue(
-                            key, items[: self._chunk], encrypt=config.encrypt,
-                            record_key=record_key(key, shard, shards),
+                            key, encoded, encrypt=config.encrypt,
+                            record_key=record_key(key, shard, shards), framed=framed,
                         )
                     )
-                    del items[: self._chunk]
-            since = loop.time() if any(pending.values()) else None
+            since = loop.time() if any(map(len, pending.values())) else None
 
         items = _paced(requests, lambda: None if since is None else since + self._linger) if streaming else requests
         try:
-            async for envelopes in items:
-                if envelopes is _FLUSH:
+            async for item in items:
+                if item is _FLUSH:
                     await flush(1)
                     continue
-                assert isinstance(envelopes, Sequence)
-                encoded = self._validator.validate(envelopes, key, first_index=received)
+                assert isinstance(item, tuple)
+                envelopes, data = item
+                encoded = self._validator.validate(envelopes, key, first_index=received, received=data)
                 nbytes = sum(map(len, encoded))
                 wait = self._limiter.take(key, nbytes, config.limits)
                 if wait:
@@ -261,10 +267,10 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
                 if since is None:
                     since = loop.time()
                 if shards > 1:
-                    for env, data in zip(envelopes, encoded):
-                        pending.setdefault(shard_for(env.source_id, shards), []).append(data)
+                    for env, one in zip(envelopes, encoded):
+                        pending.setdefault(shard_for(env.source_id, shards), Pending()).add([one])
                 else:
-                    pending.setdefault(0, []).extend(encoded)
+                    pending.setdefault(0, Pending()).add(encoded)
                 await flush(self._chunk if streaming else sys.maxsize)
             if streaming:
                 # A stream the client cancelled ends like a finished one; the cancellation is

@@ -1,0 +1,97 @@
+"""EnvelopeBatch bytes at the wire level: split into envelope bytes, framed back, byte for byte."""
+
+from __future__ import annotations
+
+import pytest
+
+from sluice.ingress.frames import Forwarded, Pending, envelope_bytes, frame_records, prefix
+from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch
+
+
+def log(payload_bytes: int, **kw: object) -> Envelope:
+    env = Envelope(timestamp=1, source_id="s", **kw)  # type: ignore[arg-type]
+    env.log.payload = b"x" * payload_bytes
+    return env
+
+
+@pytest.mark.parametrize("length", [0, 1, 127, 128, 16383, 16384, 2_097_151, 2_097_152])
+def test_prefix_is_what_protobuf_writes_before_an_envelope(length: int) -> None:
+    env = Envelope()
+    env.log.payload = b"x" * length
+    data = env.SerializeToString()
+    assert prefix(len(data)) + data == EnvelopeBatch(batch=[env]).SerializeToString()
+
+
+def test_envelope_bytes_are_the_serialized_envelopes() -> None:
+    envelopes = [log(n, tags={"k": "v"}) for n in (0, 100, 200, 20_000)] + [Envelope()]
+    data = EnvelopeBatch(batch=envelopes).SerializeToString()
+    assert envelope_bytes(data) == [e.SerializeToString() for e in envelopes]
+    assert envelope_bytes(b"") == []
+
+
+def test_envelope_bytes_are_kept_as_sent() -> None:
+    # Fields out of order and a duplicate: decodes like the canonical form, but is not it.
+    sent = b"\x12\x01a" + b"\x08\x05" + b"\x08\x07"
+    assert Envelope.FromString(sent) == Envelope(timestamp=7, source_id="a")
+    assert Envelope.FromString(sent).SerializeToString() != sent
+    assert envelope_bytes(prefix(len(sent)) + sent + b"\x0a\x00") == [sent, b""]
+
+
+def test_one_record_is_the_serialized_batch() -> None:
+    # Short (two-byte prefix) and long (three-byte prefix) envelopes in one record.
+    envelopes = [log(n) for n in (0, 110, 130, 5, 300)]
+    (record,) = frame_records([e.SerializeToString() for e in envelopes], 1 << 20)
+    assert record == EnvelopeBatch(batch=envelopes).SerializeToString()
+    (record,) = frame_records([e.SerializeToString() for e in envelopes[:2]], 1 << 20)
+    assert record == EnvelopeBatch(batch=envelopes[:2]).SerializeToString()
+
+
+def test_framing_is_the_inverse_of_splitting() -> None:
+    encoded = [log(n).SerializeToString() for n in range(0, 400, 7)]
+    records = frame_records(encoded, 1000)
+    assert len(records) > 1
+    assert [e for r in records for e in envelope_bytes(r)] == encoded
+
+
+def batch_of(encoded: list[bytes]) -> bytes:
+    return b"".join(prefix(len(e)) + e for e in encoded)
+
+
+def forwarded(encoded: list[bytes], received: bytes | None = None) -> Forwarded:
+    return Forwarded(encoded, batch_of(encoded) if received is None else received, [len(e) for e in encoded])
+
+
+@pytest.mark.parametrize("payload_bytes", [0, 120, 130, 20_000])
+def test_a_batch_of_exactly_its_envelopes_is_kept_framed(payload_bytes: int) -> None:
+    encoded = [log(payload_bytes + i).SerializeToString() for i in range(3)]
+    received = EnvelopeBatch.FromString(batch_of(encoded)).SerializeToString()
+    assert forwarded(encoded, received).batch == received == frame_records(encoded, 1 << 30)[0]
+
+
+def test_a_batch_with_more_than_its_envelopes_is_not_kept() -> None:
+    encoded = [log(5).SerializeToString(), log(6).SerializeToString()]
+    # An unknown field of the batch, and a length written in two bytes where one is enough.
+    assert forwarded(encoded, batch_of(encoded) + b"\x10\x01").batch is None
+    overlong = b"\x0a" + bytes((len(encoded[0]) | 0x80, 0)) + encoded[0] + prefix(len(encoded[1])) + encoded[1]
+    assert envelope_bytes(overlong) == encoded
+    assert forwarded(encoded, overlong).batch is None
+    assert forwarded([], b"").batch == b""
+
+
+def test_pending_envelopes_are_taken_framed_when_whole_batches() -> None:
+    a, b, c = ([log(n + i).SerializeToString() for i in range(4)] for n in (0, 10, 200))
+    pending = Pending()
+    pending.add(forwarded(a))
+    pending.add(forwarded(b))
+    pending.add(c[:2])  # not forwarded: stamped and encoded by the gateway
+    pending.add(c[2:])
+    pending.add(forwarded(c))
+    pending.add([])
+    assert len(pending) == 16
+    assert pending.take(8) == (a + b, frame_records(a + b, 1 << 30)[0])
+    assert pending.take(5) == (c + c[:1], None)  # unframed ones, and a batch cut in two
+    assert pending.take(2) == (c[1:3], None)  # the rest of a cut batch
+    assert pending.take(10) == (c[3:], None)
+    assert len(pending) == 0 and pending.take(3) == ([], None)
+    pending.add(forwarded(a))
+    assert pending.take(4) == (a, batch_of(a))
