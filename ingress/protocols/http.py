@@ -21,7 +21,7 @@ from aiohttp import web
 
 from sluice.exceptions import SluiceError
 from sluice.ingress.auth import Authenticator
-from sluice.ingress.exceptions import IngressError, RateLimited, Unauthenticated
+from sluice.ingress.exceptions import IngressError, RateLimited, Unauthenticated, grpc_status
 from sluice.ingress.protocols import influx, remote_write
 from sluice.ingress.protocols.ingest import Ingest
 from sluice.ingress.protocols.lines import Malformed
@@ -29,6 +29,9 @@ from sluice.keys import AccessKeyConfig
 from sluice.wire import ACCESS_KEY, AUTHORIZATION
 
 log = logging.getLogger(__name__)
+
+INFLUX = "Influx.HTTP"  # the entry points in the metrics
+REMOTE_WRITE = "RemoteWrite"
 
 _STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
@@ -106,40 +109,55 @@ class HttpWrites:
             self._ingest.metrics.auth_failures.labels(exc.reason).inc()
             raise
 
-    async def _handle(self, request: web.Request, work: Callable[[AccessKeyConfig, bytes], Awaitable[web.Response]]) -> web.Response:
+    async def _handle(
+        self,
+        request: web.Request,
+        entry_point: str,
+        work: Callable[[AccessKeyConfig, bytes], Awaitable[web.Response]],
+    ) -> web.Response:
+        """Authenticate, read the body, ``work``; every answer that is an error counts as a rejected call."""
+        metrics = self._ingest.metrics
         try:
             config = self._authenticate(request)
-            return await work(config, await request.read())
+            response = await work(config, await request.read())
         except SluiceError as exc:
             log.debug("refused %s %s: %s", request.method, request.path, exc)
+            metrics.reject_call(entry_point, grpc_status(exc))
             return error_response(exc)
+        except web.HTTPRequestEntityTooLarge:
+            metrics.reject_call(entry_point, grpc.StatusCode.RESOURCE_EXHAUSTED)  # gRPC's code for it
+            raise
+        if response.status >= 400:  # a partial write
+            metrics.reject_call(entry_point, grpc.StatusCode.INVALID_ARGUMENT)
+        return response
 
     async def _influx_write(self, request: web.Request) -> web.Response:
-        precision = request.query.get("precision", "ns")
-        if precision not in influx.PRECISIONS:
-            return _error(400, f"unknown precision {precision!r}; expected one of {sorted(influx.PRECISIONS)}")
-
         async def work(config: AccessKeyConfig, body: bytes) -> web.Response:
+            precision = request.query.get("precision", "ns")
+            if precision not in influx.PRECISIONS:
+                raise Malformed(
+                    f"unknown precision {precision!r}; expected one of {sorted(influx.PRECISIONS)}", reason="precision"
+                )
             parsed = influx.parse(body, precision)
             for reason, _ in parsed.malformed:
                 self._ingest.metrics.malformed.labels("influx", reason).inc()
-            admitted = await self._ingest.publish(config, parsed.envelopes, "Influx.HTTP")
+            admitted = await self._ingest.publish(config, parsed.envelopes, INFLUX)
             errors = [m for _, m in parsed.malformed] + ([admitted.error] if admitted.error else [])
             if errors:
                 rejected = len(parsed.malformed) + len(admitted.rejected)
                 return _error(400, f"partial write: {rejected} rejected, {admitted.accepted} stored; first: {errors[0]}")
             return web.Response(status=204)
 
-        return await self._handle(request, work)
+        return await self._handle(request, INFLUX, work)
 
     async def _remote_write(self, request: web.Request) -> web.Response:
         async def work(config: AccessKeyConfig, body: bytes) -> web.Response:
             parsed = remote_write.parse(body, max_bytes=self._max_body)
             for reason, n in parsed.skipped.items():
                 self._ingest.metrics.malformed.labels("remote_write", reason).inc(n)
-            admitted = await self._ingest.publish(config, parsed.envelopes, "RemoteWrite")
+            admitted = await self._ingest.publish(config, parsed.envelopes, REMOTE_WRITE)
             if admitted.rejected:
                 return _error(400, f"{len(admitted.rejected)} samples rejected; first: {admitted.error}")
             return web.Response(status=204)
 
-        return await self._handle(request, work)
+        return await self._handle(request, REMOTE_WRITE, work)
