@@ -8,11 +8,17 @@ subject does, and is then verified like any other. Influx's ``org``, ``bucket`` 
 parameters are accepted and ignored: the access key is the tenant. Errors answer with the status the native
 API's gRPC code maps to; a body with some malformed or invalid lines stores the others and
 answers 400 with the first error, as InfluxDB does.
+
+Bodies are decompressed here, not by aiohttp: Influx writes may be ``gzip`` or ``deflate``, remote
+writes are ``snappy``; a body that is not what its ``Content-Encoding`` says, or an encoding the
+endpoint does not take, is answered 400 naming it (aiohttp would answer a bare 400 and log a
+traceback), and decompression stops at ``max_body_bytes``.
 """
 
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Awaitable, Callable
 
 import grpc
@@ -40,6 +46,33 @@ _STATUS = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
     grpc.StatusCode.UNAVAILABLE: 503,
 }
+
+
+_ZLIB = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": 32 + zlib.MAX_WBITS}
+
+
+def decompressed(body: bytes, encoding: str, max_bytes: int) -> bytes:
+    """``body`` decoded from its ``Content-Encoding`` (``gzip``, ``deflate``, ``identity`` or none),
+    at most ``max_bytes`` of it; :class:`Malformed` naming what is wrong otherwise."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in _ZLIB:
+        raise Malformed(
+            f"unsupported Content-Encoding {encoding[:40]!r}; expected gzip, deflate or identity", reason="encoding"
+        )
+    decoder = zlib.decompressobj(_ZLIB[encoding])
+    try:
+        out = decoder.decompress(body, max_bytes + 1)
+    except zlib.error as exc:
+        raise Malformed(f"the body is not valid {encoding} data: {exc}", reason="encoding") from exc
+    if len(out) > max_bytes:
+        raise Malformed(f"the decompressed body exceeds {max_bytes} bytes", reason="too_large")
+    if not decoder.eof:
+        raise Malformed(f"the {encoding} body is truncated", reason="encoding")
+    if decoder.unused_data:
+        raise Malformed(f"{len(decoder.unused_data)} byte(s) follow the {encoding} data", reason="encoding")
+    return out
 
 
 def _error(status: int, message: str, code: str = "invalid", headers: dict[str, str] | None = None) -> web.Response:
@@ -74,7 +107,7 @@ class HttpWrites:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None)
+        self._runner = web.AppRunner(self.app, access_log=None, auto_decompress=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self.port)
         await site.start()
@@ -119,7 +152,11 @@ class HttpWrites:
         metrics = self._ingest.metrics
         try:
             config = self._authenticate(request)
-            response = await work(config, await request.read())
+            try:
+                body = await request.read()
+            except web.RequestPayloadError as exc:  # e.g. a Content-Encoding the body is not in
+                raise Malformed(f"cannot read the body: {str(exc).strip()}", reason="body") from exc
+            response = await work(config, body)
         except SluiceError as exc:
             log.debug("refused %s %s: %s", request.method, request.path, exc)
             metrics.reject_call(entry_point, grpc_status(exc))
@@ -138,7 +175,7 @@ class HttpWrites:
                 raise Malformed(
                     f"unknown precision {precision!r}; expected one of {sorted(influx.PRECISIONS)}", reason="precision"
                 )
-            parsed = influx.parse(body, precision)
+            parsed = influx.parse(decompressed(body, request.headers.get("Content-Encoding", ""), self._max_body), precision)
             for reason, _ in parsed.malformed:
                 self._ingest.metrics.malformed.labels("influx", reason).inc()
             admitted = await self._ingest.publish(config, parsed.envelopes, INFLUX)
@@ -152,6 +189,9 @@ class HttpWrites:
 
     async def _remote_write(self, request: web.Request) -> web.Response:
         async def work(config: AccessKeyConfig, body: bytes) -> web.Response:
+            encoding = request.headers.get("Content-Encoding", "snappy").strip().lower()
+            if encoding not in ("snappy", "", "identity"):  # the body is snappy whatever the header says
+                raise Malformed(f"unsupported Content-Encoding {encoding[:40]!r}; remote write is snappy", reason="encoding")
             parsed = remote_write.parse(body, max_bytes=self._max_body)
             for reason, n in parsed.skipped.items():
                 self._ingest.metrics.malformed.labels("remote_write", reason).inc(n)
