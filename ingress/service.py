@@ -21,8 +21,8 @@ import grpc
 from sluice.exceptions import SluiceError
 from sluice.ingress.accounting import CallAccount, status_of
 from sluice.ingress.auth import Authenticator
-from sluice.ingress.deadline import past_deadline
 from sluice.ingress.buffer import Chunk
+from sluice.ingress.deadline import past_deadline
 from sluice.ingress.exceptions import (
     IngressError,
     InvalidEnvelope,

@@ -94,7 +94,7 @@ def gateway(tansu: Tansu, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             "influx_udp_listen": f"127.0.0.1:{free_port()}", "influx_udp_access_key": KEYS["influx_udp"],
             "http_listen": f"127.0.0.1:{free_port()}", "max_http_body_bytes": MAX_BODY,
         },
-    )  # type: ignore[arg-type]
+    )
     store = JsonKeyStore(settings.access_keys_path)
     for key in KEYS.values():
         store.put(AccessKeyConfig(access_key=key))
@@ -224,12 +224,12 @@ def malformed(samples: MetricSamples, protocol: str) -> Counter[str]:
                     if name == "sluice_gateway_malformed_lines_total" and dict(labels)["protocol"] == protocol})
 
 
-UDP_PROBES = {
+UDP_PROBES: dict[str, tuple[bytes, str, list[float], dict[str, int]]] = {
     # protocol: (a datagram of good and bad lines, the metric its good lines carry, their values, bad lines by reason)
     "statsd": (
         b"probe:1|c\nbad line\nprobe:2|c|@0.5\nx:1|zz\ny:1e400|g\nz:1|c|@1e-300\nprobe:3|c|T99999999999999999999\n"
         b"\xff\xfe:1|c\nprobe:7|c",
-        "probe", [1, 4, 7], {"syntax": 1, "type": 1, "value": 2, "timestamp": 1, "encoding": 1},
+        "probe", [1.0, 4.0, 7.0], {"syntax": 1, "type": 1, "value": 2, "timestamp": 1, "encoding": 1},
     ),
     "influx_udp": (
         f"probe v=1 {T0}\nno_fields\nprobe v=2 99999999999999999999\nprobe v=3 {T0 + 1}\nprobe,t=\xff v=4\n"
