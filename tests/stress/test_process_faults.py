@@ -102,12 +102,14 @@ async def test_gateway_and_worker_killed_together_mid_stream(
     settings.gateway.listen = f"127.0.0.1:{free_port()}"
     settings.gateway.metrics_listen = ""
     settings.worker.batch_records = 4  # many small commits: the kill lands between and inside them
+    settings.gateway.stream_batch_envelopes = 100  # the cut call's first batches reach Kafka before the kill
     gateway = start_gateway(settings)
     worker_process.start()
     total, per_call = 4000, 500
     acked = 0
     acks = asyncio.Condition()
     worker_busy = asyncio.Event()
+    deep = asyncio.Event()  # the fourth call has sent three batches
     killed = asyncio.Event()
 
     async def acknowledged(n: int) -> None:
@@ -128,6 +130,8 @@ async def test_gateway_and_worker_killed_together_mid_stream(
         for i in range(total // 100):
             if i == 10:
                 await worker_busy.wait()
+            if i == 18:
+                deep.set()
             if i == 20:
                 await killed.wait()  # the second half goes to the restarted processes
             elif i >= 10:
@@ -146,6 +150,7 @@ async def test_gateway_and_worker_killed_together_mid_stream(
                 await asyncio.sleep(0.02)
             worker_busy.set()
             await asyncio.wait_for(acknowledged(1500), 30)
+            await asyncio.wait_for(deep.wait(), 30)
             assert worker_process.proc is not None
             gateway.send_signal(signal.SIGKILL)
             worker_process.proc.send_signal(signal.SIGKILL)
