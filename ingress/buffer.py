@@ -38,6 +38,7 @@ class Chunk:
     records: list[bytes]
     envelopes: int
     kid: str = ""  # the encryption key id when the records are encrypted
+    entry_point: str = ""  # where its envelopes came in, for the metrics
     nbytes: int = 0
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 

@@ -10,7 +10,9 @@ bounded by HTTP/2 flow control, keepalive and ``max_connection_age``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -19,12 +21,22 @@ import grpc
 Handler = Any  # grpc.RpcMethodHandler, a namedtuple without type information
 
 
+_deadline: contextvars.ContextVar[float] = contextvars.ContextVar("sluice_call_deadline", default=math.inf)
+
+
+def past_deadline() -> bool:
+    """Whether the running call has reached the gateway's limit (its cancellation is then the
+    deadline's, not the client's)."""
+    return asyncio.get_running_loop().time() >= _deadline.get() - 0.001  # the timer may fire a hair early
+
+
 def _expired(limit: float) -> str:
     return f"the call exceeded the gateway's limit of {limit:g}s"
 
 
 def _bounded_response(behavior: Callable[..., Awaitable[Any]], limit: float) -> Callable[..., Awaitable[Any]]:
     async def bounded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        _deadline.set(asyncio.get_running_loop().time() + limit)
         try:
             async with asyncio.timeout(limit):
                 return await behavior(request, context)

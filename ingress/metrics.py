@@ -6,26 +6,48 @@ from __future__ import annotations
 import threading
 from wsgiref.simple_server import WSGIServer
 
+import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 ENTRY_POINTS = ("Send", "Sender", "BatchSender")
 
 
 class GatewayMetrics:
-    """Every metric the gateway exports; all names start with ``sluice_gateway_``."""
+    """Every metric the gateway exports; all names start with ``sluice_gateway_``.
+
+    Every envelope an authenticated call reads is counted once in ``received`` and, once the
+    gateway settled it, once in exactly one of ``acknowledged`` (Kafka took it), ``rejected``
+    (the caller was answered with that gRPC code), ``dropped`` (a lossy buffer policy) or, with
+    the ``spool`` policy, ``spooled`` until its replay moves it to ``acknowledged``:
+
+        received = acknowledged + rejected + dropped + (spooled - replayed)
+
+    per access key, summed over the other labels (see docs/RELIABILITY.md).
+    """
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.received = Counter(
-            "sluice_gateway_received_envelopes", "Envelopes received (valid ones)",
+            "sluice_gateway_received_envelopes", "Envelopes read from authenticated calls, valid or not",
             ["access_key", "entry_point"], registry=r,
         )
         self.received_bytes = Counter(
-            "sluice_gateway_received_bytes", "Bytes of envelopes received (serialized)",
+            "sluice_gateway_received_bytes", "Bytes of the valid envelopes received (serialized)",
             ["access_key", "entry_point"], registry=r,
         )
         self.acknowledged = Counter(
             "sluice_gateway_acknowledged_envelopes", "Envelopes Kafka acknowledged", ["access_key"], registry=r
+        )
+        self.rejected = Counter(
+            "sluice_gateway_rejected_envelopes",
+            "Envelopes received but not stored, by the gRPC code their caller was answered with",
+            ["access_key", "entry_point", "code"], registry=r,
+        )
+        self.rejected_calls = Counter(
+            "sluice_gateway_rejected_calls",
+            "Calls (HTTP requests) answered with an error, by gRPC code; those refused before any "
+            "envelope was read (authentication, undecodable bodies) count only here",
+            ["entry_point", "code"], registry=r,
         )
         self.invalid = Counter(
             "sluice_gateway_invalid_requests", "Requests refused as invalid, by reason", ["reason"], registry=r
@@ -75,6 +97,15 @@ class GatewayMetrics:
         )
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
+
+    def reject_envelopes(self, access_key: str, entry_point: str, code: grpc.StatusCode, n: int) -> None:
+        """Count ``n`` received envelopes answered with ``code`` (and never stored)."""
+        if n:
+            self.rejected.labels(access_key, entry_point, code.name).inc(n)
+
+    def reject_call(self, entry_point: str, code: grpc.StatusCode) -> None:
+        """Count a call (or HTTP request) answered with ``code``."""
+        self.rejected_calls.labels(entry_point, code.name).inc()
 
     def serve(self, host: str, port: int) -> int:
         """Serve ``/metrics`` on host:port in a thread; the bound port."""

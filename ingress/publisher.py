@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import grpc
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
@@ -146,10 +147,13 @@ class Publisher:
         encrypt: bool = False,
         record_key: bytes | None = None,
         framed: bytes | None = None,
+        entry_point: str = "",
     ) -> Chunk:
         """Frame encoded envelopes of one key into records (encrypted if asked) and queue them
         (see :class:`Diode`); ``record_key`` is the Kafka key, the access key by default.
-        ``framed``, when given, is ``encoded`` already framed as one ``EnvelopeBatch``."""
+        ``framed``, when given, is ``encoded`` already framed as one ``EnvelopeBatch``. From
+        here on the chunk settles its envelopes in the metrics: acknowledged, dropped, spooled,
+        or rejected when Kafka (or the spool) failed them."""
         if self._producer is None:
             raise RuntimeError("Publisher.enqueue() called before start()")
         if framed is not None and len(framed) <= self._max_record_bytes:
@@ -160,7 +164,7 @@ class Publisher:
         if encrypt:
             encrypted = [self._keyring.encrypt(access_key, r) for r in records]
             kid, records = encrypted[0][0], [blob for _, blob in encrypted]
-        chunk = Chunk(record_key or access_key.encode(), records, len(encoded), kid)
+        chunk = Chunk(record_key or access_key.encode(), records, len(encoded), kid, entry_point=entry_point)
         if self.spooler is None:
             await self.diode.put(chunk)
         elif self.spooler.active or not await self.diode.try_put(chunk):
@@ -242,10 +246,14 @@ class Publisher:
                 spooling = asyncio.ensure_future(self.spooler.add(chunk))
                 self._background.add(spooling)
                 spooling.add_done_callback(self._background.discard)
-            elif not chunk.done.done():
-                chunk.done.set_exception(error)
             else:
-                chunk.done.exception()  # already answered (timed out): mark the error as seen
+                metrics.reject_envelopes(
+                    access_key_of(chunk.key), chunk.entry_point, grpc.StatusCode.UNAVAILABLE, chunk.envelopes
+                )
+                if not chunk.done.done():
+                    chunk.done.set_exception(error)
+                else:
+                    chunk.done.exception()  # already answered (timed out): mark the error as seen
         self._in_flight.release()
         task = asyncio.ensure_future(self.diode.release(chunk))
         self._background.add(task)

@@ -19,8 +19,10 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from sluice.exceptions import SluiceError
+from sluice.ingress.accounting import CallAccount, status_of
 from sluice.ingress.auth import Authenticator
 from sluice.ingress.buffer import Chunk
+from sluice.ingress.deadline import past_deadline
 from sluice.ingress.exceptions import (
     IngressError,
     InvalidEnvelope,
@@ -54,12 +56,15 @@ _CLIENT_ERRORS = {
 async def abort(
     context: grpc.aio.ServicerContext,
     exc: SluiceError,
+    entry_point: str,
+    metrics: GatewayMetrics,
     *,
     accepted: int | None = None,
 ) -> NoReturn:
-    """End the call with the status of ``exc``; ``accepted`` goes to the ``x-accepted`` trailer,
-    a rate limit's wait to ``retry-after``."""
+    """End the call with the status of ``exc`` (counted as a rejected call of ``entry_point``);
+    ``accepted`` goes to the ``x-accepted`` trailer, a rate limit's wait to ``retry-after``."""
     code = grpc_status(exc)
+    metrics.reject_call(entry_point, code)
     if code in _CLIENT_ERRORS:
         log.debug("refused call from %s: %s %s", context.peer(), code.name, exc)
     elif code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED):
@@ -76,14 +81,14 @@ async def abort(
 
 
 async def authenticate(
-    authenticator: Authenticator, context: grpc.aio.ServicerContext, metrics: GatewayMetrics
+    authenticator: Authenticator, context: grpc.aio.ServicerContext, metrics: GatewayMetrics, entry_point: str
 ) -> AccessKeyConfig:
     """The caller's access-key configuration, or the call is aborted (and the failure counted)."""
     try:
         return authenticator.authenticate(context.invocation_metadata())
     except IngressError as exc:
         metrics.auth_failures.labels(exc.reason).inc()
-        await abort(context, exc)
+        await abort(context, exc, entry_point, metrics)
 
 
 M = TypeVar("M")
@@ -169,47 +174,53 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
         self, request: Received | Malformed, context: grpc.aio.ServicerContext
     ) -> ingress_pb2.SendResponse:
         """One batch, published as a whole."""
+        account = CallAccount(self._metrics, "Send")
 
         async def whole() -> AsyncIterator[Request]:
             received = well_formed(request, "request")
+            account.read(len(received.batch.batch))
             self._validator.check_batch_length(len(received.batch.batch))
             yield received.batch.batch, received.data
 
-        return await self._ingest(context, whole(), "Send", streaming=False)
+        return await self._ingest(context, whole(), account, streaming=False)
 
     async def Sender(
         self, request_iterator: AsyncIterable[Envelope | Malformed], context: grpc.aio.ServicerContext
     ) -> ingress_pb2.SendResponse:
         """A stream of single envelopes, published in chunks."""
+        account = CallAccount(self._metrics, "Sender")
 
         async def singles() -> AsyncIterator[Request]:
             index = 0
             async for envelope in request_iterator:
+                account.read(1)  # one envelope, even when its bytes do not decode
                 yield (well_formed(envelope, f"envelope[{index}]"),), None
                 index += 1
 
-        return await self._ingest(context, singles(), "Sender", streaming=True)
+        return await self._ingest(context, singles(), account, streaming=True)
 
     async def BatchSender(
         self, request_iterator: AsyncIterable[Received | Malformed], context: grpc.aio.ServicerContext
     ) -> ingress_pb2.SendResponse:
         """A stream of batches, published in chunks."""
+        account = CallAccount(self._metrics, "BatchSender")
 
         async def batches() -> AsyncIterator[Request]:
             index = 0
             async for request in request_iterator:
                 received = well_formed(request, f"batch[{index}]")
+                account.read(len(received.batch.batch))
                 self._validator.check_batch_length(len(received.batch.batch), where=f"batch[{index}]")
                 index += 1
                 yield received.batch.batch, received.data
 
-        return await self._ingest(context, batches(), "BatchSender", streaming=True)
+        return await self._ingest(context, batches(), account, streaming=True)
 
     async def _ingest(
         self,
         context: grpc.aio.ServicerContext,
         requests: AsyncIterator[Request],
-        entry_point: str,
+        account: CallAccount,
         *,
         streaming: bool,
     ) -> ingress_pb2.SendResponse:
@@ -219,10 +230,11 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
         and queued for Kafka ``stream_batch_envelopes`` at a time, or as soon as the oldest has
         waited ``stream_linger`` seconds; a unary ``Send`` is queued whole. The answer waits for
         Kafka's acknowledgement of everything queued (unless the buffer policy is lossy).
+        ``account`` counts what becomes of every envelope read.
         """
-        config = await authenticate(self._authenticator, context, self._metrics)
-        key = config.access_key
         metrics = self._metrics
+        config = await authenticate(self._authenticator, context, metrics, account.entry_point)
+        key = account.access_key = config.access_key
         received = 0
         shards = config.shards
         pending: dict[int, Pending] = {}  # by shard
@@ -235,12 +247,12 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
             for shard, queued in pending.items():
                 while len(queued) >= upto and queued:
                     encoded, framed = queued.take(self._chunk)
-                    chunks.append(
-                        await self._publisher.enqueue(
-                            key, encoded, encrypt=config.encrypt,
-                            record_key=record_key(key, shard, shards), framed=framed,
-                        )
+                    chunk = await self._publisher.enqueue(
+                        key, encoded, encrypt=config.encrypt, record_key=record_key(key, shard, shards),
+                        framed=framed, entry_point=account.entry_point,
                     )
+                    account.enqueued(chunk.envelopes)
+                    chunks.append(chunk)
             since = loop.time() if any(map(len, pending.values())) else None
 
         items = _paced(requests, lambda: None if since is None else since + self._linger) if streaming else requests
@@ -261,8 +273,7 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
                         f"retry in {wait:.2f}s",
                         retry_after=wait,
                     )
-                metrics.received.labels(key, entry_point).inc(len(encoded))
-                metrics.received_bytes.labels(key, entry_point).inc(nbytes)
+                metrics.received_bytes.labels(key, account.entry_point).inc(nbytes)
                 received += len(envelopes)
                 if since is None:
                     since = loop.time()
@@ -286,7 +297,13 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
         except SluiceError as exc:
             if isinstance(exc, InvalidEnvelope):
                 metrics.invalid.labels(exc.reason).inc()
-            await abort(context, exc, accepted=await self._acknowledged(chunks))
+            account.fail(grpc_status(exc))
+            await abort(context, exc, account.entry_point, metrics, accepted=await self._acknowledged(chunks))
+        except BaseException as exc:  # cancelled (by the client or the gateway's deadline), or a bug
+            code = status_of(exc, cancelled_by_client=not past_deadline())
+            account.fail(code)
+            metrics.reject_call(account.entry_point, code)
+            raise
         return ingress_pb2.SendResponse(accepted=accepted)
 
     async def _acknowledged(self, chunks: Sequence[Chunk]) -> int:
@@ -325,10 +342,10 @@ class AgentConfigServicer(config_pb2_grpc.AgentConfigServicer):
         self._keys = keys
 
     async def _caller(
-        self, request: config_pb2.GetConfigRequest, context: grpc.aio.ServicerContext
+        self, request: config_pb2.GetConfigRequest, context: grpc.aio.ServicerContext, entry_point: str
     ) -> AccessKeyConfig:
         """The caller's configuration; a call for another key's is refused."""
-        config = await authenticate(self._authenticator, context, self._metrics)
+        config = await authenticate(self._authenticator, context, self._metrics, entry_point)
         if request.access_key and request.access_key != config.access_key:
             await abort(
                 context,
@@ -337,18 +354,20 @@ class AgentConfigServicer(config_pb2_grpc.AgentConfigServicer):
                     f"{quoted(request.access_key)}",
                     reason="foreign_key",
                 ),
+                entry_point,
+                self._metrics,
             )
         return config
 
     async def GetConfig(
         self, request: config_pb2.GetConfigRequest, context: grpc.aio.ServicerContext
     ) -> config_pb2.AgentConfigResponse:
-        return config_response(await self._caller(request, context))
+        return config_response(await self._caller(request, context, "GetConfig"))
 
     async def WatchConfig(
         self, request: config_pb2.GetConfigRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[config_pb2.AgentConfigResponse]:
         """The configuration now, then every new version until the client goes away."""
-        config = await self._caller(request, context)
+        config = await self._caller(request, context, "WatchConfig")
         async for version in self._keys.watch(config.access_key):
             yield config_response(version)

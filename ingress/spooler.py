@@ -14,6 +14,7 @@ from typing import Any
 
 from sluice.exceptions import SluiceError
 from sluice.ingress.buffer import Chunk
+from sluice.ingress.exceptions import grpc_status
 from sluice.ingress.metrics import GatewayMetrics
 from sluice.shards import access_key_of
 from sluice.ingress.spool import Spool
@@ -55,6 +56,7 @@ class Spooler:
         try:
             await self._run(self.spool.append, chunk.key, chunk.records, chunk.envelopes, chunk.kid)
         except SluiceError as exc:
+            self._metrics.reject_envelopes(access_key_of(chunk.key), chunk.entry_point, grpc_status(exc), chunk.envelopes)
             if not chunk.done.done():
                 chunk.done.set_exception(exc)
             return

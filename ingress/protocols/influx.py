@@ -19,7 +19,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from sluice.ingress.protocols.lines import Malformed
+from sluice.ingress.protocols.lines import Malformed, digits, epoch_nanoseconds
 from sluice.v1.envelope_pb2 import Envelope, GaugeValue
 
 # v2 names precisions ns/us/ms/s; v1 /write n/u/ms/s/m/h.
@@ -89,11 +89,13 @@ def _field_value(line: str, pos: int) -> tuple[float | int | bool | str, int]:
         return True, pos
     if text in _FALSE:
         return False, pos
+    if "_" in text:  # Python's int() and float() take 1_000; line protocol does not
+        raise Malformed(f"bad field value {text[:40]!r}", reason="field")
     if text[-1] in "iu":
         try:
             number = int(text[:-1])
         except ValueError:
-            raise Malformed(f"bad integer field {text!r}", reason="integer") from None
+            raise Malformed(f"bad integer field {text[:40]!r}", reason="integer") from None
         low, high = (0, 2**64 - 1) if text[-1] == "u" else _INT64
         if not low <= number <= high:
             raise Malformed(f"integer field {text!r} is out of range", reason="integer")
@@ -139,11 +141,10 @@ def parse_line(line: str, precision: int = 1) -> Line:
     if rest:
         if pos < len(line) and line[pos] != " ":
             raise Malformed(f"unexpected {line[pos:pos + 20]!r} after the fields", reason="syntax")
-        try:
-            timestamp = int(rest) * precision
-        except ValueError:
-            raise Malformed(f"timestamp {rest[:40]!r} is not an integer", reason="timestamp") from None
-        if timestamp <= 0:
+        if rest.startswith("-") and rest[1:].isascii() and rest[1:].isdigit():
+            raise Malformed(f"timestamp {rest[:40]!r} is not after the epoch", reason="timestamp")
+        timestamp = epoch_nanoseconds(digits(rest, "timestamp") * precision, f"timestamp {rest!r}")
+        if timestamp == 0:
             raise Malformed(f"timestamp {rest!r} is not after the epoch", reason="timestamp")
     return Line(measurement, tags, fields, timestamp)
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import grpc
+
+from sluice.ingress.accounting import CallAccount, status_of
 from sluice.ingress.buffer import Chunk
 from sluice.ingress.exceptions import InvalidEnvelope, RateLimited
 from sluice.ingress.limits import ByteRateLimiter
@@ -74,27 +77,36 @@ class Ingest:
 
         :class:`RateLimited` (nothing stored) when the key is over its byte rate;
         :class:`~sluice.ingress.exceptions.PublishFailed` and the buffer's errors as for native calls.
+        Every envelope is accounted for in the metrics (see :mod:`sluice.ingress.accounting`).
         """
         key = config.access_key
+        account = CallAccount(self.metrics, entry_point, key)
+        account.read(len(envelopes))
         encoded, admitted = self.validate(config, envelopes)
+        account.reject(len(admitted.rejected), grpc.StatusCode.INVALID_ARGUMENT)
         if not encoded:
             return admitted
-        nbytes = sum(map(len, encoded))
-        wait = self._limiter.take(key, nbytes, config.limits)
-        if wait:
-            self.metrics.rate_limited.labels(key).inc()
-            raise RateLimited(
-                f"access key {key!r} is over its limit of {config.limits.bytes_per_second} bytes/s; "
-                f"retry in {wait:.2f}s",
-                retry_after=wait,
-            )
-        self.metrics.received.labels(key, entry_point).inc(len(encoded))
-        self.metrics.received_bytes.labels(key, entry_point).inc(nbytes)
         chunks: list[Chunk] = []
-        for start in range(0, len(encoded), self._chunk):
-            chunks.append(
-                await self.publisher.enqueue(key, encoded[start : start + self._chunk], encrypt=config.encrypt)
-            )
+        try:
+            nbytes = sum(map(len, encoded))
+            wait = self._limiter.take(key, nbytes, config.limits)
+            if wait:
+                self.metrics.rate_limited.labels(key).inc()
+                raise RateLimited(
+                    f"access key {key!r} is over its limit of {config.limits.bytes_per_second} bytes/s; "
+                    f"retry in {wait:.2f}s",
+                    retry_after=wait,
+                )
+            self.metrics.received_bytes.labels(key, entry_point).inc(nbytes)
+            for start in range(0, len(encoded), self._chunk):
+                chunk = await self.publisher.enqueue(
+                    key, encoded[start : start + self._chunk], encrypt=config.encrypt, entry_point=entry_point
+                )
+                account.enqueued(chunk.envelopes)
+                chunks.append(chunk)
+        except BaseException as exc:
+            account.fail(status_of(exc))
+            raise
         for chunk in chunks:
             await self.publisher.wait(chunk)
         admitted.accepted = len(encoded)

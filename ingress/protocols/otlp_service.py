@@ -38,12 +38,13 @@ class _Exporter:
 
     async def _export(self, groups: Groups, context: grpc.aio.ServicerContext, entry_point: str) -> tuple[int, str]:
         """Publish the groups' envelopes; the number of groups with a rejected envelope and the first error."""
-        config = await authenticate(self._authenticator, context, self._ingest.metrics)
+        metrics = self._ingest.metrics
+        config = await authenticate(self._authenticator, context, metrics, entry_point)
         envelopes = [env for group in groups for env in group]
         try:
             admitted = await self._ingest.publish(config, envelopes, entry_point)
         except SluiceError as exc:
-            await abort(context, exc)
+            await abort(context, exc, entry_point, metrics)
         if not admitted.rejected:
             return 0, ""
         rejected, index = 0, 0

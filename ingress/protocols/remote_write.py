@@ -21,7 +21,7 @@ from typing import Any
 import cramjam
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from sluice.ingress.protocols.lines import Malformed
+from sluice.ingress.protocols.lines import INT64_MAX, Malformed
 from sluice.v1.envelope_pb2 import Envelope, GaugeValue
 
 _F = descriptor_pb2.FieldDescriptorProto
@@ -97,6 +97,9 @@ def parse(body: bytes, *, max_bytes: int) -> Parsed:
         for sample in series.samples:
             if _stale(sample.value):
                 out.skipped["stale"] = out.skipped.get("stale", 0) + 1
+                continue
+            if abs(sample.timestamp) > INT64_MAX // 1_000_000:  # milliseconds that do not fit in int64 ns
+                out.skipped["timestamp"] = out.skipped.get("timestamp", 0) + 1
                 continue
             env = Envelope(timestamp=sample.timestamp * 1_000_000, tags=labels)
             env.gauge.metrics[name].CopyFrom(GaugeValue(value=sample.value))

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sluice.ingress.protocols.lines import Malformed
+from sluice.ingress.protocols.lines import UINT64_MAX, Malformed, digits, epoch_nanoseconds
 from sluice.v1.envelope_pb2 import Envelope, GaugeValue
 
 NS = 1_000_000_000
@@ -111,9 +111,7 @@ class StatsdParser:
             elif section.startswith("#"):
                 tags = parse_tags(section[1:])
             elif section.startswith("T"):
-                if not section[1:].isdigit():
-                    raise Malformed(f"timestamp {section!r} is not T<unix seconds>", reason="timestamp")
-                ts = int(section[1:]) * NS
+                ts = epoch_nanoseconds(digits(section[1:], "timestamp T") * NS, f"timestamp {section[:40]!r}")
             elif section.startswith(("c:", "e:", "card:")):
                 pass  # DogStatsD container id, external data, tag cardinality
             else:
@@ -133,11 +131,15 @@ class StatsdParser:
                 count = value / rate
                 if count < 0:
                     raise Malformed(f"counter value {count:g} is negative", reason="negative_counter")
+                if not count <= UINT64_MAX:  # also inf, from a tiny sample rate
+                    raise Malformed(f"counter value {count:g} is out of range (uint64)", reason="value")
                 env.counter.name = name
                 env.counter.delta = round(count)
             elif kind == "ms":
                 if value < 0:
                     raise Malformed(f"timer value {value:g} is negative", reason="negative_timer")
+                if value * 1_000_000 > stamp:
+                    raise Malformed(f"timer value {value:g} ms starts before the epoch", reason="value")
                 env.timer.name = name
                 env.timer.stop = stamp
                 env.timer.start = stamp - round(value * 1_000_000)

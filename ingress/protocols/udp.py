@@ -113,27 +113,42 @@ class UdpListener:
     async def _run(self) -> None:
         while True:
             datagrams = [await self._queue.get()]
+            parsed = 0  # datagrams parsed (a parser failure drops only its own datagram)
             try:
-                envelopes = self._parse(datagrams[-1])
-                while len(envelopes) < self._batch and not self._queue.empty():
+                envelopes: list[Envelope] = []
+                while True:
+                    lines = self._parse(datagrams[-1])
+                    if lines is not None:
+                        envelopes += lines
+                        parsed += 1
+                    if len(envelopes) >= self._batch or self._queue.empty():
+                        break
                     datagrams.append(self._queue.get_nowait())
-                    envelopes += self._parse(datagrams[-1])
-                await self._publish(envelopes, len(datagrams))
+                await self._publish(envelopes, parsed)
             except Exception:  # a bug must not stop the listener (nor leave stop() waiting)
-                log.exception("%s: dropped %d datagram(s)", self.protocol, len(datagrams))
-                self._drop("error", len(datagrams))
+                log.exception("%s: dropped %d datagram(s)", self.protocol, parsed)
+                self._drop("error", parsed)
             finally:
                 for _ in datagrams:
                     self._queue.task_done()
 
-    def _parse(self, datagram: bytes) -> list[Envelope]:
-        parsed = self._parser(datagram)
+    def _parse(self, datagram: bytes) -> list[Envelope] | None:
+        """The datagram's envelopes (its malformed lines counted), or None, counted as dropped, if
+        the parser failed on it."""
+        try:
+            parsed = self._parser(datagram)
+        except Exception:
+            log.exception("%s: the parser failed on a datagram of %d bytes; dropped it", self.protocol, len(datagram))
+            self._drop("error", 1)
+            return None
         for reason, message in parsed.malformed:
             self._ingest.metrics.malformed.labels(self.protocol, reason).inc()
             log.debug("%s: skipped a malformed line: %s", self.protocol, message)
         return parsed.envelopes
 
     async def _publish(self, envelopes: list[Envelope], datagrams: int) -> None:
+        if not datagrams:
+            return
         config = self._keys.get(self.access_key)
         if config is None or not config.enabled:
             log.warning("%s: access key %r is unknown or disabled; dropped %d datagram(s)",

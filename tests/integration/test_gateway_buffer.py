@@ -24,7 +24,17 @@ from sluice.tansu import Tansu, free_port
 from sluice.v1 import ingress_pb2_grpc
 from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch
 from tests.fixtures.proxy import FaultProxy
-from tests.integration.gateway_helpers import MetricSamples, scrape, add_key, batch_of, envelopes_of, metadata_for, read_topic, singles
+from tests.integration.gateway_helpers import (
+    MetricSamples,
+    add_key,
+    assert_accounted,
+    batch_of,
+    envelopes_of,
+    metadata_for,
+    read_topic,
+    scrape,
+    singles,
+)
 
 T = 1_700_000_000_000_000_000
 
@@ -80,9 +90,9 @@ async def test_lossy_policies_drop_exactly_what_they_count(
             ]
             assert dropped == 40
             proxied_broker[1].set_mode("pass")
-            deadline = time.monotonic() + 20
-            while gateway.publisher.diode.used and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            assert gateway.metrics_port
+            ledger = await assert_accounted(gateway.metrics_port, key, sent=60, acknowledged=60, rejected={})
+            assert (ledger.acknowledged, ledger.dropped) == (20, 40)
     finally:
         await gateway.stop()
     stored = envelopes_of(await read_topic(settings.kafka.bootstrap, settings.kafka.raw_topic))
@@ -115,6 +125,9 @@ async def test_block_pushes_back_then_delivers_everything_acknowledged(
             assert gateway.publisher.diode.used <= settings.gateway.buffer_bytes
             proxied_broker[1].set_mode("pass")
             assert await first == 10 and await second == 10
+            assert gateway.metrics_port
+            await assert_accounted(gateway.metrics_port, key, sent=30, acknowledged=20,
+                                   rejected={"UNAVAILABLE": 10}, refused_calls={"UNAVAILABLE": 1})
     finally:
         await gateway.stop()
     stored = envelopes_of(await read_topic(settings.kafka.bootstrap, settings.kafka.raw_topic))
@@ -152,6 +165,9 @@ async def test_byte_rate_limit_exceeded_and_recovered(gateway: Gateway, unique: 
         assert trailers["x-accepted"] == "0"
         await asyncio.sleep(retry_after)
         assert await send() == 1
+    assert gateway.metrics_port
+    await assert_accounted(gateway.metrics_port, key, sent=3, acknowledged=2,
+                           rejected={"RESOURCE_EXHAUSTED": 1}, refused_calls={"RESOURCE_EXHAUSTED": 1})
     values = metric_values(gateway)
     assert values[("sluice_gateway_rate_limited_requests_total", (("access_key", key),))] == 1
     assert values[("sluice_gateway_acknowledged_envelopes_total", (("access_key", key),))] == 2
@@ -199,10 +215,17 @@ async def test_metrics_count_what_the_traffic_did(gateway: Gateway, unique: str)
                 await stub.Sender(singles([bad]), metadata=metadata)
         with pytest.raises(grpc.aio.AioRpcError):
             await stub.Sender(singles([bad]), metadata=metadata_for(gateway.settings, key))
+    assert gateway.metrics_port
+    await assert_accounted(
+        gateway.metrics_port, key, sent=11, acknowledged=10, rejected={"INVALID_ARGUMENT": 1},
+        refused_calls={"UNAUTHENTICATED": 1, "PERMISSION_DENIED": 1, "INVALID_ARGUMENT": 1},
+    )
     values = metric_values(gateway)
     size = sum(len(e.SerializeToString()) for e in ten(key, 0))
     labels = (("access_key", key), ("entry_point", "Sender"))
-    assert values[("sluice_gateway_received_envelopes_total", labels)] == 10
+    assert values[("sluice_gateway_received_envelopes_total", labels)] == 11
+    rejected = (("access_key", key), ("code", "INVALID_ARGUMENT"), ("entry_point", "Sender"))
+    assert values[("sluice_gateway_rejected_envelopes_total", rejected)] == 1
     assert values[("sluice_gateway_received_bytes_total", labels)] == size
     assert values[("sluice_gateway_acknowledged_envelopes_total", (("access_key", key),))] == 10
     assert values[("sluice_gateway_invalid_requests_total", (("reason", "timestamp"),))] == 1
@@ -255,6 +278,8 @@ async def test_spool_acknowledges_through_a_broker_outage_and_replays_exactly_on
                 assert time.monotonic() < deadline, "the spool was not replayed"
                 await asyncio.sleep(0.1)
             assert await client.send(ten(key, 6)) == 10  # straight to Kafka again
+        assert gateway.metrics_port
+        await assert_accounted(gateway.metrics_port, key, sent=70, acknowledged=70, rejected={})
         after = metric_values(gateway)
         assert after[("sluice_gateway_replayed_envelopes_total", ())] == 50
         assert after[("sluice_gateway_acknowledged_envelopes_total", (("access_key", key),))] == 70
@@ -287,4 +312,7 @@ async def test_a_stream_the_client_cancels_publishes_nothing_more(settings: Sett
         values = metric_values(gateway)
         assert values[("sluice_gateway_received_envelopes_total", (("access_key", key), ("entry_point", "Sender")))] == 2
         assert ("sluice_gateway_acknowledged_envelopes_total", (("access_key", key),)) not in values
+        assert gateway.metrics_port
+        await assert_accounted(gateway.metrics_port, key, sent=2, acknowledged=0,
+                               rejected={"CANCELLED": 2}, refused_calls={"CANCELLED": 1})
     assert await read_topic(settings.kafka.bootstrap, settings.kafka.raw_topic) == []

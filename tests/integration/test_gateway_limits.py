@@ -19,7 +19,15 @@ from sluice.ingress import Gateway
 from sluice.settings import Settings
 from sluice.v1 import config_pb2, config_pb2_grpc, ingress_pb2_grpc
 from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch
-from tests.integration.gateway_helpers import CallMetadata, add_key, counters, envelopes_of, metadata_for, read_topic
+from tests.integration.gateway_helpers import (
+    CallMetadata,
+    add_key,
+    assert_accounted,
+    counters,
+    envelopes_of,
+    metadata_for,
+    read_topic,
+)
 
 KEY = "ak_limits"
 
@@ -153,6 +161,9 @@ async def test_streaming_call_deadline(settings: Settings) -> None:
             assert 0.5 <= elapsed < 3, elapsed
             held.release()
         assert await published(gateway) == 0
+        assert gateway.metrics_port
+        await assert_accounted(gateway.metrics_port, KEY, sent=2, acknowledged=0,
+                               rejected={"DEADLINE_EXCEEDED": 2}, refused_calls={"DEADLINE_EXCEEDED": 1})
     finally:
         await gateway.stop()
 

@@ -1,4 +1,5 @@
-"""Calls the gateway refuses, through real gRPC: the exact status and message, nothing published.
+"""Calls the gateway refuses, through real gRPC: the exact status and message, nothing published,
+and the refusal counted in the gateway's metrics (the call by code; its envelopes, when it read them).
 
 All tests share one gateway (and one topic, checked empty at the end of the module).
 """
@@ -24,11 +25,15 @@ from sluice.v1 import config_pb2, config_pb2_grpc, ingress_pb2_grpc
 from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch
 from tests.integration.gateway_helpers import (
     CallMetadata,
+    Ledger,
+    MetricSamples,
     add_key,
+    assert_accounted,
     counters,
     metadata_for,
     nan_gauge,
     read_topic,
+    scrape,
     singles,
 )
 
@@ -65,6 +70,25 @@ async def channel(shared: Gateway) -> AsyncIterator[grpc.aio.Channel]:
         yield ch
 
 
+class Accounts:
+    """The shared gateway's metrics before a test, to check what the test's calls added."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.before: MetricSamples = scrape(port)
+
+    async def check(self, key: str, calls: dict[str, int], *, sent: int = 0, rejected: dict[str, int] | None = None) -> None:
+        """Nothing of ``key`` stored; ``sent`` envelopes read and ``rejected`` by code; ``calls`` refused by code."""
+        await assert_accounted(self.port, key, sent=sent, acknowledged=0, rejected=rejected or {},
+                               refused_calls=calls, since=Ledger.of(self.before, key))
+
+
+@pytest.fixture
+def accounts(shared: Gateway) -> Accounts:
+    assert shared.metrics_port
+    return Accounts(shared.metrics_port)
+
+
 async def call(channel: grpc.aio.Channel, method: str, metadata: CallMetadata) -> object:
     """Call one RPC with a small valid request."""
     ingress = ingress_pb2_grpc.IngressStub(channel)
@@ -88,34 +112,38 @@ METHODS = ["Send", "Sender", "BatchSender", "GetConfig"]
 
 
 @pytest.mark.parametrize("method", METHODS)
-async def test_missing_token(channel: grpc.aio.Channel, method: str) -> None:
+async def test_missing_token(channel: grpc.aio.Channel, accounts: Accounts, method: str) -> None:
     assert await refused(channel, method, (("x-access-key", "ak_shared_ok"),)) == (
         grpc.StatusCode.UNAUTHENTICATED, "missing 'authorization' metadata: expected 'Bearer <JWT>'"
     )
+    await accounts.check("ak_shared_ok", {"UNAUTHENTICATED": 1})  # refused before reading a message
 
 
 @pytest.mark.parametrize("method", METHODS)
-async def test_wrong_token(channel: grpc.aio.Channel, shared_settings: Settings, method: str) -> None:
+async def test_wrong_token(channel: grpc.aio.Channel, accounts: Accounts, shared_settings: Settings, method: str) -> None:
     other = shared_settings.auth.model_copy(update={"jwt_secret": SecretStr("x" * 64)})
     token = issue_token(other, "ak_shared_ok", 60)
     metadata = (("authorization", f"Bearer {token}"), ("x-access-key", "ak_shared_ok"))
     assert await refused(channel, method, metadata) == (
         grpc.StatusCode.UNAUTHENTICATED, "token signature is invalid"
     )
+    await accounts.check("ak_shared_ok", {"UNAUTHENTICATED": 1})
 
 
 @pytest.mark.parametrize("method", METHODS)
-async def test_expired_token(channel: grpc.aio.Channel, shared_settings: Settings, method: str) -> None:
+async def test_expired_token(channel: grpc.aio.Channel, accounts: Accounts, shared_settings: Settings, method: str) -> None:
     metadata = metadata_for(shared_settings, "ak_shared_ok", now=time.time() - 3600)
     assert await refused(channel, method, metadata) == (grpc.StatusCode.UNAUTHENTICATED, "token has expired")
+    await accounts.check("ak_shared_ok", {"UNAUTHENTICATED": 1})
 
 
-async def test_token_of_another_key(channel: grpc.aio.Channel, shared_settings: Settings) -> None:
+async def test_token_of_another_key(channel: grpc.aio.Channel, accounts: Accounts, shared_settings: Settings) -> None:
     metadata = metadata_for(shared_settings, "ak_shared_ok", token_key="ak_shared_other")
     assert await refused(channel, "Send", metadata) == (
         grpc.StatusCode.UNAUTHENTICATED,
         "token subject 'ak_shared_other' does not match x-access-key 'ak_shared_ok'",
     )
+    await accounts.check("ak_shared_ok", {"UNAUTHENTICATED": 1})
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -127,10 +155,11 @@ async def test_token_of_another_key(channel: grpc.aio.Channel, shared_settings: 
     ],
 )
 async def test_unknown_and_disabled_keys(
-    channel: grpc.aio.Channel, shared_settings: Settings, method: str, key: str, message: str
+    channel: grpc.aio.Channel, accounts: Accounts, shared_settings: Settings, method: str, key: str, message: str
 ) -> None:
     metadata = metadata_for(shared_settings, key)
     assert await refused(channel, method, metadata) == (grpc.StatusCode.PERMISSION_DENIED, message)
+    await accounts.check(key, {"PERMISSION_DENIED": 1})
 
 
 @pytest_asyncio.fixture
@@ -154,7 +183,9 @@ async def shared_client(shared: Gateway) -> AsyncIterator[SluiceClient]:
         (log_envelope("x", tags={f"t{i}": "v" for i in range(65)}), "envelope[2].tags: 65 tags exceed the limit of 64"),
     ],
 )
-async def test_invalid_envelopes_are_refused(shared_client: SluiceClient, envelope: Envelope, message: str) -> None:
+async def test_invalid_envelopes_are_refused(
+    shared_client: SluiceClient, accounts: Accounts, envelope: Envelope, message: str
+) -> None:
     with pytest.raises(ClientError) as info:
         await shared_client.send(counters(2) + [envelope] + counters(1))
     assert (info.value.code, info.value.details, info.value.accepted) == (
@@ -162,14 +193,19 @@ async def test_invalid_envelopes_are_refused(shared_client: SluiceClient, envelo
     )
     assert str(info.value) == f"INVALID_ARGUMENT: {message}"
     assert not info.value.retriable
+    # The whole batch was read, and all of it refused with the call.
+    await accounts.check("ak_shared_ok", {"INVALID_ARGUMENT": 1}, sent=4, rejected={"INVALID_ARGUMENT": 4})
 
 
-async def test_send_batch_too_long(shared_client: SluiceClient, shared_settings: Settings) -> None:
+async def test_send_batch_too_long(shared_client: SluiceClient, accounts: Accounts, shared_settings: Settings) -> None:
     limit = shared_settings.gateway.max_batch_envelopes
     with pytest.raises(ClientError) as info:
         await shared_client.send(counters(limit + 1))
     assert (info.value.code, info.value.details) == (
         grpc.StatusCode.INVALID_ARGUMENT, f"batch: {limit + 1} envelopes exceed the limit of {limit} per batch"
+    )
+    await accounts.check(
+        "ak_shared_ok", {"INVALID_ARGUMENT": 1}, sent=limit + 1, rejected={"INVALID_ARGUMENT": limit + 1}
     )
 
 
@@ -192,13 +228,14 @@ async def test_get_config_returns_the_callers_config(shared_client: SluiceClient
     assert await shared_client.get_config("ak_shared_ok") == expected
 
 
-async def test_get_config_of_another_key_is_refused(shared_client: SluiceClient) -> None:
+async def test_get_config_of_another_key_is_refused(shared_client: SluiceClient, accounts: Accounts) -> None:
     with pytest.raises(ClientError) as info:
         await shared_client.get_config("ak_shared_other")
     assert (info.value.code, info.value.details) == (
         grpc.StatusCode.PERMISSION_DENIED,
         "access key 'ak_shared_ok' may not read the configuration of 'ak_shared_other'",
     )
+    await accounts.check("ak_shared_ok", {"PERMISSION_DENIED": 1})
 
 
 # --- forged and malformed tokens (RFC 8725) ------------------------------------------------
@@ -219,11 +256,14 @@ def forged_metadata(token: str) -> CallMetadata:
         ("not-a-jwt", "malformed token: Not enough segments"),
     ],
 )
-async def test_forged_and_garbage_tokens(channel: grpc.aio.Channel, token: str, message: str) -> None:
+async def test_forged_and_garbage_tokens(channel: grpc.aio.Channel, accounts: Accounts, token: str, message: str) -> None:
     assert await refused(channel, "Send", forged_metadata(token)) == (grpc.StatusCode.UNAUTHENTICATED, message)
+    await accounts.check("ak_shared_ok", {"UNAUTHENTICATED": 1})
 
 
-async def test_token_not_valid_yet_and_unknown_kid(channel: grpc.aio.Channel, shared_settings: Settings) -> None:
+async def test_token_not_valid_yet_and_unknown_kid(
+    channel: grpc.aio.Channel, accounts: Accounts, shared_settings: Settings
+) -> None:
     secret = shared_settings.auth.jwt_secret
     assert secret is not None
     now = int(time.time())
@@ -235,3 +275,4 @@ async def test_token_not_valid_yet_and_unknown_kid(channel: grpc.aio.Channel, sh
     assert await refused(channel, "GetConfig", forged_metadata(keyed)) == (
         grpc.StatusCode.UNAUTHENTICATED, "unknown key id 'k9'"
     )
+    await accounts.check("ak_shared_ok", {"UNAUTHENTICATED": 2})

@@ -33,7 +33,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from sluice.ingress import Gateway, issue_token
 from sluice.settings import Settings
 from tests.fixtures.stack import WorkerProcess
-from tests.integration.gateway_helpers import add_key
+from tests.integration.gateway_helpers import add_key, assert_accounted
 
 NS = 1_000_000_000
 T0 = (time.time_ns() // NS - 120) * NS
@@ -181,4 +181,6 @@ async def test_otlp_partial_success_reports_rejected_points(gateway: Gateway, un
             assert exc.code() == grpc.StatusCode.UNAUTHENTICATED
         else:
             raise AssertionError("a call without a token was accepted")
-    assert gateway.metrics.received.labels(key, "OTLP.Metrics")._value.get() == 1
+    assert gateway.metrics_port
+    await assert_accounted(gateway.metrics_port, key, sent=2, acknowledged=1, rejected={"INVALID_ARGUMENT": 1},
+                           refused_calls={"UNAUTHENTICATED": 1})

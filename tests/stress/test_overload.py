@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from sluice.client import ClientError, SluiceClient, log_envelope
@@ -25,7 +26,7 @@ from sluice.keys import AccessKeyConfig, JsonKeyStore
 from sluice.settings import Settings
 from sluice.tansu import Tansu, free_port, wait_for_port
 from tests.fixtures.proxy import FaultProxy
-from tests.integration.gateway_helpers import envelopes_of, read_topic, scrape
+from tests.integration.gateway_helpers import assert_accounted, envelopes_of, read_topic, scrape
 
 BUFFER = 4 << 20  # the gateway's buffer: 4 MiB
 
@@ -61,7 +62,15 @@ def overload(settings: Settings, proxied_broker: tuple[Tansu, FaultProxy], uniqu
         acknowledged, refused = asyncio.run(flood(settings, key, seconds))
         during = scrape(metrics_port)
         proxy.latency = 0.0
-        recovered_in = asyncio.run(recovery(settings, key))
+        recovered_in, attempts = asyncio.run(recovery(settings, key))
+        calls = sum(refused.values())
+        # Every call's envelopes were read; those of calls answered UNAVAILABLE may have reached
+        # Kafka after the answer.
+        ledger = asyncio.run(assert_accounted(
+            metrics_port, key, sent=200 * (acknowledged // 200 + calls) + 10 * attempts, acknowledged=acknowledged + 10,
+            refused_calls=refused | {"UNAVAILABLE": refused.get("UNAVAILABLE", 0) + attempts - 1},
+            unsure=200 * calls + 10 * (attempts - 1), timeout=60,
+        ))
         rss = peak_rss_mib(gateway.pid)
         gateway.send_signal(signal.SIGTERM)
         assert gateway.wait(60) == 0
@@ -72,20 +81,25 @@ def overload(settings: Settings, proxied_broker: tuple[Tansu, FaultProxy], uniqu
     stored = len(envelopes_of(asyncio.run(read_topic(settings.kafka.bootstrap, settings.kafka.raw_topic))))
     dropped = sum(v for (name, labels), v in during.items() if name == "sluice_gateway_dropped_envelopes_total")
     print(f"\n{policy}: {seconds:g}s, acknowledged {acknowledged}, refused calls {refused}, "
-          f"dropped {dropped:.0f}, stored {stored}, peak RSS {rss:.0f} MiB, recovered in {recovered_in:.2f}s")
+          f"dropped {dropped:.0f}, stored {stored}, peak RSS {rss:.0f} MiB, recovered in {recovered_in:.2f}s; "
+          f"gateway: {ledger}")
+    assert dropped == ledger.dropped  # all drops happened under load
     assert acknowledged > 0 and recovered_in < 5
     assert rss < 300, f"gateway peak RSS {rss:.0f} MiB"
     if policy in ("drop-newest", "drop-oldest"):
         assert dropped > 0 and stored == acknowledged + 10 - dropped  # + the 10 sent to check recovery
     else:  # the calls were slowed down (or refused, retriable) instead: nothing dropped
         assert dropped == 0 and stored == acknowledged + 10
+    assert stored == ledger.acknowledged + ledger.spooled - ledger.replayed  # what Kafka and the spool hold
 
 
-async def flood(settings: Settings, key: str, seconds: float) -> tuple[int, int]:
-    """Eight clients sending 200-envelope batches back to back for ``seconds``."""
+async def flood(settings: Settings, key: str, seconds: float) -> tuple[int, dict[str, int]]:
+    """Eight clients sending 200-envelope batches back to back for ``seconds``: the envelopes
+    acknowledged, the calls refused by code."""
     token = issue_token(settings.auth, key, 3600)
     batch = [log_envelope(b"y" * 200, timestamp=1, source_id="s") for _ in range(200)]
-    acknowledged = refused = 0
+    acknowledged = 0
+    refused: dict[str, int] = {}
     deadline = time.monotonic() + seconds
 
     async def client() -> None:
@@ -94,22 +108,31 @@ async def flood(settings: Settings, key: str, seconds: float) -> tuple[int, int]
             while time.monotonic() < deadline:
                 try:
                     n = await c.send(batch)
+                    assert n == 200
                     acknowledged += n
                 except ClientError as exc:
                     assert exc.retriable, exc
-                    refused += 1
+                    refused[exc.code.name] = refused.get(exc.code.name, 0) + 1
 
     await asyncio.gather(*(client() for _ in range(8)))
     return acknowledged, refused
 
 
-async def recovery(settings: Settings, key: str) -> float:
-    """Seconds until a small call goes through again."""
+async def recovery(settings: Settings, key: str) -> tuple[float, int]:
+    """Seconds until a small call goes through again, and the calls it took (retried by hand, so
+    that each is counted)."""
     started = time.monotonic()
-    retry = RetryPolicy(max_attempts=None, max_elapsed=30, initial_backoff=0.05, max_backoff=0.5)
-    async with SluiceClient(settings.gateway.listen, key, issue_token(settings.auth, key, 60), retry=retry) as c:
-        assert await c.send([log_envelope("after", timestamp=1, source_id="s") for _ in range(10)]) == 10
-    return time.monotonic() - started
+    attempts = 0
+    async with SluiceClient(settings.gateway.listen, key, issue_token(settings.auth, key, 60),
+                            retry=RetryPolicy.never()) as c:
+        while True:
+            attempts += 1
+            try:
+                assert await c.send([log_envelope("after", timestamp=1, source_id="s") for _ in range(10)]) == 10
+                return time.monotonic() - started, attempts
+            except ClientError as exc:
+                assert exc.code == grpc.StatusCode.UNAVAILABLE and time.monotonic() - started < 30, exc
+                await asyncio.sleep(0.05)
 
 
 POLICIES = ["block", "drop-newest", "drop-oldest", "spool"]

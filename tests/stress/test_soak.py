@@ -1,5 +1,5 @@
 """Soak: the gateway and a worker, as processes, under a steady load for ten minutes
-(`SLUICE_SOAK_SECONDS`): every envelope counted exactly, RSS growth under 10 %, no error logs."""
+(`SLUICE_SOAK_SECONDS`): every envelope counted exactly (by the gateway's accounting and in ClickHouse), RSS growth under 10 %, no error logs."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from sluice.keys import AccessKeyConfig, JsonKeyStore
 from sluice.settings import Settings
 from sluice.tansu import free_port, wait_for_port
 from tests.fixtures.stack import WorkerProcess
+from tests.integration.gateway_helpers import assert_accounted
 
 SECONDS = float(os.environ.get("SLUICE_SOAK_SECONDS", "600"))
 RATE = 2000  # envelopes/s: half logs, half counters
@@ -36,7 +37,7 @@ def test_soak(settings: Settings, unique: str) -> None:
     key = f"ak_{unique}"
     JsonKeyStore(settings.access_keys_path).put(AccessKeyConfig(access_key=key))
     settings.gateway.listen = f"127.0.0.1:{free_port()}"
-    settings.gateway.metrics_listen = ""
+    settings.gateway.metrics_listen = f"127.0.0.1:{free_port()}"
     gateway_log = settings.data_dir / "gateway.log"
     gateway = subprocess.Popen([sys.executable, "-m", "sluice.cli.main", "gateway"],
                                env=dict(os.environ) | settings.to_env(),
@@ -63,6 +64,8 @@ def test_soak(settings: Settings, unique: str) -> None:
             return sent
 
         sent = asyncio.run(load())
+        asyncio.run(assert_accounted(int(settings.gateway.metrics_listen.rsplit(":", 1)[1]), key,
+                                     sent=sent, acknowledged=sent, rejected={}, refused_calls={}))
         asyncio.run(worker.caught_up(120))
         logs, points = asyncio.run(worker.query(
             "SELECT (SELECT count() FROM sluice.logs FINAL), (SELECT sum(count) FROM sluice.metrics_1s)"

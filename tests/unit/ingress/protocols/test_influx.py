@@ -73,3 +73,23 @@ def test_a_bad_line_keeps_the_good_ones_and_comments_are_skipped() -> None:
     assert parsed.envelopes[1].gauge.metrics["m.n"].value == 2.0
     assert (parsed.envelopes[2].event.title, json.loads(parsed.envelopes[2].event.body)) == ("m", {"s": "hi"})
     assert [reason for reason, _ in parsed.malformed] == ["field", "encoding"]
+
+
+@pytest.mark.parametrize(("text", "reason", "message"), [
+    # A timestamp beyond int64 nanoseconds used to raise ValueError out of the parser.
+    (b"m f=1 99999999999999999999", "timestamp", "timestamp '99999999999999999999' is out of range"),
+    (b"m f=1 9223372036854775807", "timestamp", None),  # fits in ns...
+    (b"m f=1 " + b"9" * 5000, "timestamp", "timestamp '" + "9" * 40 + "' is out of range"),
+    (b"m f=1 1_000", "timestamp", "timestamp '1_000' is not an integer"),
+    (b"m f=1_0", "field", "bad field value '1_0'"),
+])
+def test_out_of_range_and_pythonic_numbers_are_malformed(text: bytes, reason: str, message: str | None) -> None:
+    parsed = parse(text + b"\nok f=1")
+    if message is None:
+        assert len(parsed.envelopes) == 2 and parsed.malformed == []
+        with pytest.raises(Malformed, match="out of range"):  # ... but not in seconds
+            parse_line(text.decode(), NS)
+        return
+    assert len(parsed.envelopes) == 1
+    [(got, line)] = parsed.malformed
+    assert got == reason and line.startswith(message), line

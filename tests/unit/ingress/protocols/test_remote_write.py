@@ -33,3 +33,13 @@ def test_refused_bodies(body: bytes, reason: str) -> None:
     with pytest.raises(Malformed) as info:
         parse(body, max_bytes=64)
     assert info.value.reason == reason
+
+
+def test_a_timestamp_beyond_int64_nanoseconds_is_skipped_and_counted() -> None:
+    request = remote_pb2.WriteRequest()
+    series = request.timeseries.add()
+    series.labels.add(name="__name__", value="up")
+    series.samples.extend([types_pb2.Sample(value=1, timestamp=2**62), types_pb2.Sample(value=2, timestamp=1000)])
+    parsed = parse(snappy.compress(request.SerializeToString()), max_bytes=1 << 20)
+    assert [(e.timestamp, e.gauge.metrics["up"].value) for e in parsed.envelopes] == [(1_000_000_000, 2.0)]
+    assert parsed.skipped == {"timestamp": 1}

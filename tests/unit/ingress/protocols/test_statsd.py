@@ -88,3 +88,19 @@ def test_a_bad_line_never_drops_the_good_lines_of_its_datagram() -> None:
     values, reasons = parse(b"a:1|c\nbroken\n\nb:2|c\r\nc:x|g\nd:3|c\n")
     assert [v["counter"]["name"] for v in values] == ["a", "b", "d"]  # type: ignore[index]
     assert reasons == ["syntax", "value"]
+
+
+@pytest.mark.parametrize(("line", "reason", "message"), [
+    # Values that do not fit the envelope's integer fields used to raise ValueError out of the parser.
+    (b"a:1|c|@1e-300", "value", "counter value 1e+300 is out of range (uint64)"),
+    (b"a:1e300|c", "value", "counter value 1e+300 is out of range (uint64)"),
+    (b"a:1e300|ms", "value", "timer value 1e+300 ms starts before the epoch"),
+    (b"a:1|c|T99999999999999999999", "timestamp", "timestamp 'T99999999999999999999' is out of range"),
+    (b"a:1|c|T" + b"9" * 5000, "timestamp", "timestamp T '" + "9" * 40 + "' is out of range"),
+    ("a:1|c|T٣".encode(), "timestamp", "timestamp T '٣' is not an integer"),  # not an ASCII digit
+])
+def test_out_of_range_values_are_malformed_lines(line: bytes, reason: str, message: str) -> None:
+    parsed = StatsdParser(clock=lambda: NOW).parse(line + b"\nok:1|c")
+    assert len(parsed.envelopes) == 1
+    [(got, text)] = parsed.malformed
+    assert got == reason and text.startswith(message), text

@@ -89,3 +89,22 @@ async def test_a_failing_parser_does_not_stop_the_listener() -> None:
 def test_the_access_key_is_required_and_checked(key: str) -> None:
     with pytest.raises(ConfigurationError):
         UdpListener("statsd", ("127.0.0.1", 0), key, StatsdParser().parse, FakeIngest(), Keys())  # type: ignore[arg-type]
+
+
+async def test_a_parser_failure_drops_only_its_own_datagram() -> None:
+    ingest = FakeIngest()
+    statsd = StatsdParser()
+
+    def parse(data: bytes) -> Parsed:
+        if data == b"boom":
+            raise RuntimeError("a bug")
+        return statsd.parse(data)
+
+    listener = UdpListener("statsd", ("127.0.0.1", 0), "ak_udp", parse, ingest, Keys("ak_udp"))  # type: ignore[arg-type]
+    listener.received(b"a:1|c")  # queued together: one batch
+    listener.received(b"boom")
+    listener.received(b"b:1|c\nc:1|c")
+    await run(listener)
+    assert listener.handled == 3
+    assert ingest.metrics.udp_dropped.labels("statsd", "error")._value.get() == 1
+    assert ingest.published == [("ak_udp", 3)]
