@@ -34,6 +34,7 @@ def rss_mib(pid: int) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SECONDS + 300)  # the load, then the drain and checks
 def test_soak(settings: Settings, unique: str) -> None:
     key = f"ak_{unique}"
     JsonKeyStore(settings.access_keys_path).put(AccessKeyConfig(access_key=key))
