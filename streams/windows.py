@@ -184,9 +184,9 @@ class TumblingWindows:
 
     def forget(self) -> None:
         """Drop what memory holds; partitions are read from the state again when next used.
-        Call it between batches whenever the state may have changed under it (a rebalance)."""
-        if any(p.pending for p in self._partitions.values()):
-            raise RuntimeError("forget() with points not flushed: call flush() first")
+        Call it between batches whenever the state may have changed under it (a rebalance).
+        Points not flushed yet (a batch whose commit failed) go too: their records were not
+        made durable, so they are read again."""
         self._partitions.clear()
 
     def _partition(self, partition: int) -> _Partition:
