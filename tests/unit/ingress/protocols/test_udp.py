@@ -69,8 +69,8 @@ async def test_an_unknown_key_drops_and_counts() -> None:
     assert ingest.metrics.udp_dropped.labels("statsd", "unknown_key")._value.get() == 1
 
 
-async def test_a_failing_parser_does_not_stop_the_listener() -> None:
-    ingest = FakeIngest()
+def listener_with_a_bug(ingest: FakeIngest) -> UdpListener:
+    """A statsd listener whose parser raises on the datagram ``boom``."""
     statsd = StatsdParser()
 
     def parse(data: bytes) -> Parsed:
@@ -78,7 +78,12 @@ async def test_a_failing_parser_does_not_stop_the_listener() -> None:
             raise RuntimeError("a bug")
         return statsd.parse(data)
 
-    listener = UdpListener("statsd", ("127.0.0.1", 0), "ak_udp", parse, ingest, Keys("ak_udp"))  # type: ignore[arg-type]
+    return UdpListener("statsd", ("127.0.0.1", 0), "ak_udp", parse, ingest, Keys("ak_udp"))  # type: ignore[arg-type]
+
+
+async def test_a_failing_parser_does_not_stop_the_listener() -> None:
+    ingest = FakeIngest()
+    listener = listener_with_a_bug(ingest)
     await run(listener, b"boom")
     await run(listener, b"a:1|c")
     assert ingest.metrics.udp_dropped.labels("statsd", "error")._value.get() == 1
@@ -93,14 +98,7 @@ def test_the_access_key_is_required_and_checked(key: str) -> None:
 
 async def test_a_parser_failure_drops_only_its_own_datagram() -> None:
     ingest = FakeIngest()
-    statsd = StatsdParser()
-
-    def parse(data: bytes) -> Parsed:
-        if data == b"boom":
-            raise RuntimeError("a bug")
-        return statsd.parse(data)
-
-    listener = UdpListener("statsd", ("127.0.0.1", 0), "ak_udp", parse, ingest, Keys("ak_udp"))  # type: ignore[arg-type]
+    listener = listener_with_a_bug(ingest)
     listener.received(b"a:1|c")  # queued together: one batch
     listener.received(b"boom")
     listener.received(b"b:1|c\nc:1|c")
