@@ -19,6 +19,7 @@ import psutil
 
 from sluice.ingress.publisher import frame_records
 from sluice.kafka import CONTENT_TYPE_BATCH, H_CONTENT_TYPE
+from sluice.tansu import terminate
 from sluice.v1.envelope_pb2 import Envelope
 
 REPO = Path(__file__).resolve().parents[1]
@@ -201,13 +202,7 @@ class Child:
     def stop(self, timeout: float = 20.0) -> tuple[float, int]:
         """SIGTERM (then SIGKILL), and its CPU seconds and peak RSS."""
         cpu, rss = self.meter.stop()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout)
         if self._spy is not None:
             self._spy.wait(30)
         self._log.close()

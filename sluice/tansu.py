@@ -11,6 +11,18 @@ from pathlib import Path
 from sluice.exceptions import ConfigurationError, SluiceError
 
 
+
+def terminate(proc: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: float) -> None:
+    """SIGTERM a running process, and SIGKILL it if it has not exited within ``timeout`` seconds."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
 class BrokerStartError(SluiceError):
     """Tansu did not start listening."""
 
@@ -90,14 +102,8 @@ class Tansu:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc, timeout)
 
     def __enter__(self) -> Tansu:
         return self.start()

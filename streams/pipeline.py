@@ -274,8 +274,11 @@ class Pipeline:
         routes in force when it is stored."""
         to_clickhouse: list[list[Any]] = []
         to_files: dict[str, list[dict[str, Any]]] = {}
+        by_key: dict[str, list[Sink]] = {}
         for row in window.rows:
-            sinks = self._sinks(row[0], table)
+            sinks = by_key.get(row[0])
+            if sinks is None:
+                sinks = by_key[row[0]] = self._sinks(row[0], table)
             if "clickhouse" in sinks:
                 to_clickhouse.append(row)
             if "file" in sinks:

@@ -46,6 +46,16 @@ async def on_topic(gateway: Gateway) -> int:
     return len(envelopes_of(await read_topic(gateway.settings.kafka.bootstrap, gateway.settings.kafka.raw_topic)))
 
 
+
+async def post_concurrently(url: str, body: bytes, headers: dict[str, str], requests: int, concurrency: int = 4) -> None:
+    """POST ``body`` ``requests`` times, ``concurrency`` at a time; every answer must be 204."""
+    async with aiohttp.ClientSession() as http:
+        async def one() -> None:
+            async with http.post(url, data=body, headers=headers) as r:
+                assert r.status == 204, await r.text()
+        for _ in range(requests // concurrency):
+            await asyncio.gather(*(one() for _ in range(concurrency)))
+
 async def test_statsd_udp_throughput(gateway: Gateway) -> None:
     listener = gateway.protocols.statsd
     assert listener is not None
@@ -99,12 +109,7 @@ async def test_influx_http_throughput(gateway: Gateway, unique: str) -> None:
     requests, lines = 40, 5_000
     body = "\n".join(f"cpu,host=h{i % 50} usage={i / 7:.3f},n={i}i 1700000000" for i in range(lines)).encode()
     start = time.perf_counter()
-    async with aiohttp.ClientSession() as http:
-        async def one() -> None:
-            async with http.post(url, data=body, headers=headers) as r:
-                assert r.status == 204, await r.text()
-        for _ in range(requests // 4):
-            await asyncio.gather(*(one() for _ in range(4)))
+    await post_concurrently(url, body, headers, requests)
     report("Influx HTTP /api/v2/write (5000 lines/request, 4 concurrent)", requests * lines, time.perf_counter() - start)
     assert await on_topic(gateway) == requests * lines
 
@@ -124,12 +129,7 @@ async def test_remote_write_throughput(gateway: Gateway, unique: str) -> None:
     url = f"http://127.0.0.1:{gateway.protocols.http.port}/api/v1/write"
     requests = 40
     start = time.perf_counter()
-    async with aiohttp.ClientSession() as http:
-        async def one() -> None:
-            async with http.post(url, data=body, headers=headers) as r:
-                assert r.status == 204, await r.text()
-        for _ in range(requests // 4):
-            await asyncio.gather(*(one() for _ in range(4)))
+    await post_concurrently(url, body, headers, requests)
     report("Prometheus remote write (5000 samples/request, 4 concurrent)", requests * 5000, time.perf_counter() - start)
     assert await on_topic(gateway) == requests * 5000
 
