@@ -2,7 +2,8 @@
 
 Same topic, same records: each record is parsed and every envelope adds to a Table entry of its
 series and 1 s window (count and sum), one ``table[key] = ...`` per envelope. Prints
-``{"first": t, "done": t, "envelopes": n}`` once ``--expect`` envelopes are applied.
+``{"first": t, "done": t, "envelopes": n}`` once ``--expect`` envelopes are applied and the
+table's changelog messages for them are acknowledged.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ def main() -> None:
                 table[key] = [agg[0] + 1, agg[1] + v]
                 state["n"] += 1
             if state["n"] >= a.expect:
+                # Done when the table's changelog holds every update, as the Sluice worker is timed
+                # to its state being durable: sent to Kafka and acknowledged.
+                await app.producer.flush()
                 # Faust sends print() to its log: write to the real standard output.
                 line = json.dumps({"first": state["first"], "done": time.time(), "envelopes": state["n"]})
                 os.write(1, (line + "\n").encode())

@@ -111,7 +111,6 @@ async def _caught_up_worker(child: Child, url: str, expect_records: int, timeout
     """Poll a Sluice worker's /status: (first record seen, all records durable, last status)."""
     from sluice.streams.query import worker_status
 
-    first = 0.0
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if child.proc.poll() is not None:
@@ -121,11 +120,11 @@ async def _caught_up_worker(child: Child, url: str, expect_records: int, timeout
         except OSError:
             await asyncio.sleep(0.1)
             continue
-        if not first and status["counters"]["records"] > 0:
-            first = time.time()
         done = sum(o + 1 for o in status["positions"].values())
         if done >= expect_records:
-            return first, time.time(), status
+            # The worker's own clock of its first record: /status cannot answer while a batch
+            # is being decoded, so a poll would only see the first record once that is over.
+            return float(status["first_record_at"]), time.time(), status
         await asyncio.sleep(0.2)  # /status scans the window state: polling costs the worker CPU
     raise RuntimeError(f"the worker did not process {expect_records} records in {timeout}s")
 

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 import faust
+from faust.sensors import Sensor
+from faust.types import TP
 from faust.web import Request, Response, View
 
 from sluice.crypto import Keyring
@@ -30,6 +33,22 @@ from sluice.streams.state import FaustTableState, state_table
 from sluice.streams.windows import TumblingWindows
 
 log = logging.getLogger(__name__)
+
+class RecordClock(Sensor):
+    """When the consumer handed the worker its first and its latest record of one topic."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__()
+        self.topic = topic
+        self.first_at: float | None = None
+        self.last_at: float | None = None
+
+    def on_message_in(self, tp: TP, offset: int, message: Any) -> None:
+        if tp.topic == self.topic:
+            self.last_at = time.time()
+            if self.first_at is None:
+                self.first_at = self.last_at
+
 
 def _headers(message: Any) -> list[tuple[str, bytes]]:
     headers = message.headers or ()
@@ -73,6 +92,8 @@ class Worker:
         self.dlq = app.topic(
             kafka.dlq_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
         )
+        self.record_clock = RecordClock(kafka.raw_topic)
+        app.sensors.add(self.record_clock)
         self.clickhouse = ClickHouse(settings)
         self.keys = JsonKeyStore(settings.access_keys_path, reload_interval=settings.gateway.keys_reload_interval)
         self.config = ConfigFollower(
@@ -212,6 +233,9 @@ class Worker:
             "seeks": self.continuity.seeks,
             "durable_records_skipped": self.continuity.skipped,
             "counters": self.pipeline.counters.as_dict(),
+            # wall-clock times (epoch seconds) the consumer handed over the first and latest raw record
+            "first_record_at": self.record_clock.first_at,
+            "last_record_at": self.record_clock.last_at,
             "rows_written": dict(self.pipeline.clickhouse.rows_written),
             "file_lines_written": self.pipeline.files.lines_written,
             "file_rotations": self.pipeline.files.rotations,

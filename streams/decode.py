@@ -85,7 +85,9 @@ def decode_batch(value: bytes, access_key: str, partition: int, offset: int) -> 
             c = env.counter
             points.append(MetricPoint(c.name, COUNTER, "", tags, ts, float(c.delta), float(c.total)))
         elif kind == "gauge":
-            for name, g in env.gauge.metrics.items():
+            metrics = env.gauge.metrics
+            for name in metrics:  # .items() on a protobuf map is a Python-level ItemsView
+                g = metrics[name]
                 points.append(MetricPoint(name, GAUGE, g.unit, tags, ts, g.value, g.value))
         elif kind == "timer":
             t = env.timer

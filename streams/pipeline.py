@@ -318,16 +318,15 @@ class Pipeline:
         ``force``) of ``partitions``.
 
         Closed windows go to the state's outbox, which is made durable (with the points applied
-        so far) before any ClickHouse insert; each outbox entry is then a block of its own,
-        named by (table, partition, start, offset): one stored again after a crash carries the
-        same token and is kept once.
+        so far) before any ClickHouse insert; each emission group of the outbox (the windows of
+        a partition staged together) is then a block of its own, named by (table, partition,
+        group): one stored again after a crash carries the same token and is kept once.
         """
         batch, self._batch = self._batch, _Batch()
         for record, reason in batch.dead:
             await self._dead_letter(record, reason)
         for windows in self.windows.values():
-            for window in windows.close(partitions, force=force):
-                windows.stage(window)
+            windows.stage_all(windows.close(partitions, force=force))
         await asyncio.to_thread(self.files.flush)
         if self._flush_state is not None:
             await self._flush_state()
@@ -337,13 +336,15 @@ class Pipeline:
         self.clickhouse.add("spans", SPAN_COLUMNS, batch.spans, _token("spans", where))
         staged = [(table, w) for table, windows in self.windows.items() for w in windows.outbox(partitions)]
         lines = 0
+        groups: dict[tuple[str, int, int], list[list[Any]]] = {}  # one block per emission group
         for table, window in staged:
             to_clickhouse, to_files = self._route_window(table, window)
             if to_clickhouse:
-                token = _token(table, window.partition, window.start, window.offset)
-                self.clickhouse.add(table, METRIC_COLUMNS, to_clickhouse, token)
+                groups.setdefault((table, window.partition, window.group), []).extend(to_clickhouse)
             for access_key, rows in to_files.items():
                 lines += self.files.add(access_key, table, window.partition, window.seq, rows)
+        for (name, partition, group), block in groups.items():
+            self.clickhouse.add(name, METRIC_COLUMNS, block, _token(name, partition, "group", group))
         if lines:
             await asyncio.to_thread(self.files.flush)
         await self.clickhouse.flush()

@@ -18,8 +18,10 @@ treated as never written.
 - ``"<p>|@applied"``: the offset up to which every record's points are in the state, written
   after the deltas;
 - ``"<p>|@out|<start>|<offset>|<i>"``: an emission of a closed window waiting to be stored,
-  ``[seq, chunks, rows]``; ``seq`` numbers the partition's emissions in the order they were
-  staged (the file sink writes each once by that number);
+  ``[seq, group, chunks, rows]``; ``seq`` numbers the partition's emissions in the order they
+  were staged (the file sink writes each once by that number); ``group`` is the ``seq`` of the
+  first emission staged with it (:meth:`TumblingWindows.stage_all`): a group is stored as one
+  block, named by it (entries without a group, ``[seq, chunks, rows]``, are groups of one);
 - ``"<p>|@seq"``: the number of the partition's last emission.
 
 Replays never double count: a record at or below the applied offset is skipped, and a point
@@ -27,9 +29,10 @@ whose window already holds a delta or emission of that offset or later is skippe
 crash may have persisted some of a batch's deltas but not the marker); until such records
 have been read again, no window of their partition closes.
 Closing a window moves its rows into an outbox entry in the same state; the caller makes
-that durable, stores each emission under a name made of (partition, start, offset), then
-calls :meth:`TumblingWindows.done`. After a crash an emission is stored again under the same
-name, which ClickHouse deduplicates; deltas a crash left behind while their window was being
+that durable, stores each group of emissions under a name made of (partition, group), then
+calls :meth:`TumblingWindows.done`. After a crash a group is stored again under the same
+name, which ClickHouse deduplicates (what a crash left of a group after some of its
+emissions were done was stored whole before); deltas a crash left behind while their window was being
 staged are not newer than the emission, and are ignored.
 
 Memory is the index: a partition's windows are read from the state the first time it is
@@ -63,14 +66,33 @@ OUTBOX = "@out"
 SEQ = "@seq"
 CHUNK_ROWS = 1000
 CHUNK_BYTES = 256 * 1024  # about; a changelog message is limited to producer_max_request_size
+# Rows of a partition's emission group: each group is one ClickHouse insert, and an insert has a
+# fixed cost of several milliseconds (a part, its deduplication entry) whatever its size.
+GROUP_ROWS = 100_000
 DELTA = "@d"
 SNAPSHOT = "@s"
 # Positions in a value.
 _COUNT, _SUM, _MIN, _MAX, _LAST_TS, _LAST, _SKETCH = 5, 6, 7, 8, 9, 10, 11
 
 
+_SERIES_IDS: dict[tuple[str, str, tuple[tuple[str, str], ...]], int] = {}
+_SERIES_IDS_MAX = 1_000_000
+
+
 def series_id(access_key: str, name: str, tags: dict[str, str]) -> int:
     """A stable 64-bit id of a series: access key + metric name + sorted tags."""
+    # Remembered by the tags as they come (the same set in another order is only a miss): a
+    # hash of the sorted tags costs ten times the lookup, and every window size asks again.
+    memo_key = (access_key, name, tuple(tags.items()))
+    found = _SERIES_IDS.get(memo_key)
+    if found is None:
+        if len(_SERIES_IDS) >= _SERIES_IDS_MAX:
+            _SERIES_IDS.clear()
+        found = _SERIES_IDS[memo_key] = _series_hash(access_key, name, tags)
+    return found
+
+
+def _series_hash(access_key: str, name: str, tags: dict[str, str]) -> int:
     h = hashlib.blake2b(digest_size=8)
     h.update(access_key.encode())
     h.update(b"\0")
@@ -89,7 +111,8 @@ class ClosedWindow:
 
     ``offset`` is the newest source offset in its values: with the partition and start it
     names this emission (a later correction of the same window has a newer one). ``seq``
-    numbers the partition's emissions in the order they were staged (-1 until then).
+    numbers the partition's emissions in the order they were staged (-1 until then);
+    ``group`` is the ``seq`` of the first emission of its group.
     """
 
     partition: int
@@ -98,6 +121,7 @@ class ClosedWindow:
     keys: list[str]
     rows: list[list[Any]]
     seq: int = -1
+    group: int = -1
 
 
 def _row_from_state(row: list[Any]) -> list[Any]:
@@ -215,12 +239,14 @@ class TumblingWindows:
                 groups[tuple(parts[1:4])].append(key)
         entries: dict[int, list[tuple[int, str, list[str]]]] = defaultdict(list)
         for (a, b, c), keys in groups.items():
-            values = [self.state.get(k) for k in keys]
-            if not all(v is not None and int(v[-2]) == len(keys) for v in values):
+            values = [self.state.get(k) or [] for k in keys]
+            if not all(len(v) >= 2 and int(v[-2]) == len(keys) for v in values):
                 for key in keys:  # cut by a crash while it was written: never complete
                     self.state.delete(partition, key)
             elif a == OUTBOX:
                 p.outboxes[(int(b), int(c))] = sorted(keys, key=_chunk_number)
+                # a crash may have cut the flush between an emission and the @seq written after it
+                p.seq = max(p.seq, int(values[0][0]))
             elif b in (DELTA, SNAPSHOT):
                 entries[int(a)].append((int(c), b, sorted(keys, key=_chunk_number)))
         for start, found in entries.items():
@@ -267,7 +293,8 @@ class TumblingWindows:
         chunks: list[list[list[Any]]] = [[]]
         size = 0
         for row in rows:
-            row_size = 300 + sum(len(k) + len(v) + 6 for k, v in row[tags_at].items())
+            tags = row[tags_at]
+            row_size = 300 + sum(map(len, tags)) + sum(map(len, tags.values())) + 6 * len(tags)
             if chunks[-1] and (len(chunks[-1]) >= CHUNK_ROWS or size + row_size > CHUNK_BYTES):
                 chunks.append([])
                 size = 0
@@ -423,18 +450,35 @@ class TumblingWindows:
                 closed.append(ClosedWindow(partition, start, window.covered, list(window.keys), rows))
         return closed
 
-    def stage(self, window: ClosedWindow) -> None:
-        """Move a closed window's rows into the outbox. The emission is written before the
-        deltas are deleted: deltas a crash leaves behind are not newer than the emission, and
-        are ignored when the partition is read again."""
+    def stage_all(self, windows: Iterable[ClosedWindow]) -> None:
+        """:meth:`stage` closed windows; a partition's windows staged together form groups of
+        up to ``GROUP_ROWS`` rows (a window larger than that is a group of its own)."""
+        groups: dict[int, tuple[int, int]] = {}  # partition -> (open group, its rows)
+        for window in windows:
+            if not window.rows:
+                self.stage(window)
+                continue
+            group, rows = groups.get(window.partition, (-1, GROUP_ROWS))
+            if rows + len(window.rows) > GROUP_ROWS:
+                group, rows = self._partition(window.partition).seq + 1, 0
+            self.stage(window, group=group)
+            groups[window.partition] = (group, rows + len(window.rows))
+
+    def stage(self, window: ClosedWindow, *, group: int | None = None) -> None:
+        """Move a closed window's rows into the outbox, in ``group`` (by default a group of its
+        own). The emission is written before the deltas are deleted: deltas a crash leaves
+        behind are not newer than the emission, and are ignored when the partition is read again."""
         p = self._partition(window.partition)
         if window.rows:
             p.seq += 1
+            group = p.seq if group is None else group
+            if not 0 <= group <= p.seq:
+                raise ValueError(f"group {group} is not an emission of partition {window.partition}")
             prefix = f"{window.partition}|{OUTBOX}|{window.start}|{window.offset}"
             keys = p.outboxes[(window.start, window.offset)] = self._put_chunked(
-                window.partition, prefix, [p.seq], window.rows, tags_at=METRIC_COLUMNS.index("tags")
+                window.partition, prefix, [p.seq, group], window.rows, tags_at=METRIC_COLUMNS.index("tags")
             )
-            p.staged[(window.start, window.offset)] = replace(window, keys=keys, seq=p.seq)
+            p.staged[(window.start, window.offset)] = replace(window, keys=keys, seq=p.seq, group=group)
             self.state.put(window.partition, f"{window.partition}|{SEQ}", [p.seq])
         for key in window.keys:
             self.state.delete(window.partition, key)
@@ -449,11 +493,12 @@ class TumblingWindows:
                 if (start, offset) in p.staged:  # no need to decode what memory holds
                     found.append(p.staged[(start, offset)])
                     continue
-                rows, seq = [], -1
+                rows, seq, group = [], -1, -1
                 for key in keys:
-                    seq, _, chunk = self.state.get(key) or [-1, 0, []]
-                    rows += [_row_from_state(r) for r in chunk]
-                found.append(ClosedWindow(partition, start, offset, keys, rows, int(seq)))
+                    value = self.state.get(key) or [-1, 0, []]
+                    seq, group = value[0], value[1] if len(value) == 4 else value[0]
+                    rows += [_row_from_state(r) for r in value[-1]]
+                found.append(ClosedWindow(partition, start, offset, keys, rows, int(seq), int(group)))
         return sorted(found, key=lambda w: (w.partition, w.seq))
 
     def done(self, window: ClosedWindow) -> None:

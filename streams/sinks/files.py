@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from sluice.streams.exceptions import SinkError
 
 
@@ -104,7 +106,7 @@ class FileSink:
         f = self._file(access_key, stream)
         if offset <= f.offsets.get(partition, -1) or offset <= f.pending_offsets.get(partition, -1):
             return 0
-        encoded = [json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n" for line in lines]
+        encoded = [orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE) for line in lines]
         f.pending += encoded
         f.pending_offsets[partition] = offset
         return len(encoded)

@@ -199,3 +199,26 @@ async def test_timer_windows_in_files_carry_quantiles_and_their_sketch(tmp_path:
     assert (line["count"], line["min"], line["max"]) == (4, 1.0, 100.0)
     assert [round(line[q], 1) for q in ("p50", "p90", "p99")] == [2.0, 3.0, 3.0]  # x_k, k = floor(q * (n - 1))
     assert sum(line["sketch"].values()) == 4
+
+
+async def test_windows_closed_together_are_one_block_named_by_their_group(tmp_path: Path, monkeypatch: Any) -> None:
+    fake = FakeClickHouse()
+    pipeline, _ = make(tmp_path, fake)
+    for windows in pipeline.windows.values():
+        monkeypatch.setattr(windows, "done", lambda window: None)  # a crash before the outbox is cleared
+    seconds = [counter_envelope("c", 1, timestamp=T + s * NS) for s in range(3)]
+    await pipeline.handle([record(0, *seconds), record(1, *seconds, partition=1)], [0, 1])
+    # Three one-second windows per partition: one block per table and partition, not per window.
+    minute = T // NS // 60 * 60
+    assert [(t, sorted(r[3] for r in rows)) for t, rows, _ in fake.inserts] == [
+        ("metrics_1s", [T // NS, T // NS + 1, T // NS + 2]), ("metrics_1s", [T // NS, T // NS + 1, T // NS + 2]),
+        ("metrics_1m", [minute]), ("metrics_1m", [minute]),
+    ]
+    assert len({token for _, _, token in fake.inserts}) == 4
+    # Stored again after the crash, each group carries the token it had.
+    restarted = Pipeline(
+        {t: TumblingWindows(w.state, size=w.size_s, lateness=0, idle_close=0) for t, w in pipeline.windows.items()},
+        FileSink(tmp_path), ClickHouseSink(fake), dead_letter=pipeline._dead_letter,  # type: ignore[arg-type]
+    )
+    await restarted.tick([0, 1])
+    assert [(t, token) for t, _, token in fake.inserts[4:]] == [(t, token) for t, _, token in fake.inserts[:4]]

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from sluice.streams import sketch
+from sluice.streams import windows as windows_module
 from sluice.streams.decode import COUNTER, GAUGE, TIMER, MetricPoint
 from sluice.streams.windows import TumblingWindows, series_id
 
@@ -297,3 +298,46 @@ def test_chunks_are_cut_by_size_too(monkeypatch: pytest.MonkeyPatch) -> None:
     w.flush()
     chunks = [state.data[k] for k in sorted(state.data) if "@d" in k]
     assert [(n, len(rows)) for n, rows in chunks] == [(3, 1), (3, 1), (3, 2)]
+
+
+def test_windows_staged_together_form_one_group_per_partition(monkeypatch: pytest.MonkeyPatch) -> None:
+    state = DictState()
+    w = windows(state)
+    for second in range(4):
+        w.add(0, second, "k", [counter(T + second * NS, 1), counter(T + second * NS, 1, host="b")])
+    w.add(1, 0, "k", [counter(T, 5)])
+    monkeypatch.setattr(windows_module, "GROUP_ROWS", 5)  # two windows of two rows fit, a third does not
+    w.stage_all(w.close([0, 1], now_ns=T + 100 * NS))
+    staged = w.outbox([0, 1])
+    assert [(o.partition, o.seq, o.group) for o in staged] == [(0, 0, 0), (0, 1, 0), (0, 2, 2), (0, 3, 2), (1, 0, 0)]
+    # The group is stored with each emission, and read back from the changelog's JSON.
+    state.data = json.loads(json.dumps(state.data))
+    assert [(o.partition, o.seq, o.group) for o in windows(state).outbox([0, 1])] == [
+        (o.partition, o.seq, o.group) for o in staged
+    ]
+    # Entries written before groups existed ([seq, chunks, rows]) are groups of one.
+    key = staged[1].keys[0]
+    seq, _, chunks, rows = state.data[key]
+    state.data[key] = [seq, chunks, rows]
+    assert [o.group for o in windows(state).outbox([0])] == [0, 1, 2, 2]
+
+
+def test_a_lost_seq_marker_does_not_reuse_an_emission_number() -> None:
+    state = DictState()
+    w = windows(state)
+    w.add(0, 0, "k", [counter(T, 1)])
+    w.stage_all(w.close([0], now_ns=T + 100 * NS))
+    # A crash cut the flush after the emission and before the "@seq" written after it.
+    del state.data["0|@seq"]
+    recovered = windows(state)
+    recovered.add(0, 1, "k", [counter(T + 10 * NS, 1)])
+    recovered.stage_all(recovered.close([0], now_ns=T + 100 * NS))
+    assert [(o.offset, o.seq, o.group) for o in recovered.outbox([0])] == [(0, 0, 0), (1, 1, 1)]
+
+
+def test_a_group_must_name_an_emission_of_its_partition() -> None:
+    w = windows()
+    w.add(0, 0, "k", [counter(T, 1)])
+    (closed,) = w.close([0], now_ns=T + 100 * NS)
+    with pytest.raises(ValueError, match="group 5 is not an emission of partition 0"):
+        w.stage(closed, group=5)
