@@ -175,7 +175,7 @@ class Child:
         if profile_dir:  # py-spy's collapsed stacks of this child, for flame graphs
             out = Path(profile_dir) / f"{module.replace('.', '_')}-{self.proc.pid}.txt"
             self._spy = subprocess.Popen(
-                [shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy", "record", "-p", str(self.proc.pid), "-r", "50", "-f", "raw", "-o", str(out)],
+                [shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy", "record", "-p", str(self.proc.pid), "-r", "250", "-f", "raw", "-o", str(out)],
                 stdout=subprocess.DEVNULL, stderr=self._log,
             )
 

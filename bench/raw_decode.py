@@ -14,6 +14,7 @@ import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from sluice.runtime import DEFAULT_GC_THRESHOLD, tune_gc
 from sluice.streams.decode import decode_batch
 
 
@@ -49,6 +50,7 @@ def main() -> None:
     p.add_argument("--topic", required=True)
     p.add_argument("--expect", type=int, required=True)
     a = p.parse_args()
+    tune_gc(DEFAULT_GC_THRESHOLD)  # the collector tuning the Sluice worker runs with
     asyncio.run(run(a.bootstrap, a.topic, a.expect))
 
 

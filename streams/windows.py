@@ -76,13 +76,13 @@ _COUNT, _SUM, _MIN, _MAX, _LAST_TS, _LAST, _SKETCH = 5, 6, 7, 8, 9, 10, 11
 
 
 _SERIES_IDS: dict[tuple[str, str, tuple[tuple[str, str], ...]], int] = {}
-_SERIES_IDS_MAX = 1_000_000
+_SERIES_IDS_MAX = 250_000  # about 60 MiB at most
 
 
 def series_id(access_key: str, name: str, tags: dict[str, str]) -> int:
     """A stable 64-bit id of a series: access key + metric name + sorted tags."""
     # Remembered by the tags as they come (the same set in another order is only a miss): a
-    # hash of the sorted tags costs ten times the lookup, and every window size asks again.
+    # hash of the sorted tags costs several times the lookup.
     memo_key = (access_key, name, tuple(tags.items()))
     found = _SERIES_IDS.get(memo_key)
     if found is None:
@@ -325,7 +325,6 @@ class TumblingWindows:
         size_ns = self.size_s * NS
         newest = self._newest[partition]
         skip: dict[int, bool] = {}
-        sids: dict[tuple[str, int], int] = {}
         for pt in points:
             ts = pt.timestamp
             if ts > newest:
@@ -344,10 +343,9 @@ class TumblingWindows:
             if pending is None:
                 pending = p.pending[start] = {}
             tags = pt.tags
-            cache_key = (pt.name, id(tags))
-            sid = sids.get(cache_key)
-            if sid is None:
-                sid = sids[cache_key] = series_id(access_key, pt.name, tags)
+            sid = pt.series
+            if not sid:  # worked out once for all window sizes
+                sid = pt.series = series_id(access_key, pt.name, tags)
             agg = pending.get(sid)
             v = pt.value
             if agg is None:

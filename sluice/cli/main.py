@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from sluice.exceptions import SluiceError
+from sluice.runtime import tune_gc
 from sluice.settings import Settings, load_settings
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
@@ -48,6 +49,7 @@ def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
 
     _need_broker(settings, "gateway")
     _setup_logging(settings)
+    tune_gc(settings.gc_threshold)
     asyncio.run(run_gateway(settings))
     return 0
 
@@ -56,7 +58,9 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from sluice.streams.app import Worker
 
     _need_broker(settings, "worker")
-    Worker(settings).run()
+    worker = Worker(settings)
+    tune_gc(settings.gc_threshold)
+    worker.run()
     return 0
 
 
