@@ -28,12 +28,15 @@ Replays never double count: a record at or below the applied offset is skipped, 
 whose window already holds a delta or emission of that offset or later is skipped too (a
 crash may have persisted some of a batch's deltas but not the marker); until such records
 have been read again, no window of their partition closes.
-Closing a window moves its rows into an outbox entry in the same state; the caller makes
-that durable, stores each group of emissions under a name made of (partition, group), then
-calls :meth:`TumblingWindows.done`. After a crash a group is stored again under the same
-name, which ClickHouse deduplicates (what a crash left of a group after some of its
-emissions were done was stored whole before); deltas a crash left behind while their window was being
-staged are not newer than the emission, and are ignored.
+Closing a window moves its rows into an outbox entry in the same state. Points of the batch
+that closes a window go to no delta: the emission is their first durable copy, and the
+partition's marker is written after it (a catching-up worker closes most windows in the batch
+that filled them, and would write each row twice). The caller makes that durable, stores each
+group of emissions under a name made of (partition, group), then calls
+:meth:`TumblingWindows.done`. After a crash a group is stored again under the same name, which
+ClickHouse deduplicates (what a crash left of a group after some of its emissions were done
+was stored whole before); deltas a crash left behind while their window was being staged are
+not newer than the emission, and are ignored.
 
 Memory is the index: a partition's windows are read from the state the first time it is
 used and after :meth:`TumblingWindows.forget` (which the worker calls on every rebalance).
@@ -173,6 +176,7 @@ class _Window:
     keys: list[str] = field(default_factory=list)  # the chunks of its deltas and snapshot
     covered: int = -1  # the newest offset whose points are in the state (deltas or outbox)
     delta_rows: int = 0  # rows in its deltas since its last snapshot
+    unwritten: bool = False  # closing: its newest points go to the outbox, never to a delta
 
 
 @dataclass
@@ -180,12 +184,16 @@ class _Partition:
     """What is known of one partition: its open windows, outbox starts and marker."""
 
     applied: int = -1  # in the state
+    marker_due: int = -1  # a flushed offset whose marker waits for closing windows to be staged
     seq: int = -1  # the last emission's number
     pending_offset: int = -1  # the newest record added since the last flush
     half_applied: int = -1  # the newest delta found when loading (a crash may have cut a flush)
     windows: dict[int, _Window] = field(default_factory=dict)
     outboxes: dict[tuple[int, int], list[str]] = field(default_factory=dict)  # (start, offset) -> chunks
     staged: dict[tuple[int, int], ClosedWindow] = field(default_factory=dict)  # the outbox's emissions staged here
+    # Emissions stored but kept in the state until the marker covers them: their entry is what
+    # tells a replay that their points are applied.
+    stored: set[tuple[int, int]] = field(default_factory=set)
     pending: dict[int, dict[int, list[Any]]] = field(default_factory=dict)  # start -> sid -> value
 
 
@@ -364,17 +372,38 @@ class TumblingWindows:
         self._newest[partition] = newest
         return True
 
-    def flush(self) -> None:
+    def flush(self, closing: dict[int, int | None] | None = None) -> None:
         """Write what was added since the last flush to the state: a delta per window touched
-        (or a snapshot, when the window's deltas outgrow it), then each partition's marker."""
+        (or a snapshot, when the window's deltas outgrow it), then each partition's marker.
+
+        ``closing``: per partition, the end (ns) by which its windows close now, None for all of
+        them. Those windows take their new points in memory only: they are written once, as
+        their outbox entry (:meth:`stage`), and the partition's marker waits for that.
+        """
         for partition, p in self._partitions.items():
+            for start, left in p.windows.items():
+                if left.unwritten:  # closed earlier but never staged: write it after all
+                    self._snapshot(partition, start, left, left.covered)
+                    left.unwritten = False
             if p.pending_offset <= p.applied:
+                self._settle(partition, p)
                 continue
             offset = p.pending_offset
+            cutoff = closing.get(partition, -1) if closing is not None else -1
             for start, pending in p.pending.items():
                 window = p.windows.get(start)
                 if window is None:
                     window = p.windows[start] = _Window()
+                if cutoff is None or (cutoff != -1 and (start + self.size_s) * NS <= cutoff):
+                    for sid, value in pending.items():
+                        old = window.values.get(sid)
+                        if old is None:
+                            window.values[sid] = value
+                        else:
+                            _merge_value(old, value)
+                    window.covered = offset
+                    window.unwritten = True
+                    continue
                 delta = [[sid, *_copy(value)] for sid, value in pending.items()]
                 for sid, value in pending.items():
                     old = window.values.get(sid)
@@ -389,8 +418,18 @@ class TumblingWindows:
                 else:
                     window.keys += self._put_chunked(partition, f"{partition}|{start}|{DELTA}|{offset}", [], delta)
             p.pending.clear()
-            self.state.put(partition, f"{partition}|{APPLIED}", [offset])
-            p.applied = offset
+            p.marker_due = offset
+            self._settle(partition, p)
+
+    def _settle(self, partition: int, p: _Partition) -> None:
+        """Write the partition's marker, once no closing window holds points the state lacks."""
+        if p.marker_due > p.applied and not any(w.unwritten for w in p.windows.values()):
+            self.state.put(partition, f"{partition}|{APPLIED}", [p.marker_due])
+            p.applied = p.marker_due
+            for name in [n for n in p.stored if n[1] <= p.applied]:
+                p.stored.discard(name)
+                for key in p.outboxes.pop(name, []):
+                    self.state.delete(partition, key)
 
     def _snapshot(self, partition: int, start: int, window: _Window, offset: int) -> None:
         """Replace a window's deltas by one value of the whole window (written first: a crash
@@ -424,18 +463,22 @@ class TumblingWindows:
     def close(self, partitions: Iterable[int], now_ns: int | None = None, *, force: bool = False) -> list[ClosedWindow]:
         """Windows of ``partitions`` whose end plus lateness their clock has passed (all with
         ``force``), after a :meth:`flush`. Rows are in METRIC_COLUMNS order. They leave the open
-        windows with :meth:`stage`."""
-        self.flush()
-        closed = []
+        windows with :meth:`stage` (:meth:`stage_all`), which makes their newest points durable:
+        the flush kept them out of the deltas."""
+        cutoffs: dict[int, int | None] = {}
         for partition in sorted(partitions):
             p = self._partition(partition)
-            if p.half_applied > p.applied:
+            if p.half_applied > max(p.applied, p.pending_offset):
                 # A crash cut a flush: its records are read again and complete the windows
                 # before any of them may close.
                 continue
-            due = self.clock(partition, now_ns) - self.lateness_ns
+            cutoffs[partition] = None if force else self.clock(partition, now_ns) - self.lateness_ns
+        self.flush(cutoffs)
+        closed = []
+        for partition, due in cutoffs.items():
+            p = self._partition(partition)
             for start in sorted(p.windows):
-                if not force and (start + self.size_s) * NS > due:
+                if due is not None and (start + self.size_s) * NS > due:
                     continue
                 window = p.windows[start]
                 rows = [
@@ -481,6 +524,7 @@ class TumblingWindows:
         for key in window.keys:
             self.state.delete(window.partition, key)
         p.windows.pop(window.start, None)
+        self._settle(window.partition, p)
 
     def outbox(self, partitions: Iterable[int]) -> list[ClosedWindow]:
         """The staged windows of ``partitions`` not stored yet, in the order they were staged."""
@@ -488,6 +532,8 @@ class TumblingWindows:
         for partition in partitions:
             p = self._partition(partition)
             for (start, offset), keys in p.outboxes.items():
+                if (start, offset) in p.stored:
+                    continue
                 if (start, offset) in p.staged:  # no need to decode what memory holds
                     found.append(p.staged[(start, offset)])
                     continue
@@ -500,10 +546,17 @@ class TumblingWindows:
         return sorted(found, key=lambda w: (w.partition, w.seq))
 
     def done(self, window: ClosedWindow) -> None:
-        """Drop a stored emission from the outbox."""
+        """Drop a stored emission from the outbox. One newer than the partition's marker (read
+        back after a crash that cut the flush before the marker) stays in the state until the
+        marker covers it: until then it is what keeps a replay from applying its points again."""
         p = self._partition(window.partition)
-        p.staged.pop((window.start, window.offset), None)
-        for key in p.outboxes.pop((window.start, window.offset), []):
+        name = (window.start, window.offset)
+        p.staged.pop(name, None)
+        if window.offset > p.applied:
+            if name in p.outboxes:
+                p.stored.add(name)
+            return
+        for key in p.outboxes.pop(name, []):
             self.state.delete(window.partition, key)
 
 

@@ -194,14 +194,16 @@ def test_deltas_left_behind_by_a_crash_while_staging_are_not_emitted_again() -> 
     w.flush()
     w.add(0, 2, "k", [MetricPoint("db", TIMER, "ms", {}, T, 3.0, 3.0)])
     (closed,) = w.close([0], now_ns=T + 10 * NS)
-    assert closed.keys == [f"0|{T // NS}|@d|1|0", f"0|{T // NS}|@d|2|0"] and closed.offset == 2
-    # The crash: the emission and one of the two deletes made it to the changelog.
+    # Record 2's points went to no delta: the window closes with them, into its emission.
+    assert closed.keys == [f"0|{T // NS}|@d|1|0"] and closed.offset == 2
+    assert state.data["0|@applied"] == [1]  # record 2's marker waits for the emission
+    # The crash: the emission made it to the changelog, the delete and the marker did not.
     state.put(0, f"0|@out|{T // NS}|2|0", [0, 1, closed.rows])
     state.put(0, "0|@seq", [0])
-    state.delete(0, closed.keys[0])
     recovered = windows(state)
+    recovered.add(0, 2, "k", [MetricPoint("db", TIMER, "ms", {}, T, 3.0, 3.0)])  # read again: emitted, skipped
     recovered.add(0, 3, "k", [counter(T + 1, 10)])  # a late point after the restart
-    assert f"0|{T // NS}|@d|2|0" not in state.data  # the stale delta was deleted on reading
+    assert f"0|{T // NS}|@d|1|0" not in state.data  # the stale delta was deleted on reading
     (again,) = recovered.close([0], now_ns=T + 10 * NS)
     assert [r[7:9] for r in again.rows] == [[1, 10.0]] and again.offset == 3
     recovered.stage(again)
@@ -282,12 +284,16 @@ def test_entries_are_chunked_and_an_incomplete_one_counts_as_never_written(monke
     recovered.stage(closed)
     emission = sorted(k for k in state.data if "@out" in k)
     assert len(emission) == 3
-    # A crash that kept one chunk of the emission and none of the deletes: the window is
-    # whole and open again on reading, and the chunk is gone.
+    # A crash that kept one chunk of the emission, none of the deletes and not the marker:
+    # the chunk is gone on reading, and record 2 (whose points only the emission had) is read
+    # again, which makes the window whole.
     state.data = {**before, emission[0]: state.data[emission[0]]}
-    again = windows(state).close([0], now_ns=T + 10 * NS)
-    assert [sorted((r[6]["host"], r[7]) for r in c.rows) for c in again] == [[(f"h{i}", 2) for i in range(5)]]
+    assert state.data["0|@applied"] == [1]
+    reread = windows(state)
+    assert reread.add(0, 2, "k", five)
     assert emission[0] not in state.data
+    again = reread.close([0], now_ns=T + 10 * NS)
+    assert [sorted((r[6]["host"], r[7]) for r in c.rows) for c in again] == [[(f"h{i}", 2) for i in range(5)]]
 
 
 def test_chunks_are_cut_by_size_too(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -341,3 +347,55 @@ def test_a_group_must_name_an_emission_of_its_partition() -> None:
     (closed,) = w.close([0], now_ns=T + 100 * NS)
     with pytest.raises(ValueError, match="group 5 is not an emission of partition 0"):
         w.stage(closed, group=5)
+
+
+def test_a_window_closing_with_its_newest_points_writes_them_once_then_the_marker() -> None:
+    state = DictState()
+    w = windows(state)
+    w.add(0, 1, "k", [counter(T, 1)])
+    w.flush()
+    del state.writes[:]
+    w.add(0, 2, "k", [counter(T + 1, 2), counter(T + 5 * NS, 4)])
+    closed = w.close([0], now_ns=T)  # the clock (T + 5s) closes the first window only
+    assert [c.start for c in closed] == [T // NS]
+    # Only the window that stays open gets a delta; the marker waits.
+    assert [key for _, key, _ in state.writes] == [f"0|{T // NS + 5}|@d|2|0"]
+    w.stage_all(closed)
+    assert [(key, value) for _, key, value in state.writes[1:]] == [
+        (f"0|@out|{T // NS}|2|0", [0, 0, 1, closed[0].rows]),
+        ("0|@seq", [0]),
+        (f"0|{T // NS}|@d|1|0", None),
+        ("0|@applied", [2]),
+    ]
+    assert closed[0].rows[0][7:9] == [2, 3.0]
+
+
+def test_a_closed_window_never_staged_is_written_by_the_next_flush() -> None:
+    state = DictState()
+    w = windows(state)
+    w.add(0, 1, "k", [counter(T, 1), counter(T + 5 * NS, 1)])
+    (closed,) = w.close([0], now_ns=T)
+    assert "0|@applied" not in state.data
+    w.flush()  # the caller did not stage it: its points are written after all, then the marker
+    assert [key for _, key, _ in state.writes] == [f"0|{T // NS + 5}|@d|1|0", f"0|{T // NS}|@s|1|0", "0|@applied"]
+    assert [(c.start, [r[7:9] for r in c.rows]) for c in windows(state).close([0], now_ns=T + 10 * NS)] == [
+        (T // NS, [[1, 1.0]]), (T // NS + 5, [[1, 1.0]])
+    ]
+
+
+def test_an_emission_read_back_without_its_marker_keeps_covering_its_points_once_stored() -> None:
+    state = DictState()
+    w = windows(state)
+    w.add(0, 0, "k", [counter(T, 1)])
+    w.add(0, 1, "k", [counter(T + 1, 2)])
+    w.stage_all(w.close([0], now_ns=T + 10 * NS))
+    # The crash cut the flush after the emission and before its marker.
+    del state.data["0|@applied"]
+    recovered = windows(state)
+    (emission,) = recovered.outbox([0])
+    recovered.done(emission)  # a tick stores it before the records are read again
+    assert recovered.outbox([0]) == [] and emission.keys[0] in state.data
+    for offset, delta in ((0, 1), (1, 2)):  # read again: their points are in the emission
+        recovered.add(0, offset, "k", [counter(T + offset, delta)])
+    assert recovered.close([0], now_ns=T + 10 * NS) == []
+    assert state.data["0|@applied"] == [1] and emission.keys[0] not in state.data  # the marker covers it now
