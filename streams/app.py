@@ -34,6 +34,7 @@ from sluice.streams.windows import TumblingWindows
 
 log = logging.getLogger(__name__)
 
+
 class RecordClock(Sensor):
     """When the consumer handed the worker its first and its latest record of one topic."""
 

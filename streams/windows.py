@@ -16,7 +16,7 @@ treated as never written.
   windows collect a delta per batch), so the state stays within about three times the open
   windows;
 - ``"<p>|@applied"``: the offset up to which every record's points are in the state, written
-  after the deltas;
+  after the deltas and the emissions that hold them;
 - ``"<p>|@out|<start>|<offset>|<i>"``: an emission of a closed window waiting to be stored,
   ``[seq, group, chunks, rows]``; ``seq`` numbers the partition's emissions in the order they
   were staged (the file sink writes each once by that number); ``group`` is the ``seq`` of the
@@ -394,25 +394,20 @@ class TumblingWindows:
                 window = p.windows.get(start)
                 if window is None:
                     window = p.windows[start] = _Window()
-                if cutoff is None or (cutoff != -1 and (start + self.size_s) * NS <= cutoff):
-                    for sid, value in pending.items():
-                        old = window.values.get(sid)
-                        if old is None:
-                            window.values[sid] = value
-                        else:
-                            _merge_value(old, value)
-                    window.covered = offset
-                    window.unwritten = True
-                    continue
-                delta = [[sid, *_copy(value)] for sid, value in pending.items()]
+                closes = cutoff is None or (cutoff != -1 and (start + self.size_s) * NS <= cutoff)
+                # The delta is copied before its values join the window's, which go on changing.
+                delta = [] if closes else [[sid, *_copy(value)] for sid, value in pending.items()]
                 for sid, value in pending.items():
                     old = window.values.get(sid)
                     if old is None:
                         window.values[sid] = value
                     else:
                         _merge_value(old, value)
-                window.delta_rows += len(delta)
                 window.covered = offset
+                if closes:
+                    window.unwritten = True
+                    continue
+                window.delta_rows += len(delta)
                 if window.delta_rows > max(2 * len(window.values), 64):
                     self._snapshot(partition, start, window, offset)
                 else:
