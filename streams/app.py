@@ -100,6 +100,7 @@ class Worker:
         self.config = ConfigFollower(
             kafka.bootstrap, kafka.config_topic, self.keys.get, replication_factor=kafka.replication_factor
         )
+        self._states: list[FaustTableState] = []
         self.pipeline = Pipeline(
             {
                 "metrics_1s": self._windows("windows-1s", 1),
@@ -113,9 +114,7 @@ class Worker:
             routes=self.config.get,
             flush_state=self._flush_producer,
             keyring=Keyring(settings.encryption),
-            positions=Positions(
-                FaustTableState(state_table(app, "positions", kafka.partitions))
-            ),
+            positions=Positions(self._state("positions")),
             max_lateness=worker.max_lateness,
         )
         self.continuity = Continuity(
@@ -124,12 +123,16 @@ class Worker:
         )
         self._wire()
 
+    def _state(self, name: str) -> FaustTableState:
+        state = FaustTableState(state_table(self.app, name, self.settings.kafka.partitions))
+        self._states.append(state)
+        return state
+
     def _windows(self, name: str, size: int) -> TumblingWindows:
         """Tumbling windows of ``size`` seconds kept in their own table (and changelog)."""
-        table = state_table(self.app, name, self.settings.kafka.partitions)
         worker = self.settings.worker
         return TumblingWindows(
-            FaustTableState(table), size=size, lateness=worker.window_lateness, idle_close=worker.idle_close
+            self._state(name), size=size, lateness=worker.window_lateness, idle_close=worker.idle_close
         )
 
     def partitions(self) -> list[int]:
@@ -147,6 +150,8 @@ class Worker:
 
     async def _flush_producer(self) -> None:
         await self.app.producer.flush()
+        if sum(state.sync() for state in self._states):  # see FaustTableState.sync
+            await self.app.producer.flush()
 
     def _wire(self) -> None:
         app, pipeline, worker = self.app, self.pipeline, self.settings.worker

@@ -24,11 +24,15 @@ def state_table(app: Any, name: str, partitions: int) -> Any:
     return app.Table(name, partitions=partitions, key_type=str, value_type=bytes)  # bytes: the "raw" codec
 
 
+SYNC_KEY = "@sync"
+
+
 class FaustTableState:
     """:class:`sluice.streams.windows.WindowState` over a Faust ``Table`` from :func:`state_table`."""
 
     def __init__(self, table: Any) -> None:
         self.table = table
+        self._written: set[int] = set()  # changelog partitions written since the last sync()
 
     def get(self, key: str) -> list[Any] | None:
         value = self.table.data.get(key)
@@ -48,10 +52,26 @@ class FaustTableState:
             db_for_partition(partition).put(raw_key, encoded)
             store._key_index[raw_key] = partition
         self.table.send_changelog(partition, key, encoded)
+        self._written.add(partition)
 
     def delete(self, partition: int, key: str) -> None:
         self.table.data.pop(key, None)
         self.table.send_changelog(partition, key, None)
+        self._written.add(partition)
+
+    def sync(self) -> int:
+        """End each changelog partition written since the last call with a record of its own
+        (a tombstone of :data:`SYNC_KEY`); call it after the producer flushed, then flush again.
+
+        Tansu reports a partition's end offset as the base offset of its last record batch plus
+        one, and Faust recovers a table only up to the end offset it is told: every record after
+        the first of the last batch would be missing from the recovered table. A record alone in
+        the last batch moves that loss onto itself. Returns the partitions synced.
+        """
+        written, self._written = self._written, set()
+        for partition in written:
+            self.table.send_changelog(partition, SYNC_KEY, None)
+        return len(written)
 
     def keys(self) -> Iterable[str]:
         return list(self.table.data.keys())

@@ -28,3 +28,15 @@ def test_values_are_stored_and_sent_as_the_same_json_bytes() -> None:
     assert state.get("missing") is None
     state.delete(3, "3|100|@d|9|0")
     assert table.sent[-1] == (3, "3|100|@d|9|0", None) and list(state.keys()) == []
+
+
+def test_sync_ends_each_written_partition_with_a_record_of_its_own() -> None:
+    table = FakeTable()
+    state = FaustTableState(table)
+    state.put(0, "0|@applied", [5])
+    state.put(1, "1|@applied", [7])
+    state.delete(1, "1|x")
+    del table.sent[:]
+    assert state.sync() == 2
+    assert sorted(table.sent) == [(0, "@sync", None), (1, "@sync", None)]
+    assert state.sync() == 0 and len(table.sent) == 2  # nothing written since
