@@ -11,7 +11,6 @@ from pathlib import Path
 from sluice.exceptions import ConfigurationError, SluiceError
 
 
-
 def terminate(proc: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: float) -> None:
     """SIGTERM a running process, and SIGKILL it if it has not exited within ``timeout`` seconds."""
     if proc.poll() is not None:
@@ -22,6 +21,7 @@ def terminate(proc: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: fl
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
 
 class BrokerStartError(SluiceError):
     """Tansu did not start listening."""

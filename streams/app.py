@@ -149,8 +149,9 @@ class Worker:
         await self.dlq.send(key=record.key, value=record.value, headers=headers)
 
     async def _flush_producer(self) -> None:
+        """Make every state write so far durable, and recoverable on Tansu (FaustTableState.sync)."""
         await self.app.producer.flush()
-        if sum(state.sync() for state in self._states):  # see FaustTableState.sync
+        if sum(state.sync() for state in self._states):
             await self.app.producer.flush()
 
     def _wire(self) -> None:

@@ -380,21 +380,22 @@ class TumblingWindows:
         them. Those windows take their new points in memory only: they are written once, as
         their outbox entry (:meth:`stage`), and the partition's marker waits for that.
         """
+        closing = closing or {}
         for partition, p in self._partitions.items():
-            for start, left in p.windows.items():
-                if left.unwritten:  # closed earlier but never staged: write it after all
-                    self._snapshot(partition, start, left, left.covered)
-                    left.unwritten = False
+            if p.marker_due > p.applied:  # only then can a closed window be left unstaged
+                for start, left in p.windows.items():
+                    if left.unwritten:  # closed earlier but never staged: write it after all
+                        self._snapshot(partition, start, left, left.covered)
+                        left.unwritten = False
             if p.pending_offset <= p.applied:
                 self._settle(partition, p)
                 continue
             offset = p.pending_offset
-            cutoff = closing.get(partition, -1) if closing is not None else -1
             for start, pending in p.pending.items():
                 window = p.windows.get(start)
                 if window is None:
                     window = p.windows[start] = _Window()
-                closes = cutoff is None or (cutoff != -1 and (start + self.size_s) * NS <= cutoff)
+                closes = partition in closing and self._due(start, closing[partition])
                 # The delta is copied before its values join the window's, which go on changing.
                 delta = [] if closes else [[sid, *_copy(value)] for sid, value in pending.items()]
                 for sid, value in pending.items():
@@ -470,10 +471,10 @@ class TumblingWindows:
             cutoffs[partition] = None if force else self.clock(partition, now_ns) - self.lateness_ns
         self.flush(cutoffs)
         closed = []
-        for partition, due in cutoffs.items():
+        for partition, cutoff in cutoffs.items():
             p = self._partition(partition)
             for start in sorted(p.windows):
-                if due is not None and (start + self.size_s) * NS > due:
+                if not self._due(start, cutoff):
                     continue
                 window = p.windows[start]
                 rows = [
@@ -485,6 +486,10 @@ class TumblingWindows:
                 ]
                 closed.append(ClosedWindow(partition, start, window.covered, list(window.keys), rows))
         return closed
+
+    def _due(self, start: int, cutoff: int | None) -> bool:
+        """Whether the window at ``start`` closes by ``cutoff`` (ns; None: every window does)."""
+        return cutoff is None or (start + self.size_s) * NS <= cutoff
 
     def stage_all(self, windows: Iterable[ClosedWindow]) -> None:
         """:meth:`stage` closed windows; a partition's windows staged together form groups of
@@ -518,8 +523,9 @@ class TumblingWindows:
             self.state.put(window.partition, f"{window.partition}|{SEQ}", [p.seq])
         for key in window.keys:
             self.state.delete(window.partition, key)
-        p.windows.pop(window.start, None)
-        self._settle(window.partition, p)
+        left = p.windows.pop(window.start, None)
+        if left is not None and left.unwritten:  # the marker may have waited for it
+            self._settle(window.partition, p)
 
     def outbox(self, partitions: Iterable[int]) -> list[ClosedWindow]:
         """The staged windows of ``partitions`` not stored yet, in the order they were staged."""

@@ -46,7 +46,6 @@ async def on_topic(gateway: Gateway) -> int:
     return len(envelopes_of(await read_topic(gateway.settings.kafka.bootstrap, gateway.settings.kafka.raw_topic)))
 
 
-
 async def post_concurrently(url: str, body: bytes, headers: dict[str, str], requests: int, concurrency: int = 4) -> None:
     """POST ``body`` ``requests`` times, ``concurrency`` at a time; every answer must be 204."""
     async with aiohttp.ClientSession() as http:
@@ -55,6 +54,7 @@ async def post_concurrently(url: str, body: bytes, headers: dict[str, str], requ
                 assert r.status == 204, await r.text()
         for _ in range(requests // concurrency):
             await asyncio.gather(*(one() for _ in range(concurrency)))
+
 
 async def test_statsd_udp_throughput(gateway: Gateway) -> None:
     listener = gateway.protocols.statsd
