@@ -97,16 +97,15 @@ def frame_records(encoded: Sequence[bytes], max_record_bytes: int) -> list[bytes
 
 class Forwarded(list[bytes]):
     """Envelopes' bytes as they were received. ``batch`` is the ``EnvelopeBatch`` they came in
-    when it holds exactly them, framed as :func:`frame_records` frames them; else None."""
+    when it holds exactly them, framed as :func:`frame_records` frames them, else None;
+    ``nbytes`` is their total size."""
 
-    __slots__ = ("batch",)
+    __slots__ = ("batch", "nbytes")
 
-    def __init__(self, encoded: list[bytes], received: bytes, sizes: list[int]) -> None:
-        """``sizes``: the length of each of ``encoded``."""
+    def __init__(self, encoded: list[bytes], batch: bytes | None, nbytes: int) -> None:
         super().__init__(encoded)
-        framing = 2 * len(sizes) if max(sizes, default=0) < 0x80 else sum(map(len, map(prefix, sizes)))
-        # Any other field, or a longer-than-needed tag or length, would make ``received`` longer.
-        self.batch: bytes | None = received if len(received) == sum(sizes) + framing else None
+        self.batch = batch
+        self.nbytes = nbytes
 
 
 class Pending:

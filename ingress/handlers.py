@@ -3,9 +3,9 @@
 The generated registration deserializes with ``FromString``; bytes that are not the message
 then fail inside grpc, before any handler runs, as UNKNOWN "Unexpected DecodeError". Here a
 request that does not decode becomes a :class:`Malformed` value instead, so the servicer can
-authenticate the call first and then answer INVALID_ARGUMENT naming the problem. A batch that
-decodes keeps its bytes (:class:`Received`): envelopes that need no change are forwarded as
-they came, not re-encoded.
+authenticate the call first and then answer INVALID_ARGUMENT naming the problem. A batch is
+kept as the bytes it came in (:class:`Received`) and decoded only when it must be: a batch of
+envelopes that need no change is checked at the wire level and forwarded as it came.
 """
 
 from __future__ import annotations
@@ -33,10 +33,12 @@ class Malformed:
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """A request ``EnvelopeBatch``, decoded, with the bytes it came in."""
+    """A request ``EnvelopeBatch`` as the bytes it came in."""
 
-    batch: EnvelopeBatch
     data: bytes
+
+    def decode(self) -> EnvelopeBatch | Malformed:
+        return _decode_batch(self.data)  # type: ignore[return-value]
 
 
 def tolerant(message: type[Message]) -> Callable[[bytes], Message | Malformed]:
@@ -51,12 +53,6 @@ def tolerant(message: type[Message]) -> Callable[[bytes], Message | Malformed]:
     return decode
 
 
-def tolerant_batch(data: bytes) -> Received | Malformed:
-    """An ``EnvelopeBatch`` request with its bytes, or :class:`Malformed`."""
-    batch = _decode_batch(data)
-    return batch if isinstance(batch, Malformed) else Received(batch, data)  # type: ignore[arg-type]
-
-
 _decode_batch = tolerant(EnvelopeBatch)
 
 
@@ -65,13 +61,13 @@ def add_ingress_to_server(servicer: Any, server: grpc.aio.Server) -> None:
     respond = ingress_pb2.SendResponse.SerializeToString
     handlers = {
         "Send": grpc.unary_unary_rpc_method_handler(
-            servicer.Send, request_deserializer=tolerant_batch, response_serializer=respond
+            servicer.Send, request_deserializer=Received, response_serializer=respond
         ),
         "Sender": grpc.stream_unary_rpc_method_handler(
             servicer.Sender, request_deserializer=tolerant(Envelope), response_serializer=respond
         ),
         "BatchSender": grpc.stream_unary_rpc_method_handler(
-            servicer.BatchSender, request_deserializer=tolerant_batch, response_serializer=respond
+            servicer.BatchSender, request_deserializer=Received, response_serializer=respond
         ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))

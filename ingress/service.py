@@ -14,7 +14,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
 
@@ -31,7 +31,8 @@ from sluice.ingress.exceptions import (
     grpc_status,
     quoted,
 )
-from sluice.ingress.frames import Pending
+from sluice.ingress._scan import source_ids
+from sluice.ingress.frames import Forwarded, Pending
 from sluice.ingress.handlers import Malformed, Received
 from sluice.ingress.limits import ByteRateLimiter
 from sluice.ingress.metrics import GatewayMetrics
@@ -104,7 +105,8 @@ def well_formed(message: M | Malformed, where: str) -> M:
 _FLUSH = object()  # from _paced: the oldest pending envelope has waited long enough
 
 
-Request = tuple[Sequence[Envelope], bytes | None]  # envelopes, and the EnvelopeBatch they came in if known
+# Decoded envelopes to validate, or the bytes of envelopes already checked (EnvelopeValidator.forward).
+Request = Sequence[Envelope] | Forwarded
 
 
 async def _paced(
@@ -171,16 +173,13 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
         self._linger = stream_linger
 
     async def Send(
-        self, request: Received | Malformed, context: grpc.aio.ServicerContext
+        self, request: Received, context: grpc.aio.ServicerContext
     ) -> ingress_pb2.SendResponse:
         """One batch, published as a whole."""
         account = CallAccount(self._metrics, "Send")
 
         async def whole() -> AsyncIterator[Request]:
-            received = well_formed(request, "request")
-            account.read(len(received.batch.batch))
-            self._validator.check_batch_length(len(received.batch.batch))
-            yield received.batch.batch, received.data
+            yield self._batch(request, account, malformed="request", too_long="batch")
 
         return await self._ingest(context, whole(), account, streaming=False)
 
@@ -194,13 +193,13 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
             index = 0
             async for envelope in request_iterator:
                 account.read(1)  # one envelope, even when its bytes do not decode
-                yield (well_formed(envelope, f"envelope[{index}]"),), None
+                yield (well_formed(envelope, f"envelope[{index}]"),)
                 index += 1
 
         return await self._ingest(context, singles(), account, streaming=True)
 
     async def BatchSender(
-        self, request_iterator: AsyncIterable[Received | Malformed], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterable[Received], context: grpc.aio.ServicerContext
     ) -> ingress_pb2.SendResponse:
         """A stream of batches, published in chunks."""
         account = CallAccount(self._metrics, "BatchSender")
@@ -208,13 +207,22 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
         async def batches() -> AsyncIterator[Request]:
             index = 0
             async for request in request_iterator:
-                received = well_formed(request, f"batch[{index}]")
-                account.read(len(received.batch.batch))
-                self._validator.check_batch_length(len(received.batch.batch), where=f"batch[{index}]")
+                yield self._batch(request, account, malformed=f"batch[{index}]", too_long=f"batch[{index}]")
                 index += 1
-                yield received.batch.batch, received.data
 
         return await self._ingest(context, batches(), account, streaming=True)
+
+    def _batch(self, request: Received, account: CallAccount, *, malformed: str, too_long: str) -> Request:
+        """A request batch, forwarded as it came when the wire-level check passes it, else decoded;
+        ``malformed`` and ``too_long`` name it in those errors."""
+        forwarded = self._validator.forward(request.data)
+        if forwarded is not None:
+            account.read(len(forwarded))
+            return forwarded
+        batch = well_formed(request.decode(), malformed)
+        account.read(len(batch.batch))
+        self._validator.check_batch_length(len(batch.batch), where=too_long)
+        return batch.batch
 
     async def _ingest(
         self,
@@ -261,10 +269,15 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
                 if item is _FLUSH:
                     await flush(1)
                     continue
-                assert isinstance(item, tuple)
-                envelopes, data = item
-                encoded = self._validator.validate(envelopes, key, first_index=received, received=data)
-                nbytes = sum(map(len, encoded))
+                if isinstance(item, Forwarded):
+                    encoded: list[bytes] = item
+                    nbytes = item.nbytes
+                    sources = source_ids(item) if shards > 1 else []
+                else:
+                    envelopes = cast(Sequence[Envelope], item)  # the rest of Request
+                    encoded = self._validator.validate(envelopes, key, first_index=received)
+                    nbytes = sum(map(len, encoded))
+                    sources = [env.source_id for env in envelopes] if shards > 1 else []
                 wait = self._limiter.take(key, nbytes, config.limits)
                 if wait:
                     metrics.rate_limited.labels(key).inc()
@@ -274,12 +287,12 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
                         retry_after=wait,
                     )
                 metrics.received_bytes.labels(key, account.entry_point).inc(nbytes)
-                received += len(envelopes)
+                received += len(encoded)
                 if since is None:
                     since = loop.time()
                 if shards > 1:
-                    for env, one in zip(envelopes, encoded):
-                        pending.setdefault(shard_for(env.source_id, shards), Pending()).add([one])
+                    for source, one in zip(sources, encoded):
+                        pending.setdefault(shard_for(source, shards), Pending()).add([one])
                 else:
                     pending.setdefault(0, Pending()).add(encoded)
                 await flush(self._chunk if streaming else sys.maxsize)

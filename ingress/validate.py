@@ -1,56 +1,31 @@
 """Envelope validation: the checks every envelope passes before it is published.
 
-This is the gateway's hot path. Each envelope is serialized at most once here, and not at all when
-the caller passes the bytes it received and no envelope needs a change: those bytes are then
-checked a whole batch at a time (:meth:`EnvelopeValidator._unchanged`), with C-level passes
-(``map``, ``attrgetter``) instead of a Python loop over every field, and forwarded as they came.
-Any doubt sends the batch down the one-by-one path, which alone words the errors, so both agree
-on every outcome. The publisher frames the bytes into records.
+This is the gateway's hot path, with two ways through it. :meth:`EnvelopeValidator.forward`
+checks a request's bytes as they came, in C at the wire level (``_scan.c``), without decoding
+them: when every envelope is valid and none needs stamping, their bytes are forwarded as they
+are. Anything else (an envelope to stamp, an invalid one, any wire-format doubt) goes through
+:meth:`EnvelopeValidator.validate`, which takes decoded envelopes one by one, stamps them, serializes
+each at most once and alone words the errors. Both agree on every batch the fast path accepts
+(``tests/unit/ingress/test_scan.py``). The publisher frames the bytes into records.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import time
-from collections.abc import Callable, Iterable, Sequence
-from itertools import compress, repeat
-from operator import attrgetter, contains, eq, methodcaller
+from collections.abc import Callable, Sequence
 
+from sluice.ingress._scan import scan
 from sluice.ingress.exceptions import InvalidEnvelope, quoted
-from sluice.ingress.frames import Forwarded, envelope_bytes
+from sluice.ingress.frames import Forwarded
 from sluice.settings import GatewaySettings
 from sluice.v1.envelope_pb2 import Envelope
 
 KINDS = "log, counter, gauge, timer, event, span"
 
-_TIMESTAMP = attrgetter("timestamp")
-_SOURCE = attrgetter("source_id")
-_KIND = methodcaller("WhichOneof", "message")
-_COUNTER_NAME = attrgetter("counter.name")
-_GAUGE_METRICS = attrgetter("gauge.metrics")
-# A double that is NaN or infinite has all exponent bits set: little-endian, its last two bytes are
-# [F0-FF] [7F or FF]. GaugeValue.value is field 2, wire type 1 (tag 0x11) and 8 bytes. Bytes with no
-# match hold no non-finite gauge value; a match (perhaps inside some other field) means: look closer.
-_MAYBE_NOT_FINITE = re.compile(rb"\x11[\x00-\xff]{6}[\xf0-\xff][\x7f\xff]", re.DOTALL)
-
 
 def _not_finite(value: float) -> str:
     return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-
-
-def _of_kind(envs: list[Envelope], kinds: list[str | None], kind: str) -> Iterable[Envelope]:
-    return compress(envs, map(eq, kinds, repeat(kind)))
-
-
-def _all_pass(check: Callable[[Envelope, int], None], envs: Iterable[Envelope]) -> bool:
-    """Whether ``check`` passes every one of ``envs`` (its error is worded later, in order)."""
-    try:
-        for env in envs:
-            check(env, 0)
-    except InvalidEnvelope:
-        return False
-    return True
 
 
 class EnvelopeValidator:
@@ -66,9 +41,6 @@ class EnvelopeValidator:
         # A tag's key and value are inside the serialized envelope: an envelope no larger than
         # this cannot hold an oversized one, and its tags need no checking one by one.
         self._tags_fit_bytes = min(self._max_key_bytes, self._max_value_bytes)
-        # A tag takes at least two bytes on the wire (tag and length of its map entry), so an
-        # envelope this small cannot hold more than max_tags, nor an oversized tag.
-        self._small_bytes = min(self._tags_fit_bytes, 2 * self._max_tags + 1)
         self._clock = clock
 
     def check_batch_length(self, length: int, *, where: str = "batch") -> None:
@@ -78,27 +50,29 @@ class EnvelopeValidator:
                 f"{where}: {length} envelopes exceed the limit of {self._max_batch} per batch", reason="batch_too_large"
             )
 
-    def validate(
-        self, envelopes: Sequence[Envelope], access_key: str, *, first_index: int = 0, received: bytes | None = None
-    ) -> list[bytes]:
+    def forward(self, received: bytes) -> Forwarded | None:
+        """The envelopes of the serialized ``EnvelopeBatch`` ``received``, each as its bytes in it,
+        when all of them are valid as they are and none needs stamping (the size limit applies to
+        those bytes); None otherwise, or when in any doubt: then decode the batch and
+        :meth:`validate` its envelopes, which words the error."""
+        scanned = scan(
+            received, self._clock() + self._max_future_ns, self._max_envelope_bytes, self._max_batch,
+            self._max_tags, self._max_key_bytes, self._max_value_bytes,
+        )
+        if scanned is None:
+            return None
+        encoded, nbytes, framed = scanned
+        return Forwarded(encoded, received if framed else None, nbytes)
+
+    def validate(self, envelopes: Sequence[Envelope], access_key: str, *, first_index: int = 0) -> list[bytes]:
         """Validate ``envelopes`` in place and return each one serialized.
 
         Envelopes without a timestamp get the time of receipt, those without a source get
         ``access_key``. The first invalid envelope raises :class:`InvalidEnvelope` naming it as
         ``envelope[<first_index + position>]`` and the offending field.
-
-        ``received`` is the ``EnvelopeBatch`` that ``envelopes`` were decoded from, as it came:
-        when all of them are valid and none needs stamping, their bytes in it are returned as
-        they are, as a :class:`~sluice.ingress.frames.Forwarded` list (the size limit then
-        applies to those bytes).
         """
         now = self._clock()
         horizon = now + self._max_future_ns
-        if received is not None and envelopes:
-            as_received = envelope_bytes(received)
-            sizes = list(map(len, as_received))
-            if len(as_received) == len(envelopes) and self._unchanged(envelopes, sizes, received, horizon):
-                return Forwarded(as_received, received, sizes)
         max_bytes = self._max_envelope_bytes
         encoded: list[bytes] = []
         append = encoded.append
@@ -137,39 +111,6 @@ class EnvelopeValidator:
                 )
             append(data)
         return encoded
-
-    def _unchanged(self, envelopes: Sequence[Envelope], sizes: list[int], received: bytes, horizon: int) -> bool:
-        """True when every envelope (of ``sizes`` bytes as received) is valid as it is, with
-        nothing to stamp, judged in C-level passes over the whole batch; False when in doubt."""
-        if max(sizes) > self._max_envelope_bytes:
-            return False
-        envs = list(envelopes)  # each pass over the repeated field would wrap every envelope again
-        timestamps = list(map(_TIMESTAMP, envs))
-        if min(timestamps) <= 0 or max(timestamps) > horizon or not all(map(_SOURCE, envs)):
-            return False
-        kinds = list(map(_KIND, envs))
-        present = set(kinds)
-        if None in present:
-            return False
-        if "counter" in present and not all(map(_COUNTER_NAME, _of_kind(envs, kinds, "counter"))):
-            return False
-        if "gauge" in present:
-            metrics = list(map(_GAUGE_METRICS, _of_kind(envs, kinds, "gauge")))
-            if not all(map(len, metrics)) or any(map(contains, metrics, repeat(""))):
-                return False
-            if _MAYBE_NOT_FINITE.search(received) and not _all_pass(self._check_gauge, _of_kind(envs, kinds, "gauge")):
-                return False
-        if "timer" in present and not _all_pass(self._check_timer, _of_kind(envs, kinds, "timer")):
-            return False
-        if "span" in present and not _all_pass(self._check_span, _of_kind(envs, kinds, "span")):
-            return False
-        if max(sizes) > self._small_bytes:
-            try:
-                for env, size in compress(zip(envs, sizes), map(self._small_bytes.__lt__, sizes)):
-                    self._check_tags(env, 0, size)
-            except InvalidEnvelope:
-                return False
-        return True
 
     def _check_tags(self, env: Envelope, index: int, encoded_bytes: int) -> None:
         tags = env.tags

@@ -1,0 +1,15 @@
+"""EnvelopeBatch bytes checked at the wire level (``_scan.c``): the gateway's fast path."""
+
+from collections.abc import Sequence
+
+def scan(
+    data: bytes,
+    horizon: int,
+    max_envelope_bytes: int,
+    max_batch_envelopes: int,
+    max_tags: int,
+    max_tag_key_bytes: int,
+    max_tag_value_bytes: int,
+    /,
+) -> tuple[list[bytes], int, bool] | None: ...
+def source_ids(envelopes: Sequence[bytes], /) -> list[str]: ...
