@@ -180,13 +180,11 @@ static int nonzero(ptr s, uint64_t n) {
     return 0;
 }
 
-static uint32_t wire_of(rule_t rule) {
-    switch (rule) {
-    case ANY_VARINT: case FROM: case TO: case TIMESTAMP: return VARINT;
-    case FINITE: return FIXED64;
-    default: return LEN;
-    }
-}
+static const uint8_t WIRE_OF[] = {
+    [ANY_VARINT] = VARINT, [FROM] = VARINT, [TO] = VARINT, [TIMESTAMP] = VARINT, [FINITE] = FIXED64,
+    [ANY_BYTES] = LEN, [TEXT] = LEN, [ID16] = LEN, [ID8] = LEN, [ID8_OR_NONE] = LEN, [TAG_KEY] = LEN,
+    [TAG_VALUE] = LEN, [MESSAGE] = LEN, [TAG] = LEN,
+};
 
 /* Whether the message at [p, end) certainly passes: every field known, of its wire type, once
  * (protobuf's merge rules would decide a repeated one: a doubt), and within its rule. */
@@ -199,7 +197,7 @@ static int check(const schema_t *m, ptr p, ptr end, const limits_t *L) {
         if (!(p = next_field(p, end, &f)) || f.number > MAX_FIELD) return 0;
         const field_rule_t *r = &m->fields[f.number];
         uint32_t bit = BIT(f.number);
-        if (r->rule == UNKNOWN || f.wire != wire_of(r->rule)) return 0;
+        if (r->rule == UNKNOWN || f.wire != WIRE_OF[r->rule]) return 0;
         if (seen & bit & ~m->repeated) return 0;
         if ((bit & m->oneof) && (seen & m->oneof)) return 0;
         seen |= bit;
