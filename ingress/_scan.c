@@ -1,7 +1,7 @@
 /* The gateway's fast path: a serialized EnvelopeBatch checked at the wire level, in one pass.
  *
  * scan() answers "are these bytes, exactly as received, a batch of valid envelopes that need
- * nothing stamped?" and, when they are, returns each envelope's bytes. Anything else returns None:
+ * nothing stamped?" and, when they are, how many and how large. Anything else returns None:
  * a wire-format doubt (unknown or repeated field, a group, a wrong wire type, bad UTF-8), an
  * envelope to stamp, or an invalid one. The caller then decodes the batch with protobuf and takes
  * the one-by-one path, which alone words errors. So this code never decides that a batch is
@@ -256,12 +256,11 @@ static int uint_arg(PyObject *arg, uint64_t *out, const char *name) {
 
 PyDoc_STRVAR(scan_doc,
 "scan(data, horizon, max_envelope_bytes, max_batch_envelopes, max_tags, max_tag_key_bytes,\n"
-"     max_tag_value_bytes, /) -> tuple[list[bytes], int, bool] | None\n\n"
-"The envelopes of the serialized EnvelopeBatch ``data``, each as its bytes in ``data``, their\n"
-"total size, and whether ``data`` is exactly them, each behind the shortest tag and length (as\n"
-"frames.frame_records frames them), when every one is valid as it is (timestamp in\n"
-"(0, horizon], source_id set, one message, within the limits); None when any is not, or when in\n"
-"any doubt.");
+"     max_tag_value_bytes, /) -> tuple[int, int, bool] | None\n\n"
+"When every envelope of the serialized EnvelopeBatch ``data`` is valid as it is (timestamp in\n"
+"(0, horizon], source_id set, one message, within the limits) and ``data`` holds nothing else:\n"
+"how many there are, their total size, and whether ``data`` frames each behind the shortest tag\n"
+"and length (as frames.frame_records does). None when any is not, or when in any doubt.");
 
 static int varint_size(uint64_t v) {
     int n = 1;
@@ -293,36 +292,21 @@ static PyObject *scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
     ptr p = (ptr)PyBytes_AS_STRING(args[0]);
     ptr end = p + PyBytes_GET_SIZE(args[0]);
-    PyObject *out = PyList_New(0);
-    if (!out) return NULL;
     field_t f;
-    uint64_t nbytes = 0;
+    uint64_t count = 0, nbytes = 0;
     int canonical = 1;
     while (p < end) {
         ptr head = p;
         if (!(p = next_field(p, end, &f)) || f.number != 1 || f.wire != LEN ||
-            (uint64_t)PyList_GET_SIZE(out) >= L.max_batch || f.len > L.max_envelope ||
+            count >= L.max_batch || f.len > L.max_envelope ||
             !check(&ENVELOPE, f.data, f.data + f.len, &L))
-            goto doubt;
+            Py_RETURN_NONE;
+        count++;
         nbytes += f.len;
         canonical &= f.data - head == 1 + varint_size(f.len);
-        PyObject *one = PyBytes_FromStringAndSize((const char *)f.data, (Py_ssize_t)f.len);
-        if (!one) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        int failed = PyList_Append(out, one);
-        Py_DECREF(one);
-        if (failed) {
-            Py_DECREF(out);
-            return NULL;
-        }
     }
-    if (PyList_GET_SIZE(out) == 0) goto doubt; /* nothing to forward: the slow path answers */
-    return Py_BuildValue("(NKO)", out, (unsigned long long)nbytes, canonical ? Py_True : Py_False);
-doubt:
-    Py_DECREF(out);
-    Py_RETURN_NONE;
+    if (count == 0) Py_RETURN_NONE; /* nothing to forward: the slow path answers */
+    return Py_BuildValue("(KKO)", (unsigned long long)count, (unsigned long long)nbytes, canonical ? Py_True : Py_False);
 }
 
 PyDoc_STRVAR(source_ids_doc,

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import functools
 from collections import deque
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, cast, overload
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
@@ -95,56 +95,81 @@ def frame_records(encoded: Sequence[bytes], max_record_bytes: int) -> list[bytes
     return records
 
 
-class Forwarded(list[bytes]):
-    """Envelopes' bytes as they were received. ``batch`` is the ``EnvelopeBatch`` they came in
-    when it holds exactly them, framed as :func:`frame_records` frames them, else None;
-    ``nbytes`` is their total size."""
+class Forwarded(Sequence[bytes]):
+    """The envelopes of a serialized ``EnvelopeBatch`` as they were received, split into their
+    bytes only when asked (a batch published whole never is). ``batch`` is ``received`` when it
+    holds exactly them, framed as :func:`frame_records` frames them, else None; ``nbytes`` is
+    their total size. Only for bytes that hold nothing but envelopes (see :func:`envelope_bytes`)."""
 
-    __slots__ = ("batch", "nbytes")
+    __slots__ = ("received", "batch", "nbytes", "_count", "_items")
 
-    def __init__(self, encoded: list[bytes], batch: bytes | None, nbytes: int) -> None:
-        super().__init__(encoded)
-        self.batch = batch
+    def __init__(self, received: bytes, count: int, nbytes: int, *, framed: bool) -> None:
+        self.received = received
+        self.batch = received if framed else None
         self.nbytes = nbytes
+        self._count = count
+        self._items: list[bytes] | None = None
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[bytes]: ...
+    def __getitem__(self, index: int | slice) -> bytes | list[bytes]:
+        return self.items()[index]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.items())
+
+    def items(self) -> list[bytes]:
+        """Each envelope's bytes."""
+        if self._items is None:
+            self._items = envelope_bytes(self.received)
+        return self._items
 
 
 class Pending:
-    """Encoded envelopes waiting to be published, taken in order; a run of them that arrived as
-    one :class:`Forwarded` batch is taken already framed."""
+    """Encoded envelopes waiting to be published, taken in order; runs of them that arrived as
+    whole :class:`Forwarded` batches are taken as they came, framed and unsplit."""
 
     def __init__(self) -> None:
-        self.items: list[bytes] = []
-        self._runs: deque[tuple[int, bytes | None]] = deque()  # (envelopes, their framed batch)
+        self._runs: deque[Sequence[bytes]] = deque()  # framed Forwarded batches, or lists of ours
+        self._count = 0
 
     def __len__(self) -> int:
-        return len(self.items)
+        return self._count
 
-    def add(self, encoded: list[bytes]) -> None:
+    def add(self, encoded: Sequence[bytes]) -> None:
         if not encoded:
             return
-        self.items += encoded
-        batch = encoded.batch if isinstance(encoded, Forwarded) else None
-        if batch is None and self._runs and self._runs[-1][1] is None:
-            self._runs[-1] = (self._runs[-1][0] + len(encoded), None)  # one run of unframed ones
+        self._count += len(encoded)
+        if isinstance(encoded, Forwarded) and encoded.batch is not None:
+            self._runs.append(encoded)
+        elif self._runs and type(self._runs[-1]) is list:
+            self._runs[-1].extend(encoded)  # one run of unframed ones
         else:
-            self._runs.append((len(encoded), batch))
+            self._runs.append(list(encoded))
 
-    def take(self, n: int) -> tuple[list[bytes], bytes | None]:
+    def take(self, n: int) -> tuple[Sequence[bytes], bytes | None]:
         """The first ``n`` envelopes (or all there are), and their framed batch when they are
         whole forwarded runs (what :func:`frame_records` would make of them, without a size limit)."""
-        taken = self.items[:n]
-        del self.items[:n]
-        batches: list[bytes] = []
-        whole = True
-        need = len(taken)
+        need = min(n, self._count)
+        self._count -= need
+        runs: list[Sequence[bytes]] = []
         while need:
-            count, batch = self._runs.popleft()
-            if count > need:
-                self._runs.appendleft((count - need, None))
-                count, batch = need, None
-            if batch is None:
-                whole = False
-            elif whole:
-                batches.append(batch)
-            need -= count
-        return taken, b"".join(batches) if whole and taken else None
+            run = self._runs[0]
+            if len(run) > need:
+                items = list(run)
+                run, self._runs[0] = items[:need], items[need:]
+            else:
+                self._runs.popleft()
+            runs.append(run)
+            need -= len(run)
+        if runs and all(isinstance(r, Forwarded) and r.batch is not None for r in runs):
+            if len(runs) == 1:
+                return runs[0], cast(Forwarded, runs[0]).batch
+            batch = b"".join(cast(Forwarded, r).received for r in runs)
+            return Forwarded(batch, sum(map(len, runs)), sum(cast(Forwarded, r).nbytes for r in runs), framed=True), batch
+        return [e for r in runs for e in r], None

@@ -269,12 +269,12 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
                 if item is _FLUSH:
                     await flush(1)
                     continue
+                encoded: Sequence[bytes]
                 if isinstance(item, Forwarded):
-                    encoded: list[bytes] = item
-                    nbytes = item.nbytes
-                    sources = source_ids(item) if shards > 1 else []
+                    encoded, nbytes = item, item.nbytes
+                    sources = source_ids(item.items()) if shards > 1 else []
                 else:
-                    envelopes = cast(Sequence[Envelope], item)  # the rest of Request
+                    envelopes = cast(Sequence[Envelope], item)  # the rest of Request (not _FLUSH)
                     encoded = self._validator.validate(envelopes, key, first_index=received)
                     nbytes = sum(map(len, encoded))
                     sources = [env.source_id for env in envelopes] if shards > 1 else []

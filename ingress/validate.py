@@ -51,18 +51,18 @@ class EnvelopeValidator:
             )
 
     def forward(self, received: bytes) -> Forwarded | None:
-        """The envelopes of the serialized ``EnvelopeBatch`` ``received``, each as its bytes in it,
-        when all of them are valid as they are and none needs stamping (the size limit applies to
-        those bytes); None otherwise, or when in any doubt: then decode the batch and
-        :meth:`validate` its envelopes, which words the error."""
+        """The envelopes of the serialized ``EnvelopeBatch`` ``received`` as they came, when all of
+        them are valid as they are and none needs stamping (the size limit applies to the bytes
+        received); None otherwise, or when in any doubt: then decode the batch and :meth:`validate`
+        its envelopes, which words the error."""
         scanned = scan(
             received, self._clock() + self._max_future_ns, self._max_envelope_bytes, self._max_batch,
             self._max_tags, self._max_key_bytes, self._max_value_bytes,
         )
         if scanned is None:
             return None
-        encoded, nbytes, framed = scanned
-        return Forwarded(encoded, received if framed else None, nbytes)
+        count, nbytes, framed = scanned
+        return Forwarded(received, count, nbytes, framed=framed)
 
     def validate(self, envelopes: Sequence[Envelope], access_key: str, *, first_index: int = 0) -> list[bytes]:
         """Validate ``envelopes`` in place and return each one serialized.

@@ -57,8 +57,17 @@ def batch_of(encoded: list[bytes]) -> bytes:
     return b"".join(prefix(len(e)) + e for e in encoded)
 
 
-def forwarded(encoded: list[bytes]) -> Forwarded:
-    return Forwarded(encoded, batch_of(encoded), sum(map(len, encoded)))
+def forwarded(encoded: list[bytes], *, framed: bool = True) -> Forwarded:
+    return Forwarded(batch_of(encoded), len(encoded), sum(map(len, encoded)), framed=framed)
+
+
+def test_forwarded_envelopes_are_split_only_when_asked() -> None:
+    encoded = [log(n).SerializeToString() for n in (1, 200, 3)]
+    batch = forwarded(encoded)
+    assert (len(batch), batch.nbytes, batch.batch) == (3, sum(map(len, encoded)), batch_of(encoded))
+    assert batch._items is None
+    assert list(batch) == encoded and batch[1] == encoded[1] and batch[1:] == encoded[1:]
+    assert forwarded(encoded, framed=False).batch is None
 
 
 def test_pending_envelopes_are_taken_framed_when_whole_batches() -> None:
@@ -69,12 +78,18 @@ def test_pending_envelopes_are_taken_framed_when_whole_batches() -> None:
     pending.add(c[:2])  # not forwarded: stamped and encoded by the gateway
     pending.add(c[2:])
     pending.add(forwarded(c))
+    pending.add(forwarded(a, framed=False))  # forwarded, but not framed as the gateway frames
     pending.add([])
-    assert len(pending) == 16
-    assert pending.take(8) == (a + b, frame_records(a + b, 1 << 30)[0])
+    assert len(pending) == 20
+    taken, framed = pending.take(8)
+    assert (list(taken), framed) == (a + b, frame_records(a + b, 1 << 30)[0])
+    assert isinstance(taken, Forwarded) and taken.nbytes == sum(map(len, a + b))
     assert pending.take(5) == (c + c[:1], None)  # unframed ones, and a batch cut in two
     assert pending.take(2) == (c[1:3], None)  # the rest of a cut batch
-    assert pending.take(10) == (c[3:], None)
+    assert pending.take(3) == (c[3:] + a[:2], None)
+    assert pending.take(10) == (a[2:], None)
     assert len(pending) == 0 and pending.take(3) == ([], None)
-    pending.add(forwarded(a))
-    assert pending.take(4) == (a, batch_of(a))
+    one = forwarded(a)
+    pending.add(one)
+    assert pending.take(4) == (one, batch_of(a))  # a whole batch alone: taken as it came
+    assert len(pending) == 0

@@ -45,7 +45,8 @@ def agree(data: bytes, *, canonical: bool) -> list[bytes] | None:
     fast = VALIDATOR.forward(data)
     outcome = slow(data)
     if fast is not None:
-        assert fast == envelope_bytes(data)
+        assert list(fast) == envelope_bytes(data) and len(fast) == len(envelope_bytes(data))
+        assert fast.nbytes == sum(map(len, fast))
         assert isinstance(outcome[0], list) and outcome[1] is False, outcome  # accepted, nothing stamped
         assert [Envelope.FromString(e) for e in fast] == [Envelope.FromString(e) for e in outcome[0]]
     elif canonical and data:
@@ -177,8 +178,8 @@ def test_non_canonical_but_certain_encodings_are_forwarded_as_they_came() -> Non
     overlong_timestamp = b"\x08" + bytes(b | 0x80 for b in ts(NOW)[1:]) + b"\x00" + field(2, b"app") + COUNTER
     data = batch_of(reordered, overlong_timestamp, GOOD)
     forwarded = VALIDATOR.forward(data)
-    assert forwarded == [reordered, overlong_timestamp, GOOD]
-    assert forwarded is not None and forwarded.nbytes == sum(map(len, forwarded)) and forwarded.batch == data
+    assert forwarded is not None and list(forwarded) == [reordered, overlong_timestamp, GOOD]
+    assert forwarded.nbytes == sum(map(len, forwarded)) and forwarded.batch == data
     assert [Envelope.FromString(e).timestamp for e in envelope_bytes(data)] == [NOW] * 3
 
 
@@ -195,7 +196,7 @@ def test_a_batch_of_exactly_its_envelopes_is_kept_framed(payload_bytes: int) -> 
 def test_a_batch_framed_with_a_longer_length_than_needed_is_forwarded_but_not_kept() -> None:
     overlong = b"\x0a" + bytes((len(GOOD) | 0x80, 0)) + GOOD + field(1, GOOD)
     forwarded = VALIDATOR.forward(overlong)
-    assert forwarded == [GOOD, GOOD] and forwarded is not None and forwarded.batch is None
+    assert forwarded is not None and list(forwarded) == [GOOD, GOOD] and forwarded.batch is None
     assert forwarded.nbytes == 2 * len(GOOD)
 
 
@@ -234,7 +235,7 @@ def test_gauge_values(value: float, forwarded: bool) -> None:
 
 
 def test_the_batch_limit_and_empty_batches_go_to_the_slow_path() -> None:
-    assert VALIDATOR.forward(batch_of(*[GOOD] * 5)) == [GOOD] * 5
+    assert list(VALIDATOR.forward(batch_of(*[GOOD] * 5)) or []) == [GOOD] * 5
     assert VALIDATOR.forward(batch_of(*[GOOD] * 6)) is None
     assert slow(batch_of(*[GOOD] * 6)) == ("batch: 6 envelopes exceed the limit of 5 per batch", "batch_too_large")
     assert VALIDATOR.forward(b"") is None
@@ -260,7 +261,7 @@ def test_an_invalid_envelope_is_left_to_the_slow_path_which_names_it(change: obj
         else:
             env.log.payload = b"line %d" % i
     data = EnvelopeBatch(batch=envs).SerializeToString()
-    assert VALIDATOR.forward(data) == envelope_bytes(data)
+    assert list(VALIDATOR.forward(data) or []) == envelope_bytes(data)
     change(envs[1])  # type: ignore[operator]
     data = EnvelopeBatch(batch=envs).SerializeToString()
     assert VALIDATOR.forward(data) is None
@@ -271,7 +272,7 @@ def test_source_ids_are_read_from_forwarded_envelopes() -> None:
     envs = [Envelope(timestamp=NOW, source_id=s, counter={"name": "c"}) for s in ("app", "é", "x" * 130)]
     encoded = VALIDATOR.forward(EnvelopeBatch(batch=envs).SerializeToString())
     assert encoded is not None
-    assert source_ids(encoded) == ["app", "é", "x" * 130]
+    assert source_ids(encoded.items()) == ["app", "é", "x" * 130]
     assert source_ids([COUNTER]) == [""]
     with pytest.raises(ValueError, match="not a serialized envelope"):
         source_ids([b"\x0a\x05ab"])
