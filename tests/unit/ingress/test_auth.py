@@ -497,3 +497,42 @@ def test_keys_by_kid_pass_through_the_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("SLUICE_AUTH_ALGORITHMS", '["RS256"]')
     monkeypatch.setenv("SLUICE_AUTH_JWT_PUBLIC_KEY_FILES", Settings(auth=rs).to_env()["SLUICE_AUTH_JWT_PUBLIC_KEY_FILES"])
     assert Settings().auth.jwt_public_key_files == {"r1": tmp_path / "r1.pem"}
+
+
+def test_a_verified_token_is_remembered_until_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [time.time()]
+    verifier = TokenVerifier(hs(leeway=5), clock=lambda: now[0])
+    token = issue_token(hs(), KEY, 60, now=now[0])
+    exp = jwt.decode(token, SECRET, algorithms=["HS256"])["exp"]
+    decodes: list[str] = []
+    real_decode = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda t, *a, **kw: decodes.append(t) or real_decode(t, *a, **kw))
+    assert verifier.verify(bearer(token), KEY) == KEY
+    assert verifier.verify(bearer(token), KEY) == KEY
+    assert decodes == [token]  # the second call skipped the checks
+    # The subject is still compared on every call.
+    assert reason(verifier, bearer(token), "ak_other") == f"token subject {KEY!r} does not match x-access-key 'ak_other'"
+    now[0] = exp + 5 - 0.001
+    assert verifier.verify(bearer(token), KEY) == KEY and len(decodes) == 1
+    now[0] = exp + 5  # past exp + leeway by this clock: checked again (pyjwt's own clock still accepts it)
+    assert verifier.verify(bearer(token), KEY) == KEY and len(decodes) == 2
+
+
+def test_a_refused_token_is_not_remembered_and_the_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    verifier = TokenVerifier(hs(leeway=0))
+    early = jwt.encode(claims(nbf=int(time.time()) + 60), SECRET, algorithm="HS256")
+    assert reason(verifier, bearer(early)) == "token is not valid yet ('nbf')"
+    assert reason(verifier, bearer(early)) == "token is not valid yet ('nbf')"
+    monkeypatch.setattr(TokenVerifier, "CACHE_TOKENS", 3)
+    tokens = [issue_token(hs(), KEY, 60 + i) for i in range(4)]
+    for token in tokens:
+        assert verifier.verify(bearer(token), KEY) == KEY
+    assert list(verifier._verified) == tokens[3:]
+
+
+def test_a_remembered_token_expires_by_the_real_clock_too() -> None:
+    verifier = TokenVerifier(hs(leeway=0))
+    token = jwt.encode(claims(exp=int(time.time()) + 1), SECRET, algorithm="HS256")
+    assert verifier.verify(bearer(token), KEY) == KEY
+    time.sleep(max(0.0, jwt.decode(token, SECRET, algorithms=["HS256"])["exp"] - time.time()) + 0.05)
+    assert reason(verifier, bearer(token)) == "token has expired"
