@@ -77,6 +77,21 @@ def test_a_batch_writes_one_delta_per_window_then_the_marker() -> None:
     assert len(state.writes) == 3  # nothing new, nothing written
 
 
+def test_a_new_window_takes_its_first_batch_and_its_delta_keeps_what_was_written() -> None:
+    state = DictState()
+    w = windows(state)
+    w.add(0, 1, "k", [counter(T + 1, 2), counter(T + 2, 3)])
+    w.flush()
+    first = copy.deepcopy(state.data[f"0|{T // NS}|@d|1|0"])
+    w.add(0, 2, "k", [counter(T + 3, 5), gauge(T + 4, 7)])
+    w.flush()
+    assert state.data[f"0|{T // NS}|@d|1|0"] == first  # the window's values went on changing, not the delta
+    [closed] = w.close([0], force=True)
+    assert [r[2] for r in closed.rows] == sorted(r[2] for r in closed.rows)  # by series id
+    by_name = {r[1]: r[7:12] for r in closed.rows}
+    assert by_name == {"requests": [3, 10.0, 2.0, 5.0, (T + 3, 0.0)], "cpu": [1, 7.0, 7.0, 7.0, (T + 4, 7.0)]}
+
+
 def test_windows_close_on_the_partition_clock_and_are_staged() -> None:
     w = windows()
     w.add(0, 0, "k", [gauge(T + 100, 5), gauge(T + 200, 1), gauge(T + 300, 3)])
@@ -304,6 +319,18 @@ def test_chunks_are_cut_by_size_too(monkeypatch: pytest.MonkeyPatch) -> None:
     w.flush()
     chunks = [state.data[k] for k in sorted(state.data) if "@d" in k]
     assert [(n, len(rows)) for n, rows in chunks] == [(3, 1), (3, 1), (3, 2)]
+
+
+def test_a_series_rows_are_cut_by_the_same_size_in_every_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sluice.streams.windows.CHUNK_BYTES", 1100)  # rows of about 720 and 300
+    state = DictState()
+    w = windows(state)
+    for offset, ts in ((1, T), (2, T + NS)):  # the second window's rows are sized as the first's were
+        w.add(0, offset, "k", [counter(ts, 1, host=f"h{i}", big="x" * 400) for i in range(3)] + [counter(ts, 1)])
+        w.flush()
+    for start in (T // NS, T // NS + 1):
+        chunks = [state.data[k] for k in sorted(state.data) if k.startswith(f"0|{start}|@d")]
+        assert [(n, len(rows)) for n, rows in chunks] == [(3, 1), (3, 1), (3, 2)]
 
 
 def test_windows_staged_together_form_one_group_per_partition(monkeypatch: pytest.MonkeyPatch) -> None:
