@@ -136,6 +136,17 @@ class ClickHouse:
         """Connect and bring the schema up to date (otherwise done by the first call)."""
         await self._run(self._connected)
 
+    async def warm_up(self) -> bool:
+        """:meth:`start`, so that the first insert does not wait for it; if ClickHouse is not
+        there yet, say so and leave it to the first call (which the sink retries). Whether it
+        connected."""
+        try:
+            await self.start()
+        except ClickHouseUnavailable as exc:
+            log.warning("%s; connecting again with the first insert", exc)
+            return False
+        return True
+
     async def insert_columns(
         self, table: str, data: Sequence[Sequence[Any]], columns: Sequence[str], token: str
     ) -> None:
