@@ -301,14 +301,15 @@ class Pipeline:
 
     def _throttle(self, record: Record, decoded: Decoded) -> None:
         """Drop the logs and events over the key's limit, judged in the batch's order."""
+        at_ns = record.timestamp_ns or time.time_ns()
+        n = len(decoded.logs) + len(decoded.events)
+        mask = self.throttler.admit((record.key or b"").decode("utf-8", "replace"), at_ns, n)
+        if all(mask):
+            return
         rows = sorted(
             [(r[_BATCH_INDEX], True, r) for r in decoded.logs] + [(r[_BATCH_INDEX], False, r) for r in decoded.events],
             key=lambda x: x[0],
         )
-        at_ns = record.timestamp_ns or time.time_ns()
-        mask = self.throttler.admit((record.key or b"").decode("utf-8", "replace"), at_ns, len(rows))
-        if all(mask):
-            return
         self.counters.throttled += mask.count(False)
         decoded.logs = [r for (_, is_log, r), keep in zip(rows, mask) if keep and is_log]
         decoded.events = [r for (_, is_log, r), keep in zip(rows, mask) if keep and not is_log]
