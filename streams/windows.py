@@ -52,7 +52,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -96,6 +96,15 @@ def series_id(access_key: str, name: str, tags: dict[str, str]) -> int:
             _SERIES_IDS.clear()
         found = _SERIES_IDS[memo_key] = _series_hash(access_key, name, tags)
     return found
+
+
+def series_ids(access_key: str, points: Iterable[MetricPoint]) -> list[int]:
+    """The series id of each point (:func:`series_id`, its lookup inlined: it runs per point)."""
+    known = _SERIES_IDS
+    return [
+        known.get((access_key, name, tuple(tags.items()))) or series_id(access_key, name, tags)
+        for name, _kind, _unit, tags, _ts, _value, _last in points
+    ]
 
 
 def _series_hash(access_key: str, name: str, tags: dict[str, str]) -> int:
@@ -338,14 +347,19 @@ class TumblingWindows:
         p = self._partition(partition)
         return max(p.applied, p.pending_offset)
 
-    def add(self, partition: int, offset: int, access_key: str, points: list[MetricPoint]) -> bool:
-        """Apply one record's points; False (and nothing changes) if the offset was applied.
+    def add(
+        self, partition: int, offset: int, access_key: str, points: Sequence[MetricPoint], sids: Sequence[int] | None = None
+    ) -> bool:
+        """Apply one record's points (``sids``: their :func:`series_ids`, worked out once for all
+        window sizes); False (and nothing changes) if the offset was applied.
 
         The points are durable once :meth:`flush` has run and the state is flushed."""
         p = self._partition(partition)
         if offset <= max(p.applied, p.pending_offset):
             return False
         p.pending_offset = offset
+        if sids is None:
+            sids = series_ids(access_key, points)
         size_s = self.size_s
         size_ns = size_s * NS
         newest = self._newest[partition]
@@ -353,9 +367,7 @@ class TumblingWindows:
         # of that window already, a replay). A record's points mostly share a start.
         into_by_start: dict[int, dict[int, list[Any]] | None] = {}
         last_start, into = -1, None
-        known = _SERIES_IDS
-        for pt in points:
-            ts = pt.timestamp
+        for (name, kind, unit, tags, ts, v, last), sid in zip(points, sids):
             if ts > newest:
                 newest = ts
             start = ts // size_ns * size_s
@@ -367,14 +379,9 @@ class TumblingWindows:
                     into = into_by_start[start] = None if offset <= self._covered(p, start) else p.pending.setdefault(start, {})
             if into is None:
                 continue
-            sid = pt.series
-            if not sid:  # worked out once for all window sizes; series_id's lookup, inlined
-                sid = known.get((access_key, pt.name, tuple(pt.tags.items()))) or series_id(access_key, pt.name, pt.tags)
-                pt.series = sid
             agg = into.get(sid)
-            v = pt.value
             if agg is None:
-                agg = into[sid] = [access_key, pt.name, pt.kind, pt.unit, pt.tags, 1, v, v, v, ts, pt.last, {}]
+                agg = into[sid] = [access_key, name, kind, unit, tags, 1, v, v, v, ts, last, {}]
             else:
                 agg[_COUNT] += 1
                 agg[_SUM] += v
@@ -384,8 +391,8 @@ class TumblingWindows:
                     agg[_MAX] = v
                 if ts >= agg[_LAST_TS]:
                     agg[_LAST_TS] = ts
-                    agg[_LAST] = pt.last
-            if pt.kind == TIMER:
+                    agg[_LAST] = last
+            if kind == TIMER:
                 sketch.add(agg[_SKETCH], v)
         self._newest[partition] = newest
         return True
