@@ -366,7 +366,8 @@ class TumblingWindows:
         # Per window start, the aggregates to add to (None: the state has this record's points
         # of that window already, a replay). A record's points mostly share a start.
         into_by_start: dict[int, dict[int, list[Any]] | None] = {}
-        last_start, into = -1, None
+        last_start: int | None = None  # any int is a start, even a negative one
+        into = None
         for (name, kind, unit, tags, ts, v, last), sid in zip(points, sids):
             if ts > newest:
                 newest = ts

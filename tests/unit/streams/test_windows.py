@@ -70,6 +70,14 @@ def test_series_ids_are_worked_out_once_per_record_for_every_window_size() -> No
     assert sorted((r[2], r[7]) for c in w60.close([0], force=True) for r in c.rows) == [(11, 2), (22, 1)]
 
 
+def test_points_before_the_epoch_fall_in_their_own_windows() -> None:
+    w = windows()
+    assert w.add(0, 1, "k", [counter(-5, 1), counter(-NS - 5, 2), counter(5, 4)])
+    assert sorted((c.start, r[7], r[8]) for c in w.close([0], force=True) for r in c.rows) == [
+        (-2, 1, 2.0), (-1, 1, 1.0), (0, 1, 4.0),
+    ]
+
+
 def test_a_batch_writes_one_delta_per_window_then_the_marker() -> None:
     state = DictState()
     w = windows(state)
