@@ -14,7 +14,7 @@ import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from sluice.runtime import DEFAULT_GC_THRESHOLD, tune_gc
+from sluice.runtime import DEFAULT_GC_THRESHOLD, WORKER_GC_MIDDLE, tune_gc
 from sluice.streams.decode import decode_batch
 
 
@@ -50,7 +50,7 @@ def main() -> None:
     p.add_argument("--topic", required=True)
     p.add_argument("--expect", type=int, required=True)
     a = p.parse_args()
-    tune_gc(DEFAULT_GC_THRESHOLD)  # the collector tuning the Sluice worker runs with
+    tune_gc(DEFAULT_GC_THRESHOLD, middle=WORKER_GC_MIDDLE)  # the collector tuning the Sluice worker runs with
     asyncio.run(run(a.bootstrap, a.topic, a.expect))
 
 

@@ -161,6 +161,12 @@ class Worker:
         async def follow_config() -> None:
             await self.config.run()
 
+        @app.task  # type: ignore[untyped-decorator]
+        async def connect_clickhouse() -> None:
+            # Connecting, migrating and clickhouse-connect's first-use imports take about a second:
+            # done at start, not in the first batch.
+            await self.clickhouse.warm_up()
+
         @app.agent(self.raw, name="ingest")
         async def ingest(stream: Any) -> None:
             await self.config.loaded.wait()  # routes and limits before the first record

@@ -24,7 +24,7 @@ from sluice.kafka import records_since
 from sluice.keys import validate_access_key
 from sluice.settings import Settings
 from sluice.shards import access_key_of
-from sluice.streams.decode import decoder_for
+from sluice.streams.decode import POINT_TIMESTAMP, decoder_for
 
 NS = 1_000_000_000
 MINUTE = 60
@@ -71,7 +71,7 @@ async def expected_counts(settings: Settings, access_key: str, start: int) -> di
                     value = keyring.decrypt(access_key, headers[H_KEY_ID].decode(), value)
                 decoded = decoder_for(headers.get("content-type"))(value, access_key, r.partition, r.offset)
                 stamps = [("logs", row[1]) for row in decoded.logs] + [("events", row[1]) for row in decoded.events]
-                stamps += [("points", p.timestamp) for p in decoded.points]
+                stamps += [("points", p[POINT_TIMESTAMP]) for p in decoded.points]
                 for name, ns in stamps:
                     if ns // NS >= start:
                         counts[ns // NS // MINUTE * MINUTE][name] += 1

@@ -136,23 +136,42 @@ class ClickHouse:
         """Connect and bring the schema up to date (otherwise done by the first call)."""
         await self._run(self._connected)
 
+    async def warm_up(self) -> bool:
+        """:meth:`start`, so that the first insert does not wait for it; if ClickHouse is not
+        there yet, say so and leave it to the first call (which the sink retries). Whether it
+        connected."""
+        try:
+            await self.start()
+        except ClickHouseUnavailable as exc:
+            log.warning("%s; connecting again with the first insert", exc)
+            return False
+        return True
+
     async def insert_columns(
         self, table: str, data: Sequence[Sequence[Any]], columns: Sequence[str], token: str
     ) -> None:
         """Insert ``data``, one sequence of values per name in ``columns``; a retried insert with
         the same ``token`` is stored once."""
-        try:
-            await self._run(
-                lambda: self._connected().insert(
-                    f"{self.database}.{table}",
-                    data,
-                    column_names=list(columns),
-                    column_oriented=True,
-                    # Rows of one key in one block are merged by the tables' engines later anyway
-                    # (every read groups or uses FINAL); merging them on insert too doubled its cost.
-                    settings={"insert_deduplication_token": token, "optimize_on_insert": 0},
-                )
+        def insert() -> None:
+            client = self._connected()
+            context = client.create_insert_context(
+                f"{self.database}.{table}",
+                list(columns),
+                column_oriented=True,
+                # Rows of one key in one block are merged by the tables' engines later anyway
+                # (every read groups or uses FINAL); merging them on insert too doubled its cost.
+                settings={"insert_deduplication_token": token, "optimize_on_insert": 0},
             )
+            try:
+                client.insert(data=data, context=context)
+            finally:
+                # An insert context keeps a bound method of its own (a reference cycle), so the
+                # block it holds would wait for the garbage collector, which walked it again
+                # meanwhile; without that attribute it is freed as soon as the insert returns.
+                vars(context).pop("_next_block_data", None)
+
+        try:
+            await self._run(insert)
         except ClickHouseError as exc:
             raise ClickHouseUnavailable(f"insert into {table} failed: {exc}") from exc
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
@@ -38,18 +38,11 @@ EVENT_COLUMNS = (
 )
 
 
-@dataclass(slots=True)
-class MetricPoint:
-    """One measurement of one series: a counter delta, a gauge reading or a timer duration."""
-
-    name: str
-    kind: str
-    unit: str
-    tags: dict[str, str]
-    timestamp: int  # ns since the epoch
-    value: float
-    last: float  # counters: the running total; others: the value
-    series: int = 0  # its series id, once the first window size worked it out (0 until then)
+# One measurement of one series: a counter delta, a gauge reading or a timer duration, as
+# (name, kind, unit, tags, timestamp in ns since the epoch, value, last), where ``last`` is a
+# counter's running total and the value otherwise. A plain tuple: a record holds hundreds.
+MetricPoint = tuple[str, str, str, dict[str, str], int, float, float]
+POINT_TIMESTAMP: Final = 4
 
 
 @dataclass(slots=True)
@@ -84,16 +77,17 @@ def decode_batch(value: bytes, access_key: str, partition: int, offset: int) -> 
             ])
         elif kind == "counter":
             c = env.counter
-            points.append(MetricPoint(c.name, COUNTER, "", tags, ts, float(c.delta), float(c.total)))
+            points.append((c.name, COUNTER, "", tags, ts, float(c.delta), float(c.total)))
         elif kind == "gauge":
             metrics = env.gauge.metrics
             for name in metrics:  # .items() on a protobuf map is a Python-level ItemsView
                 g = metrics[name]
-                points.append(MetricPoint(name, GAUGE, g.unit, tags, ts, g.value, g.value))
+                v = g.value
+                points.append((name, GAUGE, g.unit, tags, ts, v, v))
         elif kind == "timer":
             t = env.timer
             ms = (t.stop - t.start) / 1e6
-            points.append(MetricPoint(t.name, TIMER, "ms", tags, t.stop or ts, ms, ms))
+            points.append((t.name, TIMER, "ms", tags, t.stop or ts, ms, ms))
         elif kind == "event":
             ev = env.event
             events.append([

@@ -22,13 +22,13 @@ from sluice.shards import access_key_of
 from sluice.keys.models import DEFAULT_ROUTES, AccessKeyConfig, Sink, Stream
 from sluice.settings import EncryptionSettings
 from sluice.streams import sketch
-from sluice.streams.decode import EVENT_COLUMNS, LOG_COLUMNS, SPAN_COLUMNS, Decoded, decoder_for
+from sluice.streams.decode import EVENT_COLUMNS, LOG_COLUMNS, POINT_TIMESTAMP, SPAN_COLUMNS, Decoded, decoder_for
 from sluice.streams.exceptions import DecodeError
 from sluice.streams.positions import Positions
 from sluice.streams.sinks.clickhouse import ClickHouseSink
 from sluice.streams.sinks.files import FileSink
 from sluice.streams.throttle import Throttler
-from sluice.streams.windows import METRIC_COLUMNS, ClosedWindow, TumblingWindows
+from sluice.streams.windows import METRIC_COLUMNS, ClosedWindow, TumblingWindows, series_ids
 
 log = logging.getLogger(__name__)
 
@@ -260,9 +260,10 @@ class Pipeline:
                 self._drop_late(record, access_key, decoded)
             if decoded.points:
                 applied = skipped = False
+                sids = series_ids(access_key, decoded.points)  # once for every window size
                 for table, windows in self.windows.items():
                     if self._sinks(access_key, table):
-                        if windows.add(record.partition, record.offset, access_key, decoded.points):
+                        if windows.add(record.partition, record.offset, access_key, decoded.points, sids):
                             applied = True
                         else:
                             skipped = True
@@ -292,7 +293,7 @@ class Pipeline:
         drops exactly what the first pass dropped and nothing more.
         """
         cutoff = (record.timestamp_ns or time.time_ns()) - self._max_late_ns
-        kept = [p for p in decoded.points if p.timestamp >= cutoff]
+        kept = [p for p in decoded.points if p[POINT_TIMESTAMP] >= cutoff]
         if len(kept) < len(decoded.points):
             late = len(decoded.points) - len(kept)
             self.counters.late += late
@@ -301,14 +302,15 @@ class Pipeline:
 
     def _throttle(self, record: Record, decoded: Decoded) -> None:
         """Drop the logs and events over the key's limit, judged in the batch's order."""
+        at_ns = record.timestamp_ns or time.time_ns()
+        n = len(decoded.logs) + len(decoded.events)
+        mask = self.throttler.admit((record.key or b"").decode("utf-8", "replace"), at_ns, n)
+        if all(mask):
+            return
         rows = sorted(
             [(r[_BATCH_INDEX], True, r) for r in decoded.logs] + [(r[_BATCH_INDEX], False, r) for r in decoded.events],
             key=lambda x: x[0],
         )
-        at_ns = record.timestamp_ns or time.time_ns()
-        mask = self.throttler.admit((record.key or b"").decode("utf-8", "replace"), at_ns, len(rows))
-        if all(mask):
-            return
         self.counters.throttled += mask.count(False)
         decoded.logs = [r for (_, is_log, r), keep in zip(rows, mask) if keep and is_log]
         decoded.events = [r for (_, is_log, r), keep in zip(rows, mask) if keep and not is_log]

@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from sluice.exceptions import SluiceError
-from sluice.runtime import tune_gc
+from sluice.runtime import WORKER_GC_MIDDLE, tune_gc
 from sluice.settings import Settings, load_settings
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
@@ -59,7 +59,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
     _need_broker(settings, "worker")
     worker = Worker(settings)
-    tune_gc(settings.gc_threshold)
+    tune_gc(settings.gc_threshold, middle=WORKER_GC_MIDDLE)
     worker.run()
     return 0
 

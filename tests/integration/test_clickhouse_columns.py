@@ -4,6 +4,8 @@ row-oriented insert of the same rows stores them; a block added again with its t
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -111,3 +113,23 @@ async def test_a_block_added_again_with_its_token_is_stored_once(clickhouse: Cli
         await sink.flush()
     assert (await clickhouse.query("SELECT count() FROM sluice.logs"))[1] == [[4]]
     assert sink.rows_written == {"logs": 6}
+
+
+class _Column(list[Any]):
+    """A column list that a weak reference can follow."""
+
+
+async def test_an_inserted_block_is_freed_when_its_insert_returns(clickhouse: ClickHouse) -> None:
+    columns = [_Column(c) for c in zip(*metric_rows())]
+    freed = [weakref.ref(c) for c in columns]
+    gc.disable()  # only reference counting may free it
+    try:
+        await clickhouse.insert_columns("metrics_1s", columns, METRIC_COLUMNS, "freed")
+        del columns
+        # The executor's thread lets go of a finished call only after its result is handed
+        # over, but always before it takes the next one.
+        await clickhouse.query("SELECT 1")
+        assert [r() for r in freed] == [None] * len(METRIC_COLUMNS)
+    finally:
+        gc.enable()
+    assert len(await stored(clickhouse, clickhouse.database, "metrics_1s", METRIC_COLUMNS)) == len(metric_rows())

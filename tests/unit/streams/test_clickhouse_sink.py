@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
+from sluice.streams.exceptions import ClickHouseUnavailable
 from sluice.streams.sinks.clickhouse import ClickHouseSink, columns_of
 from tests.unit.streams.test_pipeline import FakeClickHouse
 
@@ -61,3 +63,22 @@ async def test_blocks_are_inserted_column_oriented_in_order_with_their_tokens() 
     with pytest.raises(ValueError, match="every row needs 2 values"):
         sink.add("logs", ("a", "b"), [["x"]], "t3")
     assert sink.pending_rows == 0
+
+
+async def test_warming_up_an_unreachable_clickhouse_is_left_to_the_first_insert(tmp_path: Path) -> None:
+    import socket
+
+    from sluice.settings import Settings
+    from sluice.streams.clickhouse import ClickHouse
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = Settings(data_dir=tmp_path, clickhouse={"url": f"http://127.0.0.1:{port}"})
+    clickhouse = ClickHouse(settings)
+    try:
+        assert await clickhouse.warm_up() is False
+        with pytest.raises(ClickHouseUnavailable):
+            await clickhouse.start()  # what the first insert meets, and the sink retries
+    finally:
+        await clickhouse.stop()

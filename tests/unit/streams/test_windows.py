@@ -12,7 +12,7 @@ import pytest
 from sluice.streams import sketch
 from sluice.streams import windows as windows_module
 from sluice.streams.decode import COUNTER, GAUGE, TIMER, MetricPoint
-from sluice.streams.windows import TumblingWindows, series_id
+from sluice.streams.windows import TumblingWindows, series_id, series_ids
 
 NS = 1_000_000_000
 T = 1_700_000_000 * NS
@@ -40,11 +40,11 @@ class DictState:
 
 
 def counter(ts: int, delta: float, **tags: str) -> MetricPoint:
-    return MetricPoint("requests", COUNTER, "", dict(tags), ts, delta, 0.0)
+    return ("requests", COUNTER, "", dict(tags), ts, delta, 0.0)
 
 
 def gauge(ts: int, value: float) -> MetricPoint:
-    return MetricPoint("cpu", GAUGE, "%", {}, ts, value, value)
+    return ("cpu", GAUGE, "%", {}, ts, value, value)
 
 
 def windows(state: DictState | None = None) -> TumblingWindows:
@@ -55,6 +55,27 @@ def test_series_id_ignores_tag_order_and_separates_keys() -> None:
     assert series_id("k", "m", {"a": "1", "b": "2"}) == series_id("k", "m", {"b": "2", "a": "1"})
     assert series_id("k", "m", {}) != series_id("k2", "m", {})
     assert series_id("k", "m", {"a": "1"}) != series_id("k", "m", {"a": "2"})
+
+
+def test_series_ids_are_worked_out_once_per_record_for_every_window_size() -> None:
+    points = [counter(T, 1, host="a"), gauge(T, 2.0), counter(T + NS, 3, host="a")]
+    requests, cpu = series_id("k", "requests", {"host": "a"}), series_id("k", "cpu", {})
+    assert series_ids("k", points) == [requests, cpu, requests]
+    w1, w60 = windows(), TumblingWindows(DictState(), size=60, lateness=1, idle_close=1)
+    sids = [11, 22, 11]  # the ids given are the ones used
+    assert w1.add(0, 1, "k", points, sids) and w60.add(0, 1, "k", points, sids)
+    assert sorted((r[2], r[3], r[7]) for c in w1.close([0], force=True) for r in c.rows) == [
+        (11, T // NS, 1), (11, T // NS + 1, 1), (22, T // NS, 1),
+    ]
+    assert sorted((r[2], r[7]) for c in w60.close([0], force=True) for r in c.rows) == [(11, 2), (22, 1)]
+
+
+def test_points_before_the_epoch_fall_in_their_own_windows() -> None:
+    w = windows()
+    assert w.add(0, 1, "k", [counter(-5, 1), counter(-NS - 5, 2), counter(5, 4)])
+    assert sorted((c.start, r[7], r[8]) for c in w.close([0], force=True) for r in c.rows) == [
+        (-2, 1, 2.0), (-1, 1, 1.0), (0, 1, 4.0),
+    ]
 
 
 def test_a_batch_writes_one_delta_per_window_then_the_marker() -> None:
@@ -75,6 +96,21 @@ def test_a_batch_writes_one_delta_per_window_then_the_marker() -> None:
     ]
     w.flush()
     assert len(state.writes) == 3  # nothing new, nothing written
+
+
+def test_a_new_window_takes_its_first_batch_and_its_delta_keeps_what_was_written() -> None:
+    state = DictState()
+    w = windows(state)
+    w.add(0, 1, "k", [counter(T + 1, 2), counter(T + 2, 3)])
+    w.flush()
+    first = copy.deepcopy(state.data[f"0|{T // NS}|@d|1|0"])
+    w.add(0, 2, "k", [counter(T + 3, 5), gauge(T + 4, 7)])
+    w.flush()
+    assert state.data[f"0|{T // NS}|@d|1|0"] == first  # the window's values went on changing, not the delta
+    [closed] = w.close([0], force=True)
+    assert [r[2] for r in closed.rows] == sorted(r[2] for r in closed.rows)  # by series id
+    by_name = {r[1]: r[7:12] for r in closed.rows}
+    assert by_name == {"requests": [3, 10.0, 2.0, 5.0, (T + 3, 0.0)], "cpu": [1, 7.0, 7.0, 7.0, (T + 4, 7.0)]}
 
 
 def test_windows_close_on_the_partition_clock_and_are_staged() -> None:
@@ -122,7 +158,7 @@ def test_a_late_point_reopens_its_window_as_a_correction_partial() -> None:
 def test_the_outbox_survives_json_and_is_dropped_when_done() -> None:
     state = DictState()
     w = windows(state)
-    w.add(0, 3, "k", [MetricPoint("db", TIMER, "ms", {"a": "b"}, T, 5.0, 5.0)])
+    w.add(0, 3, "k", [("db", TIMER, "ms", {"a": "b"}, T, 5.0, 5.0)])
     (closed,) = w.close([0], now_ns=T + 10 * NS)
     w.stage(closed)
     assert w.open_windows([0]) == {}
@@ -173,7 +209,10 @@ def test_one_minute_windows_and_forced_closing() -> None:
 def test_timer_windows_carry_a_sketch_that_merges_across_records_and_restarts() -> None:
     state = DictState()
     w = windows(state)
-    timer = lambda ms: MetricPoint("db", TIMER, "ms", {}, T, ms, ms)  # noqa: E731
+
+    def timer(ms: float) -> MetricPoint:
+        return ("db", TIMER, "ms", {}, T, ms, ms)
+
     w.add(0, 0, "k", [timer(1.0), timer(100.0)])
     w.flush()
     w.add(0, 1, "k", [timer(100.0)])
@@ -192,7 +231,7 @@ def test_deltas_left_behind_by_a_crash_while_staging_are_not_emitted_again() -> 
     w = windows(state)
     w.add(0, 1, "k", [counter(T, 1), gauge(T, 5)])
     w.flush()
-    w.add(0, 2, "k", [MetricPoint("db", TIMER, "ms", {}, T, 3.0, 3.0)])
+    w.add(0, 2, "k", [("db", TIMER, "ms", {}, T, 3.0, 3.0)])
     (closed,) = w.close([0], now_ns=T + 10 * NS)
     # Record 2's points went to no delta: the window closes with them, into its emission.
     assert closed.keys == [f"0|{T // NS}|@d|1|0"] and closed.offset == 2
@@ -201,7 +240,7 @@ def test_deltas_left_behind_by_a_crash_while_staging_are_not_emitted_again() -> 
     state.put(0, f"0|@out|{T // NS}|2|0", [0, 1, closed.rows])
     state.put(0, "0|@seq", [0])
     recovered = windows(state)
-    recovered.add(0, 2, "k", [MetricPoint("db", TIMER, "ms", {}, T, 3.0, 3.0)])  # read again: emitted, skipped
+    recovered.add(0, 2, "k", [("db", TIMER, "ms", {}, T, 3.0, 3.0)])  # read again: emitted, skipped
     recovered.add(0, 3, "k", [counter(T + 1, 10)])  # a late point after the restart
     assert f"0|{T // NS}|@d|1|0" not in state.data  # the stale delta was deleted on reading
     (again,) = recovered.close([0], now_ns=T + 10 * NS)
@@ -304,6 +343,18 @@ def test_chunks_are_cut_by_size_too(monkeypatch: pytest.MonkeyPatch) -> None:
     w.flush()
     chunks = [state.data[k] for k in sorted(state.data) if "@d" in k]
     assert [(n, len(rows)) for n, rows in chunks] == [(3, 1), (3, 1), (3, 2)]
+
+
+def test_a_series_rows_are_cut_by_the_same_size_in_every_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sluice.streams.windows.CHUNK_BYTES", 1100)  # rows of about 720 and 300
+    state = DictState()
+    w = windows(state)
+    for offset, ts in ((1, T), (2, T + NS)):  # the second window's rows are sized as the first's were
+        w.add(0, offset, "k", [counter(ts, 1, host=f"h{i}", big="x" * 400) for i in range(3)] + [counter(ts, 1)])
+        w.flush()
+    for start in (T // NS, T // NS + 1):
+        chunks = [state.data[k] for k in sorted(state.data) if k.startswith(f"0|{start}|@d")]
+        assert [(n, len(rows)) for n, rows in chunks] == [(3, 1), (3, 1), (3, 2)]
 
 
 def test_windows_staged_together_form_one_group_per_partition(monkeypatch: pytest.MonkeyPatch) -> None:
