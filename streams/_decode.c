@@ -1,0 +1,313 @@
+/* The worker's fast decoder: an EnvelopeBatch record straight from its wire bytes to the rows and
+ * metric points of streams/decode.py, with no protobuf objects in between.
+ *
+ * decode() handles what records nearly always hold (logs, events, counters, gauges and timers,
+ * each field once, valid UTF-8) and returns None for anything else: spans, an unknown or repeated
+ * field, a gauge naming a metric twice, bad UTF-8, an envelope with no message, bytes that are not
+ * a batch. decode.py then decodes the record with protobuf, which alone words errors.
+ * tests/unit/streams/test_fast_decode.py checks that both give the same rows and points.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "protowire.h"
+
+#define MAX_TAGS 64     /* more tags than this in one envelope: the slow path */
+#define MAX_METRICS 64  /* gauge readings in one envelope */
+
+typedef struct {
+    ptr data;
+    uint64_t len;
+} span_t; /* a string's bytes in the record */
+
+static PyObject *COUNTER, *GAUGE, *TIMER, *EMPTY, *MS, *OUT, *ERR;
+
+static PyObject *text(span_t s) {
+    return PyUnicode_DecodeUTF8((const char *)s.data, (Py_ssize_t)s.len, NULL);
+}
+
+/* The fields of one envelope (or of one of its messages) we read, each seen at most once. */
+typedef struct {
+    uint32_t seen;
+    int64_t timestamp;
+    span_t source, instance;
+    int kind; /* field number of the oneof member, 0 if none */
+    span_t message;
+    int ntags;
+    span_t tag_keys[MAX_TAGS], tag_values[MAX_TAGS];
+} envelope_t;
+
+#define ONCE(seen, n)                     \
+    do {                                  \
+        if ((seen) & (1u << (n))) return 0; \
+        (seen) |= 1u << (n);              \
+    } while (0)
+
+static int read_tag(ptr p, ptr end, span_t *key, span_t *value) {
+    field_t f;
+    uint32_t seen = 0;
+    key->len = value->len = 0;
+    key->data = value->data = p;
+    while (p < end) {
+        if (!(p = next_field(p, end, &f)) || f.wire != LEN || (f.number != 1 && f.number != 2)) return 0;
+        ONCE(seen, f.number);
+        span_t s = {f.data, f.len};
+        *(f.number == 1 ? key : value) = s;
+    }
+    return 1;
+}
+
+static int read_envelope(ptr p, ptr end, envelope_t *e) {
+    field_t f;
+    e->seen = 0;
+    e->timestamp = 0;
+    e->source.len = e->instance.len = 0;
+    e->source.data = e->instance.data = p;
+    e->kind = 0;
+    e->ntags = 0;
+    while (p < end) {
+        if (!(p = next_field(p, end, &f))) return 0;
+        if (f.number >= 10 && f.number <= 14 && f.wire == LEN) { /* log .. event; a span: the slow path */
+            if (e->kind) return 0;
+            e->kind = (int)f.number;
+            e->message.data = f.data;
+            e->message.len = f.len;
+        } else if (f.number == 1 && f.wire == VARINT) {
+            ONCE(e->seen, 1);
+            e->timestamp = (int64_t)f.value;
+        } else if (f.number == 2 && f.wire == LEN) {
+            ONCE(e->seen, 2);
+            e->source.data = f.data;
+            e->source.len = f.len;
+        } else if (f.number == 3 && f.wire == LEN) {
+            ONCE(e->seen, 3);
+            e->instance.data = f.data;
+            e->instance.len = f.len;
+        } else if (f.number == 4 && f.wire == LEN) {
+            if (e->ntags == MAX_TAGS) return 0;
+            if (!read_tag(f.data, f.data + f.len, &e->tag_keys[e->ntags], &e->tag_values[e->ntags])) return 0;
+            e->ntags++;
+        } else {
+            return 0;
+        }
+    }
+    return e->kind != 0;
+}
+
+static PyObject *tags_of(const envelope_t *e) {
+    PyObject *tags = PyDict_New();
+    if (!tags) return NULL;
+    for (int i = 0; i < e->ntags; i++) {
+        PyObject *k = text(e->tag_keys[i]);
+        PyObject *v = k ? text(e->tag_values[i]) : NULL;
+        int failed = !v || PyDict_SetItem(tags, k, v) < 0; /* a repeated key: the last wins, as in protobuf */
+        Py_XDECREF(k);
+        Py_XDECREF(v);
+        if (failed) {
+            Py_DECREF(tags);
+            return NULL;
+        }
+    }
+    return tags;
+}
+
+/* Appends (name, kind, unit, tags, timestamp, value, last) to points; steals nothing. */
+static int add_point(PyObject *points, PyObject *name, PyObject *kind, PyObject *unit, PyObject *tags,
+                     int64_t timestamp, PyObject *value, PyObject *last) {
+    PyObject *ts = PyLong_FromLongLong(timestamp);
+    if (!ts) return 0;
+    PyObject *point = PyTuple_Pack(7, name, kind, unit, tags, ts, value, last);
+    Py_DECREF(ts);
+    if (!point) return 0;
+    int failed = PyList_Append(points, point);
+    Py_DECREF(point);
+    return !failed;
+}
+
+/* A message's fields by number (1..3), each at most once and of the wire type asked. */
+static int read_fields(span_t m, const uint32_t wires[4], field_t out[4]) {
+    field_t f;
+    uint32_t seen = 0;
+    ptr p = m.data, end = m.data + m.len;
+    for (int i = 1; i < 4; i++) {
+        out[i].value = 0;
+        out[i].len = 0;
+        out[i].data = p;
+    }
+    while (p < end) {
+        if (!(p = next_field(p, end, &f)) || f.number < 1 || f.number > 3 || f.wire != wires[f.number]) return 0;
+        ONCE(seen, f.number);
+        out[f.number] = f;
+    }
+    return 1;
+}
+
+static const uint32_t LOG_WIRES[4] = {0, LEN, VARINT, 99};          /* payload, type */
+static const uint32_t COUNTER_WIRES[4] = {0, LEN, VARINT, VARINT};  /* name, delta, total */
+static const uint32_t TIMER_WIRES[4] = {0, LEN, VARINT, VARINT};    /* name, start, stop */
+static const uint32_t EVENT_WIRES[4] = {0, LEN, LEN, 99};           /* title, body */
+static const uint32_t ENTRY_WIRES[4] = {0, LEN, LEN, 99};           /* key, value */
+static const uint32_t READING_WIRES[4] = {0, LEN, FIXED64, 99};     /* unit, value */
+
+static int add_gauge(PyObject *points, span_t gauge, PyObject *tags, int64_t timestamp) {
+    span_t names[MAX_METRICS];
+    int n = 0;
+    field_t f, entry[4], reading[4];
+    ptr p = gauge.data, end = gauge.data + gauge.len;
+    while (p < end) {
+        if (!(p = next_field(p, end, &f)) || f.number != 1 || f.wire != LEN || n == MAX_METRICS) return 0;
+        span_t e = {f.data, f.len};
+        if (!read_fields(e, ENTRY_WIRES, entry)) return 0;
+        span_t name = {entry[1].data, entry[1].len};
+        for (int i = 0; i < n; i++) /* a name twice: protobuf keeps the last, in its own order */
+            if (names[i].len == name.len && !memcmp(names[i].data, name.data, name.len)) return 0;
+        names[n++] = name;
+        span_t r = {entry[2].data, entry[2].len};
+        if (!read_fields(r, READING_WIRES, reading)) return 0;
+        double value;
+        memcpy(&value, &reading[2].value, 8);
+        span_t unit_bytes = {reading[1].data, reading[1].len};
+        PyObject *pyname = text(name), *unit = pyname ? text(unit_bytes) : NULL;
+        PyObject *v = unit ? PyFloat_FromDouble(value) : NULL;
+        int ok = v && add_point(points, pyname, GAUGE, unit, tags, timestamp, v, v);
+        Py_XDECREF(pyname);
+        Py_XDECREF(unit);
+        Py_XDECREF(v);
+        if (!ok) return 0;
+    }
+    return 1;
+}
+
+/* Appends a [access_key, ts, source, instance, a, b, tags, partition, offset, index] row. */
+static int add_row(PyObject *rows, PyObject *access_key, const envelope_t *e, PyObject *a, PyObject *b,
+                   PyObject *tags, PyObject *partition, PyObject *offset, Py_ssize_t index) {
+    PyObject *row = PyList_New(10);
+    if (!row) return 0;
+    PyObject *borrowed[10] = {access_key, NULL, NULL, NULL, a, b, tags, partition, offset, NULL};
+    for (int i = 0; i < 10; i++) {
+        PyObject *item;
+        switch (i) {
+        case 1: item = PyLong_FromLongLong(e->timestamp); break;
+        case 2: item = text(e->source); break;
+        case 3: item = text(e->instance); break;
+        case 9: item = PyLong_FromSsize_t(index); break;
+        default: item = Py_NewRef(borrowed[i]); break;
+        }
+        if (!item) {
+            Py_DECREF(row); /* the items set so far go with it */
+            return 0;
+        }
+        PyList_SET_ITEM(row, i, item);
+    }
+    int ok = PyList_Append(rows, row) == 0;
+    Py_DECREF(row);
+    return ok;
+}
+
+/* One envelope into logs, events or points; 0 with or without an exception: the slow path. */
+static int add_envelope(const envelope_t *e, PyObject *out[3], PyObject *access_key, PyObject *partition,
+                        PyObject *offset, Py_ssize_t index) {
+    PyObject *tags = tags_of(e);
+    if (!tags) return 0;
+    field_t m[4];
+    int ok = 0;
+    PyObject *a = NULL, *b = NULL, *c = NULL;
+    switch (e->kind) {
+    case 10: /* log */
+        if (!read_fields(e->message, LOG_WIRES, m)) break;
+        a = (int32_t)m[2].value == 1 ? ERR : OUT;
+        Py_INCREF(a);
+        b = PyUnicode_DecodeUTF8((const char *)m[1].data, (Py_ssize_t)m[1].len, "replace");
+        ok = b && add_row(out[0], access_key, e, a, b, tags, partition, offset, index);
+        break;
+    case 11: /* counter */
+        if (!read_fields(e->message, COUNTER_WIRES, m)) break;
+        a = text((span_t){m[1].data, m[1].len});
+        /* uint64 to double rounds to nearest, ties to even, as Python's float(int) does */
+        b = a ? PyFloat_FromDouble((double)m[2].value) : NULL;
+        c = b ? PyFloat_FromDouble((double)m[3].value) : NULL;
+        ok = c && add_point(out[2], a, COUNTER, EMPTY, tags, e->timestamp, b, c);
+        break;
+    case 12: /* gauge */
+        ok = add_gauge(out[2], e->message, tags, e->timestamp);
+        break;
+    case 13: { /* timer */
+        if (!read_fields(e->message, TIMER_WIRES, m)) break;
+        int64_t start = (int64_t)m[2].value, stop = (int64_t)m[3].value, took;
+        if (__builtin_sub_overflow(stop, start, &took) || took > (1ll << 53) || took < -(1ll << 53)) break;
+        a = text((span_t){m[1].data, m[1].len});
+        b = a ? PyFloat_FromDouble((double)took / 1e6) : NULL;
+        ok = b && add_point(out[2], a, TIMER, MS, tags, stop ? stop : e->timestamp, b, b);
+        break;
+    }
+    case 14: /* event */
+        if (!read_fields(e->message, EVENT_WIRES, m)) break;
+        a = text((span_t){m[1].data, m[1].len});
+        b = a ? text((span_t){m[2].data, m[2].len}) : NULL;
+        ok = b && add_row(out[1], access_key, e, a, b, tags, partition, offset, index);
+        break;
+    }
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    Py_XDECREF(c);
+    Py_DECREF(tags);
+    return ok;
+}
+
+PyDoc_STRVAR(decode_doc,
+"decode(value, access_key, partition, offset, /) -> tuple[list, list, list] | None\n\n"
+"The log rows, event rows and metric points of the serialized EnvelopeBatch ``value``, as\n"
+"streams/decode.py makes them; None when it holds anything this decoder leaves to protobuf.");
+
+static PyObject *decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 4 || !PyBytes_Check(args[0]) || !PyUnicode_Check(args[1]) || !PyLong_Check(args[2]) ||
+        !PyLong_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "decode(value: bytes, access_key: str, partition: int, offset: int)");
+        return NULL;
+    }
+    ptr p = (ptr)PyBytes_AS_STRING(args[0]);
+    ptr end = p + PyBytes_GET_SIZE(args[0]);
+    PyObject *out[3] = {PyList_New(0), PyList_New(0), PyList_New(0)};
+    envelope_t e;
+    field_t f;
+    Py_ssize_t index = 0;
+    if (!out[0] || !out[1] || !out[2]) goto fail;
+    while (p < end) {
+        if (!(p = next_field(p, end, &f)) || f.number != 1 || f.wire != LEN) goto doubt;
+        if (!read_envelope(f.data, f.data + f.len, &e)) goto doubt;
+        if (!add_envelope(&e, out, args[1], args[2], args[3], index++)) {
+            if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) goto fail;
+            goto doubt;
+        }
+    }
+    return Py_BuildValue("(NNN)", out[0], out[1], out[2]);
+doubt:
+    PyErr_Clear();
+    for (int i = 0; i < 3; i++) Py_XDECREF(out[i]);
+    Py_RETURN_NONE;
+fail:
+    for (int i = 0; i < 3; i++) Py_XDECREF(out[i]);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"decode", (PyCFunction)(void (*)(void))decode, METH_FASTCALL, decode_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_decode", "EnvelopeBatch records decoded from their wire bytes: the worker's fast path.",
+    -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__decode(void) {
+    if (!(COUNTER = PyUnicode_InternFromString("counter")) || !(GAUGE = PyUnicode_InternFromString("gauge")) ||
+        !(TIMER = PyUnicode_InternFromString("timer")) || !(EMPTY = PyUnicode_InternFromString("")) ||
+        !(MS = PyUnicode_InternFromString("ms")) || !(OUT = PyUnicode_InternFromString("OUT")) ||
+        !(ERR = PyUnicode_InternFromString("ERR")))
+        return NULL;
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,169 @@
+"""Decoding records: exact rows and points, and the wire-level decoder (``_decode.c``) against
+protobuf's (``decode_with_protobuf``): the same rows and points whenever it answers, an answer
+for every record of logs, events and metrics, and protobuf's error for everything it leaves."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sluice.streams._decode import decode
+from sluice.streams.decode import Decoded, decode_batch, decode_with_protobuf
+from sluice.streams.exceptions import DecodeError
+from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch
+
+KEY = "ak_decode"
+
+
+def record(*envelopes: Envelope) -> bytes:
+    return EnvelopeBatch(batch=envelopes).SerializeToString()
+
+
+def test_rows_and_points_are_exact() -> None:
+    data = record(
+        Envelope(timestamp=5, source_id="app", instance_id="1", tags={"h": "a"}, log={"payload": b"hi\xff", "type": 1}),
+        Envelope(timestamp=6, tags={"h": "b"}, counter={"name": "req", "delta": 3, "total": 2**64 - 1}),
+        Envelope(timestamp=7, gauge={"metrics": {"cpu": {"unit": "%", "value": 0.5}}}),
+        Envelope(timestamp=8, timer={"name": "t", "start": 1_000_000, "stop": 3_500_000}),
+        Envelope(timestamp=9, timer={"name": "u", "start": 1_000_000}),
+        Envelope(timestamp=10, source_id="s", event={"title": "deploy", "body": "v2"}),
+    )
+    for decoded in (decode_batch(data, KEY, 4, 99), decode_with_protobuf(data, KEY, 4, 99)):
+        assert decoded.logs == [[KEY, 5, "app", "1", "ERR", "hi\ufffd", {"h": "a"}, 4, 99, 0]]
+        assert decoded.points == [
+            ("req", "counter", "", {"h": "b"}, 6, 3.0, float(2**64 - 1)),
+            ("cpu", "gauge", "%", {}, 7, 0.5, 0.5),
+            ("t", "timer", "ms", {}, 3_500_000, 2.5, 2.5),
+            ("u", "timer", "ms", {}, 9, -1.0, -1.0),  # no stop: the envelope's timestamp
+        ]
+        assert decoded.events == [[KEY, 10, "s", "", "deploy", "v2", {}, 4, 99, 5]]
+        assert decoded.spans == []
+
+
+def test_spans_are_decoded_by_protobuf() -> None:
+    span = {"trace_id": b"t" * 16, "span_id": b"s" * 8, "name": "GET", "start": 2, "end": 5, "kind": 2}
+    data = record(Envelope(timestamp=1, source_id="a", span=span))
+    assert decode(data, KEY, 0, 0) is None
+    assert decode_batch(data, KEY, 0, 0).spans == [[
+        KEY, 2, "a", "", (b"t" * 16).hex(), (b"s" * 8).hex(), "", "GET", "SERVER", 5, 3, "UNSET", "", {}, 0, 0, 0,
+    ]]
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (b"\x0a\x05ab", "not an EnvelopeBatch"),
+    (record(Envelope(timestamp=1)), "envelope[0] has no message"),
+    (b"\x0a\x04\x12\x02\xc3\x28", "not an EnvelopeBatch"),  # source_id not UTF-8
+])
+def test_what_does_not_decode_is_refused_by_protobuf(data: bytes, message: str) -> None:
+    assert decode(data, KEY, 0, 0) is None
+    with pytest.raises(DecodeError, match=re.escape(message)):
+        decode_batch(data, KEY, 0, 0)
+
+
+def normal(decoded: Decoded) -> tuple[Any, ...]:
+    """Comparable: floats by repr (NaN), tags as sorted items, points sorted (protobuf walks a
+    gauge's map in its own order)."""
+    def value(v: Any) -> Any:
+        if isinstance(v, float):
+            return repr(v)
+        if isinstance(v, dict):
+            return sorted(v.items())
+        return v
+    rows = [[value(v) for v in row] for row in decoded.logs + decoded.events + decoded.spans]
+    return rows, sorted(repr([value(v) for v in point]) for point in decoded.points)
+
+
+texts = st.sampled_from(["", "a", "host", "é", "\U0001f600", "x" * 200])
+uint64 = st.sampled_from([0, 1, 2**53, 2**53 + 1, 2**63, 2**64 - 1])
+int64 = st.sampled_from([0, 1, -1, 10**18, 2**62, -(2**63), 2**63 - 1])
+doubles = st.sampled_from([0.0, -0.0, 1.5, 1e308, 5e-324, float("nan"), float("inf")])
+
+
+@st.composite
+def envelopes(draw: st.DrawFn) -> Envelope:
+    env = Envelope(timestamp=draw(int64), source_id=draw(texts), instance_id=draw(texts))
+    for k, v in draw(st.dictionaries(texts, texts, max_size=3)).items():
+        env.tags[k] = v
+    kind = draw(st.sampled_from(["log", "counter", "gauge", "timer", "event", "span", "none"]))
+    if kind == "log":
+        env.log.payload = draw(st.sampled_from([b"", b"ok", b"\xff\xfe", "é".encode()]))
+        env.log.type = draw(st.sampled_from([0, 1, 5]))  # type: ignore[assignment]
+    elif kind == "counter":
+        env.counter.name, env.counter.delta, env.counter.total = draw(texts), draw(uint64), draw(uint64)
+    elif kind == "gauge":
+        env.gauge.SetInParent()
+        for name, value in draw(st.dictionaries(texts, doubles, max_size=3)).items():
+            env.gauge.metrics[name].value = value
+            env.gauge.metrics[name].unit = draw(texts)
+    elif kind == "timer":
+        env.timer.name, env.timer.start, env.timer.stop = draw(texts), draw(int64), draw(int64)
+    elif kind == "event":
+        env.event.title, env.event.body = draw(texts), draw(texts)
+    elif kind == "span":
+        env.span.name = draw(texts)
+    return env
+
+
+def agree(data: bytes, *, canonical: bool) -> None:
+    fast = decode(data, KEY, 2, 40)
+    try:
+        slow: Decoded | str = decode_with_protobuf(data, KEY, 2, 40)
+    except DecodeError as exc:
+        slow = str(exc)
+    if fast is not None:
+        assert isinstance(slow, Decoded), slow
+        assert normal(Decoded(*fast)) == normal(slow)
+        assert normal(decode_batch(data, KEY, 2, 40)) == normal(slow)
+    else:
+        if isinstance(slow, str):
+            with pytest.raises(DecodeError) as info:
+                decode_batch(data, KEY, 2, 40)
+            assert str(info.value) == slow
+        if canonical:  # protobuf's own encoding of logs, events and metrics: always decoded here
+            assert not all(map(_fast_kind, EnvelopeBatch.FromString(data).batch)), "left to protobuf"
+
+
+def _fast_kind(env: Envelope) -> bool:
+    """Whether the wire-level decoder reads an envelope of this content."""
+    kind = env.WhichOneof("message")
+    if kind == "timer":
+        return abs(env.timer.stop - env.timer.start) <= 2**53
+    return kind in ("log", "counter", "gauge", "event")
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(envelopes(), max_size=6))
+def test_both_decoders_agree_on_generated_records(batch: list[Envelope]) -> None:
+    agree(EnvelopeBatch(batch=batch).SerializeToString(), canonical=True)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.binary(max_size=300))
+def test_both_decoders_agree_on_any_bytes(data: bytes) -> None:
+    try:
+        EnvelopeBatch.FromString(data)
+    except ProtobufDecodeError:
+        assert decode(data, KEY, 0, 0) is None
+        return
+    agree(data, canonical=False)
+
+
+@pytest.mark.parametrize(("name", "data"), [
+    ("a repeated timestamp", b"\x0a\x06\x08\x01\x08\x02\x52\x00"),
+    ("a gauge naming a metric twice", b"\x0a\x14\x62\x12" + b"\x0a\x07\x0a\x01a\x12\x02\x0a\x00" * 2),
+    ("an unknown envelope field", b"\x0a\x05\xa0\x01\x05\x52\x00"),
+    ("a timer longer than 2**53 ns", record(Envelope(timer={"name": "t", "start": -(2**62), "stop": 2**62}))),
+])
+def test_doubts_go_to_protobuf(name: str, data: bytes) -> None:
+    assert decode(data, KEY, 0, 0) is None, name
+    agree(data, canonical=False)
+
+
+def test_arguments_are_checked() -> None:
+    with pytest.raises(TypeError, match="decode"):
+        decode(bytearray(b""), KEY, 0, 0)  # type: ignore[arg-type]
