@@ -1,6 +1,8 @@
 """Reference (the worker's ceiling): a raw aiokafka ``getmany`` loop that only decodes.
 
-Reads the raw topic from the start with the worker's own decoder, nothing else; prints
+Reads the raw topic from the start with the worker's own decoder (``--decoder sluice``, which
+decodes the wire bytes in C) or with protobuf's (``--decoder protobuf``: parse the batch, read
+each envelope's fields, as any Python consumer would), nothing else; prints
 ``{"first": t, "done": t, "envelopes": n}`` (wall-clock seconds) once ``--expect`` envelopes
 are decoded.
 """
@@ -15,10 +17,13 @@ import time
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from sluice.runtime import DEFAULT_GC_THRESHOLD, WORKER_GC_MIDDLE, tune_gc
-from sluice.streams.decode import decode_batch
+from sluice.streams.decode import decode_batch, decode_with_protobuf
+
+DECODERS = {"sluice": decode_batch, "protobuf": decode_with_protobuf}
 
 
-async def run(bootstrap: str, topic: str, expect: int) -> None:
+async def run(bootstrap: str, topic: str, expect: int, decoder: str) -> None:
+    decode = DECODERS[decoder]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest", max_partition_fetch_bytes=8 << 20,
                                 fetch_max_bytes=32 << 20)
@@ -37,7 +42,7 @@ async def run(bootstrap: str, topic: str, expect: int) -> None:
                 if not first:
                     first = time.time()
                 for m in messages:
-                    d = decode_batch(m.value, "ak", tp.partition, m.offset)
+                    d = decode(m.value, "ak", tp.partition, m.offset)
                     n += len(d.logs) + len(d.events) + len(d.points)
         print(json.dumps({"first": first, "done": time.time(), "envelopes": n}), flush=True)
     finally:
@@ -49,9 +54,10 @@ def main() -> None:
     p.add_argument("--bootstrap", required=True)
     p.add_argument("--topic", required=True)
     p.add_argument("--expect", type=int, required=True)
+    p.add_argument("--decoder", choices=sorted(DECODERS), default="sluice")
     a = p.parse_args()
     tune_gc(DEFAULT_GC_THRESHOLD, middle=WORKER_GC_MIDDLE)  # the collector tuning the Sluice worker runs with
-    asyncio.run(run(a.bootstrap, a.topic, a.expect))
+    asyncio.run(run(a.bootstrap, a.topic, a.expect, a.decoder))
 
 
 if __name__ == "__main__":

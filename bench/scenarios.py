@@ -171,7 +171,8 @@ async def worker(ctx: Context) -> list[Row]:
         child.stop()
 
     refs: list[tuple[str, str, list[str], int]] = [
-        ("raw aiokafka getmany + decode (ceiling)", "bench.raw_decode", [], n),
+        ("raw aiokafka getmany + the worker's C decoder (ceiling)", "bench.raw_decode", ["--decoder", "sluice"], n),
+        ("raw aiokafka getmany + protobuf decode", "bench.raw_decode", ["--decoder", "protobuf"], n),
         ("naive Faust agent, table update per event", "bench.naive_faust",
          ["--app-id", f"bench-naive-{uuid.uuid4().hex[:6]}", "--web-port", str(free_port()),
           "--datadir", str(settings.data_dir / "naive")], n_naive),

@@ -22,7 +22,8 @@ EXPECTED = {
     },
     "worker": {
         ("worker", s) for s in (
-            "sluice worker", "raw aiokafka getmany + decode (ceiling)",
+            "sluice worker", "raw aiokafka getmany + the worker's C decoder (ceiling)",
+            "raw aiokafka getmany + protobuf decode",
             "naive Faust agent, table update per event", "Quix Streams tumbling 1s window",
         )
     },
