@@ -42,7 +42,11 @@ class KafkaSettings(BaseModel):
     max_record_bytes: int = Field(
         900_000, ge=1024, description="a batch larger than this is split into several records"
     )
-    linger_ms: int = Field(5, ge=0)
+    linger_ms: int = Field(
+        0, ge=0, description="how long the gateway's producer waits to fill a request: every call waits "
+        "for Kafka's acknowledgement, so this adds to each call's latency (records still share requests "
+        "while one is in flight)",
+    )
 
 
 class ClickHouseSettings(BaseModel):
