@@ -5,6 +5,7 @@ HTTP endpoints ``/status``, ``/metrics`` (Prometheus) and ``/query`` (through wh
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
@@ -17,6 +18,7 @@ from faust.web import Request, Response, View
 
 from sluice.crypto import Keyring
 from sluice.kafka import ensure_topics_sync
+from sluice.runtime import WORKER_FULL_COLLECTION_SECONDS
 from sluice.keys import JsonKeyStore
 from sluice.settings import Settings
 from sluice.streams.clickhouse import ClickHouse
@@ -187,6 +189,10 @@ class Worker:
             if not (app.rebalancing or app.in_recovery):
                 await self.continuity.watch(self.partitions())
                 await pipeline.tick(self.partitions())
+
+        @app.timer(interval=WORKER_FULL_COLLECTION_SECONDS)  # type: ignore[untyped-decorator]
+        async def collect_cycles() -> None:
+            gc.collect()
 
         @app.on_partitions_revoked.connect  # type: ignore[arg-type]
         async def revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
