@@ -20,11 +20,11 @@
 typedef struct {
     ptr data;
     uint64_t len;
-} span_t; /* a string's bytes in the record */
+} bytes_t; /* a string's bytes in the record */
 
 static PyObject *COUNTER, *GAUGE, *TIMER, *EMPTY, *MS, *OUT, *ERR;
 
-static PyObject *text(span_t s) {
+static PyObject *text(bytes_t s) {
     return PyUnicode_DecodeUTF8((const char *)s.data, (Py_ssize_t)s.len, NULL);
 }
 
@@ -32,11 +32,11 @@ static PyObject *text(span_t s) {
 typedef struct {
     uint32_t seen;
     int64_t timestamp;
-    span_t source, instance;
+    bytes_t source, instance;
     int kind; /* field number of the oneof member, 0 if none */
-    span_t message;
+    bytes_t message;
     int ntags;
-    span_t tag_keys[MAX_TAGS], tag_values[MAX_TAGS];
+    bytes_t tag_keys[MAX_TAGS], tag_values[MAX_TAGS];
 } envelope_t;
 
 #define ONCE(seen, n)                     \
@@ -45,7 +45,7 @@ typedef struct {
         (seen) |= 1u << (n);              \
     } while (0)
 
-static int read_tag(ptr p, ptr end, span_t *key, span_t *value) {
+static int read_tag(ptr p, ptr end, bytes_t *key, bytes_t *value) {
     field_t f;
     uint32_t seen = 0;
     key->len = value->len = 0;
@@ -53,7 +53,7 @@ static int read_tag(ptr p, ptr end, span_t *key, span_t *value) {
     while (p < end) {
         if (!(p = next_field(p, end, &f)) || f.wire != LEN || (f.number != 1 && f.number != 2)) return 0;
         ONCE(seen, f.number);
-        span_t s = {f.data, f.len};
+        bytes_t s = {f.data, f.len};
         *(f.number == 1 ? key : value) = s;
     }
     return 1;
@@ -127,7 +127,7 @@ static int add_point(PyObject *points, PyObject *name, PyObject *kind, PyObject 
 }
 
 /* A message's fields by number (1..3), each at most once and of the wire type asked. */
-static int read_fields(span_t m, const uint32_t wires[4], field_t out[4]) {
+static int read_fields(bytes_t m, const uint32_t wires[4], field_t out[4]) {
     field_t f;
     uint32_t seen = 0;
     ptr p = m.data, end = m.data + m.len;
@@ -151,24 +151,24 @@ static const uint32_t EVENT_WIRES[4] = {0, LEN, LEN, 99};           /* title, bo
 static const uint32_t ENTRY_WIRES[4] = {0, LEN, LEN, 99};           /* key, value */
 static const uint32_t READING_WIRES[4] = {0, LEN, FIXED64, 99};     /* unit, value */
 
-static int add_gauge(PyObject *points, span_t gauge, PyObject *tags, int64_t timestamp) {
-    span_t names[MAX_METRICS];
+static int add_gauge(PyObject *points, bytes_t gauge, PyObject *tags, int64_t timestamp) {
+    bytes_t names[MAX_METRICS];
     int n = 0;
     field_t f, entry[4], reading[4];
     ptr p = gauge.data, end = gauge.data + gauge.len;
     while (p < end) {
         if (!(p = next_field(p, end, &f)) || f.number != 1 || f.wire != LEN || n == MAX_METRICS) return 0;
-        span_t e = {f.data, f.len};
+        bytes_t e = {f.data, f.len};
         if (!read_fields(e, ENTRY_WIRES, entry)) return 0;
-        span_t name = {entry[1].data, entry[1].len};
+        bytes_t name = {entry[1].data, entry[1].len};
         for (int i = 0; i < n; i++) /* a name twice: protobuf keeps the last, in its own order */
             if (names[i].len == name.len && !memcmp(names[i].data, name.data, name.len)) return 0;
         names[n++] = name;
-        span_t r = {entry[2].data, entry[2].len};
+        bytes_t r = {entry[2].data, entry[2].len};
         if (!read_fields(r, READING_WIRES, reading)) return 0;
         double value;
         memcpy(&value, &reading[2].value, 8);
-        span_t unit_bytes = {reading[1].data, reading[1].len};
+        bytes_t unit_bytes = {reading[1].data, reading[1].len};
         PyObject *pyname = text(name), *unit = pyname ? text(unit_bytes) : NULL;
         PyObject *v = unit ? PyFloat_FromDouble(value) : NULL;
         int ok = v && add_point(points, pyname, GAUGE, unit, tags, timestamp, v, v);
@@ -224,7 +224,7 @@ static int add_envelope(const envelope_t *e, PyObject *out[3], PyObject *access_
         break;
     case 11: /* counter */
         if (!read_fields(e->message, COUNTER_WIRES, m)) break;
-        a = text((span_t){m[1].data, m[1].len});
+        a = text((bytes_t){m[1].data, m[1].len});
         /* uint64 to double rounds to nearest, ties to even, as Python's float(int) does */
         b = a ? PyFloat_FromDouble((double)m[2].value) : NULL;
         c = b ? PyFloat_FromDouble((double)m[3].value) : NULL;
@@ -237,15 +237,15 @@ static int add_envelope(const envelope_t *e, PyObject *out[3], PyObject *access_
         if (!read_fields(e->message, TIMER_WIRES, m)) break;
         int64_t start = (int64_t)m[2].value, stop = (int64_t)m[3].value, took;
         if (__builtin_sub_overflow(stop, start, &took) || took > (1ll << 53) || took < -(1ll << 53)) break;
-        a = text((span_t){m[1].data, m[1].len});
+        a = text((bytes_t){m[1].data, m[1].len});
         b = a ? PyFloat_FromDouble((double)took / 1e6) : NULL;
         ok = b && add_point(out[2], a, TIMER, MS, tags, stop ? stop : e->timestamp, b, b);
         break;
     }
     case 14: /* event */
         if (!read_fields(e->message, EVENT_WIRES, m)) break;
-        a = text((span_t){m[1].data, m[1].len});
-        b = a ? text((span_t){m[2].data, m[2].len}) : NULL;
+        a = text((bytes_t){m[1].data, m[1].len});
+        b = a ? text((bytes_t){m[2].data, m[2].len}) : NULL;
         ok = b && add_row(out[1], access_key, e, a, b, tags, partition, offset, index);
         break;
     }
