@@ -121,6 +121,7 @@ static int add_point(PyObject *points, PyObject *name, PyObject *kind, PyObject 
     PyObject *point = PyTuple_Pack(7, name, kind, unit, tags, ts, value, last);
     Py_DECREF(ts);
     if (!point) return 0;
+    PyObject_GC_UnTrack(point); /* see untracked() in _aggregate.c */
     int failed = PyList_Append(points, point);
     Py_DECREF(point);
     return !failed;
@@ -185,6 +186,7 @@ static int add_row(PyObject *rows, PyObject *access_key, const envelope_t *e, Py
                    PyObject *tags, PyObject *partition, PyObject *offset, Py_ssize_t index) {
     PyObject *row = PyList_New(10);
     if (!row) return 0;
+    PyObject_GC_UnTrack(row); /* see untracked() in _aggregate.c */
     PyObject *borrowed[10] = {access_key, NULL, NULL, NULL, a, b, tags, partition, offset, NULL};
     for (int i = 0; i < 10; i++) {
         PyObject *item;

@@ -52,11 +52,11 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from sluice.streams import sketch
+from sluice.streams import _aggregate, sketch
 from sluice.streams.decode import TIMER, MetricPoint
 
 NS = 1_000_000_000
@@ -78,7 +78,9 @@ SNAPSHOT = "@s"
 _COUNT, _SUM, _MIN, _MAX, _LAST_TS, _LAST, _SKETCH = 5, 6, 7, 8, 9, 10, 11
 
 
-_SERIES_IDS: dict[tuple[str, str, tuple[tuple[str, str], ...]], int] = {}
+# The series ids worked out so far, by an in-process hash of (access key, name, tags): see
+# _aggregate.series_ids.
+_SERIES_IDS: dict[int, tuple[Any, ...]] = {}
 _SERIES_IDS_MAX = 250_000  # about 60 MiB at most
 # By series id: about what one of its rows adds to a state chunk (the size of its tags, which a
 # series id stands for, and room for the rest); chunks are cut by it.
@@ -87,27 +89,6 @@ _ROW_BYTES: dict[int, int] = {}
 
 def series_id(access_key: str, name: str, tags: dict[str, str]) -> int:
     """A stable 64-bit id of a series: access key + metric name + sorted tags."""
-    # Remembered by the tags as they come (the same set in another order is only a miss): a
-    # hash of the sorted tags costs several times the lookup.
-    memo_key = (access_key, name, tuple(tags.items()))
-    found = _SERIES_IDS.get(memo_key)
-    if found is None:
-        if len(_SERIES_IDS) >= _SERIES_IDS_MAX:
-            _SERIES_IDS.clear()
-        found = _SERIES_IDS[memo_key] = _series_hash(access_key, name, tags)
-    return found
-
-
-def series_ids(access_key: str, points: Iterable[MetricPoint]) -> list[int]:
-    """The series id of each point (:func:`series_id`, its lookup inlined: it runs per point)."""
-    known = _SERIES_IDS
-    return [
-        known.get((access_key, name, tuple(tags.items()))) or series_id(access_key, name, tags)
-        for name, _kind, _unit, tags, _ts, _value, _last in points
-    ]
-
-
-def _series_hash(access_key: str, name: str, tags: dict[str, str]) -> int:
     h = hashlib.blake2b(digest_size=8)
     h.update(access_key.encode())
     h.update(b"\0")
@@ -118,6 +99,11 @@ def _series_hash(access_key: str, name: str, tags: dict[str, str]) -> int:
         h.update(b"=")
         h.update(tags[k].encode())
     return int.from_bytes(h.digest(), "big")
+
+
+def series_ids(access_key: str, points: list[MetricPoint]) -> list[int]:
+    """The :func:`series_id` of each point, remembered for the series seen before (it runs per point)."""
+    return _aggregate.series_ids(access_key, points, _SERIES_IDS, _SERIES_IDS_MAX, series_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,7 +334,7 @@ class TumblingWindows:
         return max(p.applied, p.pending_offset)
 
     def add(
-        self, partition: int, offset: int, access_key: str, points: Sequence[MetricPoint], sids: Sequence[int] | None = None
+        self, partition: int, offset: int, access_key: str, points: list[MetricPoint], sids: list[int] | None = None
     ) -> bool:
         """Apply one record's points (``sids``: their :func:`series_ids`, worked out once for all
         window sizes); False (and nothing changes) if the offset was applied.
@@ -360,41 +346,16 @@ class TumblingWindows:
         p.pending_offset = offset
         if sids is None:
             sids = series_ids(access_key, points)
-        size_s = self.size_s
-        size_ns = size_s * NS
-        newest = self._newest[partition]
-        # Per window start, the aggregates to add to (None: the state has this record's points
-        # of that window already, a replay). A record's points mostly share a start.
-        into_by_start: dict[int, dict[int, list[Any]] | None] = {}
-        last_start: int | None = None  # any int is a start, even a negative one
-        into = None
-        for (name, kind, unit, tags, ts, v, last), sid in zip(points, sids):
-            if ts > newest:
-                newest = ts
-            start = ts // size_ns * size_s
-            if start != last_start:
-                last_start = start
-                if start in into_by_start:
-                    into = into_by_start[start]
-                else:
-                    into = into_by_start[start] = None if offset <= self._covered(p, start) else p.pending.setdefault(start, {})
-            if into is None:
-                continue
-            agg = into.get(sid)
-            if agg is None:
-                agg = into[sid] = [access_key, name, kind, unit, tags, 1, v, v, v, ts, last, {}]
-            else:
-                agg[_COUNT] += 1
-                agg[_SUM] += v
-                if v < agg[_MIN]:
-                    agg[_MIN] = v
-                elif v > agg[_MAX]:
-                    agg[_MAX] = v
-                if ts >= agg[_LAST_TS]:
-                    agg[_LAST_TS] = ts
-                    agg[_LAST] = last
-            if kind == TIMER:
-                sketch.add(agg[_SKETCH], v)
+        covered = self._covered
+        pending = p.pending
+
+        def resolve(start: int) -> dict[int, list[Any]] | None:
+            """The aggregates of the window at ``start`` (None: the state has this record's points of it)."""
+            return None if offset <= covered(p, start) else pending.setdefault(start, {})
+
+        newest = _aggregate.aggregate(
+            points, sids, access_key, self.size_s, self._newest[partition], resolve, TIMER, sketch.add
+        )
         self._newest[partition] = newest
         return True
 
@@ -506,12 +467,7 @@ class TumblingWindows:
                 if not self._due(start, cutoff):
                     continue
                 window = p.windows[start]
-                values = window.values
-                rows = [  # by series id (sorting the ids alone is several times faster than the items)
-                    [key, name, sid, start, kind, unit, tags, count, total, low, high, (last_ts, last), sk]
-                    for sid in sorted(values)
-                    for key, name, kind, unit, tags, count, total, low, high, last_ts, last, sk in (values[sid],)
-                ]
+                rows = _aggregate.window_rows(window.values, start)  # by series id
                 closed.append(ClosedWindow(partition, start, window.covered, list(window.keys), rows))
         return closed
 

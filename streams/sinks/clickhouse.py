@@ -8,7 +8,7 @@ stream waits (backpressure) instead of losing or reordering rows.
 Blocks are stored column by column and inserted with ``column_oriented=True``: clickhouse-connect
 pivots row-oriented data itself, one tuple per row, and on a worker's heap of millions of
 objects those tuples set off garbage collections that made the pivot ~37% of an insert.
-:func:`columns_of` builds one list per column and allocates nothing per row.
+:func:`columns_of` builds one list per column (in C, ``_columns.c``) and allocates nothing per row.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sluice.streams._columns import columns
 from sluice.streams.clickhouse import ClickHouse
 from sluice.streams.exceptions import ClickHouseUnavailable
 
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 
 def columns_of(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     """``rows`` of ``width`` values each as ``width`` column lists; values are kept as they are."""
+    found = columns(rows, width) if isinstance(rows, list) else None  # lists of lists or tuples, in C
+    if found is not None:
+        return found
     widths = set(map(len, rows))
     if widths - {width}:
         raise ValueError(f"every row needs {width} values, got rows of {sorted(widths)}")

@@ -6,11 +6,15 @@ each reference ran and that the ratios name every reference.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from bench.common import Row, table
+from bench.common import REPO, Row, envelopes, table
 from bench.runner import SCENARIOS, report, run_bench
 from bench.scenarios import Context
 from sluice.tansu import Tansu
@@ -69,3 +73,16 @@ def test_unknown_scenarios_are_refused() -> None:
 def test_the_report_shows_rows_without_a_result() -> None:
     text = report([Row("worker", "x", "envelopes/s", None, note="could not run: why")], ["worker"], 1.0, True)
     assert "| worker | x | -  |" in text and "could not run: why" in text
+
+
+def test_the_inprocess_pipeline_runs_the_worker_scenario_load_into_chdb() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.inprocess", "--envelopes", "4000"],
+        capture_output=True, text=True, timeout=240, check=True, cwd=REPO,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    kinds = Counter(e.WhichOneof("message") for e in envelopes(4000, seed=2, span_s=1.0, t0=1_700_000_000 * 10**9))
+    assert result["envelopes"] == 4000
+    assert result["rows_written"]["logs"] == kinds["log"]
+    assert result["rows_written"]["metrics_1s"] + result["rows_written"]["metrics_1m"] == result["metric_rows"] > 0
+    assert result["envelopes_per_s"] > 0 and result["cpu_s"]["process"] > 0 and result["cpu_s"]["commit"] > 0

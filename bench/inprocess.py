@@ -1,0 +1,160 @@
+"""The worker's pipeline in one process, without Kafka: for profiling what the worker does per
+envelope, where ``sluice bench worker`` measures it with its broker and threads.
+
+``python -m bench.inprocess [--envelopes N] [--no-clickhouse] [--profile FILE]`` runs the worker
+scenario's load (records of 500 envelopes over two partitions) through :class:`Pipeline` in
+batches of the worker's size: decode, 1s and 1m windows, the file sink, the window state
+encoded as the worker's changelog encodes it (orjson, kept in a dict), and chDB through the
+worker's :class:`ClickHouse` (``--no-clickhouse``: blocks are counted, not inserted). It prints
+one JSON line: envelopes/s, CPU µs per envelope, the CPU seconds of ``process`` and ``commit``,
+and the cyclic collector's collections and seconds. ``--profile`` writes cProfile's stats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import json
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.common import envelopes, encoded, records_of
+from sluice.kafka import CONTENT_TYPE_BATCH, H_CONTENT_TYPE
+from sluice.runtime import DEFAULT_GC_THRESHOLD, WORKER_GC_MIDDLE, tune_gc
+from sluice.settings import Settings
+from sluice.streams.clickhouse import ClickHouse
+from sluice.streams.pipeline import Pipeline, Record
+from sluice.streams.sinks.clickhouse import ClickHouseSink
+from sluice.streams.sinks.files import FileSink
+from sluice.streams.windows import TumblingWindows
+
+ACCESS_KEY = "ak_bench"
+BATCH_RECORDS = 500  # the worker's default batch_records
+
+
+class JsonState:
+    """Window state kept as the worker's table keeps it: orjson-encoded values."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def get(self, key: str) -> list[Any] | None:
+        value = self.data.get(key)
+        return None if value is None else list(orjson.loads(value))
+
+    def put(self, partition: int, key: str, value: list[Any]) -> None:
+        self.data[key] = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+
+    def delete(self, partition: int, key: str) -> None:
+        self.data.pop(key, None)
+
+    def keys(self) -> Iterable[str]:
+        return list(self.data)
+
+
+class CountingClickHouse:
+    """Counts the rows of each insert (``--no-clickhouse``)."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+
+    async def insert_columns(self, table: str, data: Sequence[Sequence[Any]], columns: Sequence[str], token: str) -> None:
+        self.rows += len(data[0]) if data else 0
+
+
+def load(n: int) -> list[Record]:
+    """The worker scenario's records (``n`` envelopes), two partitions, in offset order."""
+    values = records_of(encoded(envelopes(n, seed=2, span_s=max(1.0, n / 6_667), t0=1_700_000_000 * 10**9)))
+    headers = [(H_CONTENT_TYPE, CONTENT_TYPE_BATCH)]
+    return [
+        Record("raw", i % 2, i // 2, f"{ACCESS_KEY}_{i % 2}".encode(), v, headers) for i, v in enumerate(values)
+    ]
+
+
+async def run(n: int, *, clickhouse: bool, workdir: Path) -> dict[str, Any]:
+    records = load(n)
+    ch: Any = ClickHouse(Settings(data_dir=workdir)) if clickhouse else CountingClickHouse()
+    if clickhouse:
+        await ch.warm_up()
+    pipeline = Pipeline(
+        {
+            "metrics_1s": TumblingWindows(JsonState(), size=1, lateness=0, idle_close=5),
+            "metrics_1m": TumblingWindows(JsonState(), size=60, lateness=0, idle_close=5),
+        },
+        FileSink(workdir / "files"), ClickHouseSink(ch), dead_letter=_no_dead_letters,
+    )
+    cpu = {"process": 0.0, "commit": 0.0}
+    process, commit = pipeline.process, pipeline.commit
+
+    def timed_process(batch: Iterable[Record]) -> None:
+        t = time.process_time()
+        process(batch)
+        cpu["process"] += time.process_time() - t
+
+    async def timed_commit(partitions: Sequence[int], *, force: bool = False) -> None:
+        t = time.process_time()
+        await commit(partitions, force=force)
+        cpu["commit"] += time.process_time() - t
+
+    pipeline.process = timed_process  # type: ignore[method-assign,assignment]
+    pipeline.commit = timed_commit  # type: ignore[method-assign]
+    collections = {"n": 0, "s": 0.0, "at": 0.0}
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            collections["at"] = time.perf_counter()
+        else:
+            collections["n"] += 1
+            collections["s"] += time.perf_counter() - collections["at"]
+
+    tune_gc(DEFAULT_GC_THRESHOLD, middle=WORKER_GC_MIDDLE)  # as `sluice worker` does
+    gc.callbacks.append(on_gc)
+    t0, c0 = time.perf_counter(), time.process_time()
+    try:
+        for i in range(0, len(records), BATCH_RECORDS):
+            await pipeline.handle(records[i:i + BATCH_RECORDS], [0, 1])
+        await pipeline.tick([0, 1], force=True)
+    finally:
+        gc.callbacks.remove(on_gc)
+    wall, used = time.perf_counter() - t0, time.process_time() - c0
+    if clickhouse:
+        await ch.stop()
+    c = pipeline.counters
+    return {
+        "envelopes": c.envelopes, "metric_rows": c.metric_rows, "rows_written": pipeline.clickhouse.rows_written,
+        "envelopes_per_s": round(c.envelopes / wall), "cpu_us_per_envelope": round(used / c.envelopes * 1e6, 2),
+        "cpu_s": {k: round(v, 3) for k, v in cpu.items()},
+        "collections": collections["n"], "collection_s": round(collections["s"], 3),
+    }
+
+
+async def _no_dead_letters(record: Record, reason: str) -> None:
+    raise RuntimeError(f"the bench load has no bad records, got {reason}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--envelopes", type=int, default=1_000_000)
+    parser.add_argument("--no-clickhouse", action="store_true", help="count the inserts' rows instead of inserting")
+    parser.add_argument("--profile", type=Path, help="write cProfile stats here")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="sluice-inprocess-") as tmp:
+        coro = run(args.envelopes, clickhouse=not args.no_clickhouse, workdir=Path(tmp))
+        if args.profile:
+            profiler = cProfile.Profile()
+            result = profiler.runcall(asyncio.run, coro)
+            profiler.dump_stats(args.profile)
+        else:
+            result = asyncio.run(coro)
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
