@@ -28,6 +28,35 @@ static PyObject *text(bytes_t s) {
     return PyUnicode_DecodeUTF8((const char *)s.data, (Py_ssize_t)s.len, NULL);
 }
 
+#define NAME_SLOTS 65536 /* a power of two */
+#define NAME_MAX_LEN 64
+static PyObject *names[NAME_SLOTS];
+
+/* text() for the strings that repeat from envelope to envelope (tag keys and values, metric
+ * names and units, sources, instances): a short ASCII string is shared with earlier records
+ * through a direct-mapped cache, whose slot keeps the last string hashed to it (at most
+ * NAME_SLOTS strings of NAME_MAX_LEN bytes). A shared string is allocated, freed and hashed
+ * once (series ids hash names and tags), not once per envelope, and compares by identity. */
+static PyObject *name_text(bytes_t s) {
+    if (s.len > NAME_MAX_LEN) return text(s);
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    uint8_t high = 0;
+    for (uint64_t i = 0; i < s.len; i++) {
+        h = (h ^ s.data[i]) * 1099511628211ULL;
+        high |= s.data[i];
+    }
+    if (high & 0x80) return text(s);
+    PyObject **slot = &names[(h ^ (h >> 32)) & (NAME_SLOTS - 1)];
+    PyObject *found = *slot;
+    if (found && PyUnicode_GET_LENGTH(found) == (Py_ssize_t)s.len && !memcmp(PyUnicode_1BYTE_DATA(found), s.data, s.len))
+        return Py_NewRef(found);
+    PyObject *str = PyUnicode_New((Py_ssize_t)s.len, 127);
+    if (!str) return NULL;
+    memcpy(PyUnicode_1BYTE_DATA(str), s.data, s.len);
+    Py_XSETREF(*slot, Py_NewRef(str));
+    return str;
+}
+
 /* The fields of one envelope (or of one of its messages) we read, each seen at most once. */
 typedef struct {
     uint32_t seen;
@@ -100,8 +129,8 @@ static PyObject *tags_of(const envelope_t *e) {
     PyObject *tags = PyDict_New();
     if (!tags) return NULL;
     for (int i = 0; i < e->ntags; i++) {
-        PyObject *k = text(e->tag_keys[i]);
-        PyObject *v = k ? text(e->tag_values[i]) : NULL;
+        PyObject *k = name_text(e->tag_keys[i]);
+        PyObject *v = k ? name_text(e->tag_values[i]) : NULL;
         int failed = !v || PyDict_SetItem(tags, k, v) < 0; /* a repeated key: the last wins, as in protobuf */
         Py_XDECREF(k);
         Py_XDECREF(v);
@@ -170,7 +199,7 @@ static int add_gauge(PyObject *points, bytes_t gauge, PyObject *tags, int64_t ti
         double value;
         memcpy(&value, &reading[2].value, 8);
         bytes_t unit_bytes = {reading[1].data, reading[1].len};
-        PyObject *pyname = text(name), *unit = pyname ? text(unit_bytes) : NULL;
+        PyObject *pyname = name_text(name), *unit = pyname ? name_text(unit_bytes) : NULL;
         PyObject *v = unit ? PyFloat_FromDouble(value) : NULL;
         int ok = v && add_point(points, pyname, GAUGE, unit, tags, timestamp, v, v);
         Py_XDECREF(pyname);
@@ -192,8 +221,8 @@ static int add_row(PyObject *rows, PyObject *access_key, const envelope_t *e, Py
         PyObject *item;
         switch (i) {
         case 1: item = PyLong_FromLongLong(e->timestamp); break;
-        case 2: item = text(e->source); break;
-        case 3: item = text(e->instance); break;
+        case 2: item = name_text(e->source); break;
+        case 3: item = name_text(e->instance); break;
         case 9: item = PyLong_FromSsize_t(index); break;
         default: item = Py_NewRef(borrowed[i]); break;
         }
@@ -226,7 +255,7 @@ static int add_envelope(const envelope_t *e, PyObject *out[3], PyObject *access_
         break;
     case 11: /* counter */
         if (!read_fields(e->message, COUNTER_WIRES, m)) break;
-        a = text((bytes_t){m[1].data, m[1].len});
+        a = name_text((bytes_t){m[1].data, m[1].len});
         /* uint64 to double rounds to nearest, ties to even, as Python's float(int) does */
         b = a ? PyFloat_FromDouble((double)m[2].value) : NULL;
         c = b ? PyFloat_FromDouble((double)m[3].value) : NULL;
@@ -239,7 +268,7 @@ static int add_envelope(const envelope_t *e, PyObject *out[3], PyObject *access_
         if (!read_fields(e->message, TIMER_WIRES, m)) break;
         int64_t start = (int64_t)m[2].value, stop = (int64_t)m[3].value, took;
         if (__builtin_sub_overflow(stop, start, &took) || took > (1ll << 53) || took < -(1ll << 53)) break;
-        a = text((bytes_t){m[1].data, m[1].len});
+        a = name_text((bytes_t){m[1].data, m[1].len});
         b = a ? PyFloat_FromDouble((double)took / 1e6) : NULL;
         ok = b && add_point(out[2], a, TIMER, MS, tags, stop ? stop : e->timestamp, b, b);
         break;

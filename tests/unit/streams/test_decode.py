@@ -167,3 +167,26 @@ def test_doubts_go_to_protobuf(name: str, data: bytes) -> None:
 def test_arguments_are_checked() -> None:
     with pytest.raises(TypeError, match="decode"):
         decode(bytearray(b""), KEY, 0, 0)  # type: ignore[arg-type]
+
+
+def test_repeated_names_and_tags_are_shared_strings_and_every_string_is_kept_exactly() -> None:
+    def counter(i: int, value: str) -> Envelope:
+        return Envelope(timestamp=i, source_id="app", tags={"host": value}, counter={"name": "req", "delta": 1})
+
+    first = decode(record(counter(1, "h1"), counter(2, "h1")), KEY, 0, 0)
+    again = decode(record(counter(3, "h1")), KEY, 0, 1)
+    assert first is not None and again is not None
+    (a, b), (c,) = first[2], again[2]
+    assert a[0] is b[0] is c[0] == "req"  # one string across envelopes and records
+    [(ka, va)], [(kc, vc)] = a[3].items(), c[3].items()
+    assert ka is kc == "host" and va is vc == "h1"
+    # More distinct strings than the cache has slots, short and long, ASCII or not: each exact.
+    values = [f"v{i}" for i in range(70_000)] + ["x" * 64, "x" * 65, "é", "\x00", "", "h1"]
+    decoded = []
+    for i in range(0, len(values), 1000):
+        got = decode(record(*(counter(j, v) for j, v in enumerate(values[i:i + 1000]))), KEY, 0, i)
+        assert got is not None
+        decoded += [p[3]["host"] for p in got[2]]
+    assert decoded == values
+    after = decode(record(counter(1, "h1"), counter(2, "h1")), KEY, 0, 99)
+    assert after is not None and after[2][0][3]["host"] is after[2][1][3]["host"]  # shared again
