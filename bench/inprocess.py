@@ -1,13 +1,14 @@
 """The worker's pipeline in one process, without Kafka: for profiling what the worker does per
 envelope, where ``sluice bench worker`` measures it with its broker and threads.
 
-``python -m bench.inprocess [--envelopes N] [--no-clickhouse] [--profile FILE]`` runs the worker
-scenario's load (records of 500 envelopes over two partitions) through :class:`Pipeline` in
-batches of the worker's size: decode, 1s and 1m windows, the file sink, the window state
-encoded as the worker's changelog encodes it (orjson, kept in a dict), and chDB through the
-worker's :class:`ClickHouse` (``--no-clickhouse``: blocks are counted, not inserted). It prints
-one JSON line: envelopes/s, CPU µs per envelope, the CPU seconds of ``process`` and ``commit``,
-and the cyclic collector's collections and seconds. ``--profile`` writes cProfile's stats.
+``python -m bench.inprocess [--envelopes N] [--per-record N] [--no-clickhouse] [--profile FILE]``
+runs the worker scenario's load (records of 500 envelopes over two partitions) through
+:class:`Pipeline` in batches and steps of the worker's sizes: decode, 1s and 1m windows, the file
+sink, the window state encoded as the worker's changelog encodes it (orjson, kept in a dict), and
+chDB through the worker's :class:`ClickHouse` (``--no-clickhouse``: blocks are counted, not
+inserted). It prints one JSON line: envelopes/s, CPU µs per envelope, the CPU seconds of
+``process`` and ``commit``, the cyclic collector's collections and seconds, and the process's
+RSS before the run and at its peak. ``--profile`` writes cProfile's stats.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ import asyncio
 import cProfile
 import gc
 import json
+import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +32,16 @@ import orjson
 from bench.common import envelopes, encoded, records_of
 from sluice.kafka import CONTENT_TYPE_BATCH, H_CONTENT_TYPE
 from sluice.runtime import DEFAULT_GC_THRESHOLD, WORKER_GC_MIDDLE, tune_gc
-from sluice.settings import Settings
+from sluice.settings import Settings, WorkerSettings
 from sluice.streams.clickhouse import ClickHouse
-from sluice.streams.pipeline import Pipeline, Record
+from sluice.streams.pipeline import Pipeline, Record, steps
 from sluice.streams.sinks.clickhouse import ClickHouseSink
 from sluice.streams.sinks.files import FileSink
 from sluice.streams.windows import TumblingWindows
 
 ACCESS_KEY = "ak_bench"
-BATCH_RECORDS = 500  # the worker's default batch_records
+BATCH_RECORDS = WorkerSettings().batch_records  # the worker's defaults
+BATCH_BYTES = WorkerSettings().batch_bytes
 
 
 class JsonState:
@@ -69,17 +74,51 @@ class CountingClickHouse:
         self.rows += len(data[0]) if data else 0
 
 
-def load(n: int) -> list[Record]:
-    """The worker scenario's records (``n`` envelopes), two partitions, in offset order."""
-    values = records_of(encoded(envelopes(n, seed=2, span_s=max(1.0, n / 6_667), t0=1_700_000_000 * 10**9)))
+MiB = 1 << 20
+
+
+class PeakRss:
+    """This process's RSS when created, and its peak until :meth:`stop` (sampled every 10 ms)."""
+
+    def __init__(self) -> None:
+        self.before = self.peak = self._rss()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.01):
+            self.peak = max(self.peak, self._rss())
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+
+def _values(n: int, per_record: int) -> list[bytes]:
+    data = encoded(envelopes(n, seed=2, span_s=max(1.0, n / 6_667), t0=1_700_000_000 * 10**9))
+    return records_of(data, per_record=per_record)
+
+
+def load(n: int, per_record: int = 500) -> list[Record]:
+    """The worker scenario's records (``n`` envelopes), two partitions, in offset order; made in a
+    child process, so that this one's RSS holds only the records."""
+    with ProcessPoolExecutor(1) as pool:
+        values = pool.submit(_values, n, per_record).result()
     headers = [(H_CONTENT_TYPE, CONTENT_TYPE_BATCH)]
     return [
         Record("raw", i % 2, i // 2, f"{ACCESS_KEY}_{i % 2}".encode(), v, headers) for i, v in enumerate(values)
     ]
 
 
-async def run(n: int, *, clickhouse: bool, workdir: Path) -> dict[str, Any]:
-    records = load(n)
+async def run(n: int, *, clickhouse: bool, workdir: Path, per_record: int = 500) -> dict[str, Any]:
+    records = load(n, per_record)
     ch: Any = ClickHouse(Settings(data_dir=workdir)) if clickhouse else CountingClickHouse()
     if clickhouse:
         await ch.warm_up()
@@ -114,15 +153,18 @@ async def run(n: int, *, clickhouse: bool, workdir: Path) -> dict[str, Any]:
             collections["n"] += 1
             collections["s"] += time.perf_counter() - collections["at"]
 
+    rss = PeakRss()
     tune_gc(DEFAULT_GC_THRESHOLD, middle=WORKER_GC_MIDDLE)  # as `sluice worker` does
     gc.callbacks.append(on_gc)
     t0, c0 = time.perf_counter(), time.process_time()
     try:
         for i in range(0, len(records), BATCH_RECORDS):
-            await pipeline.handle(records[i:i + BATCH_RECORDS], [0, 1])
+            for step in steps(records[i:i + BATCH_RECORDS], BATCH_BYTES):
+                await pipeline.handle(step, [0, 1])
         await pipeline.tick([0, 1], force=True)
     finally:
         gc.callbacks.remove(on_gc)
+        rss.stop()
     wall, used = time.perf_counter() - t0, time.process_time() - c0
     if clickhouse:
         await ch.stop()
@@ -132,6 +174,7 @@ async def run(n: int, *, clickhouse: bool, workdir: Path) -> dict[str, Any]:
         "envelopes_per_s": round(c.envelopes / wall), "cpu_us_per_envelope": round(used / c.envelopes * 1e6, 2),
         "cpu_s": {k: round(v, 3) for k, v in cpu.items()},
         "collections": collections["n"], "collection_s": round(collections["s"], 3),
+        "rss_mib": {"before": round(rss.before / MiB), "peak": round(rss.peak / MiB)},
     }
 
 
@@ -142,11 +185,12 @@ async def _no_dead_letters(record: Record, reason: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--envelopes", type=int, default=1_000_000)
+    parser.add_argument("--per-record", type=int, default=500, help="envelopes per record (the gateway's: 1000)")
     parser.add_argument("--no-clickhouse", action="store_true", help="count the inserts' rows instead of inserting")
     parser.add_argument("--profile", type=Path, help="write cProfile stats here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sluice-inprocess-") as tmp:
-        coro = run(args.envelopes, clickhouse=not args.no_clickhouse, workdir=Path(tmp))
+        coro = run(args.envelopes, clickhouse=not args.no_clickhouse, workdir=Path(tmp), per_record=args.per_record)
         if args.profile:
             profiler = cProfile.Profile()
             result = profiler.runcall(asyncio.run, coro)

@@ -226,6 +226,11 @@ class WorkerSettings(BaseModel):
     batch_records: int = Field(
         500, ge=1, description="records per processing batch; each batch ends with durable writes"
     )
+    batch_bytes: int = Field(
+        16 * 1024 * 1024, ge=1,
+        description="a batch whose records hold more bytes than this is processed in several steps, each "
+        "ending with durable writes: a step's memory grows with its envelopes, not its records",
+    )
     batch_interval: float = Field(
         0.5, gt=0, description="seconds a batch waits for more records before it is processed"
     )

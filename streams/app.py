@@ -26,7 +26,7 @@ from sluice.streams.config import ConfigFollower
 from sluice.streams.continuity import Continuity
 from sluice.streams.dlq import dead_letter_headers
 from sluice.streams.exceptions import QueryError
-from sluice.streams.pipeline import Pipeline, Record
+from sluice.streams.pipeline import Pipeline, Record, steps
 from sluice.streams.positions import Positions
 from sluice.streams.prometheus import render
 from sluice.streams.sinks.clickhouse import ClickHouseSink
@@ -182,7 +182,8 @@ class Worker:
                     for m in (e.message for e in events)
                 ]
                 records = await self.continuity.admit(records)
-                await pipeline.handle(records, self.partitions())
+                for step in steps(records, worker.batch_bytes):
+                    await pipeline.handle(step, self.partitions())
 
         @app.timer(interval=worker.tick_interval)  # type: ignore[untyped-decorator]
         async def close_quiet_windows() -> None:

@@ -68,6 +68,7 @@ class Counters:
     """What the pipeline has done since it started; exported on the worker's status page."""
 
     records: int = 0
+    steps: int = 0  # processing steps (Pipeline.handle): one or more per batch of the consumer
     envelopes: int = 0
     logs: int = 0
     events: int = 0
@@ -82,6 +83,26 @@ class Counters:
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
+
+
+def steps(records: Sequence[Record], max_bytes: int) -> list[Sequence[Record]]:
+    """``records`` cut into as few runs as keep each within ``max_bytes`` of values, of about equal
+    bytes (a record larger than that is a step of its own), in order: each is processed and made
+    durable before the next."""
+    total = sum(len(r.value) for r in records)
+    if total <= max_bytes:
+        return [records] if records else []
+    target = total / -(-total // max_bytes)  # equal shares of the fewest steps that could hold it
+    out: list[Sequence[Record]] = []
+    start, size = 0, 0
+    for i, record in enumerate(records):
+        n = len(record.value)
+        if i > start and (size + n > max_bytes or size >= target):
+            out.append(records[start:i])
+            start, size = i, 0
+        size += n
+    out.append(records[start:])
+    return out
 
 
 MetricStream = Literal["metrics_1s", "metrics_1m"]
@@ -194,6 +215,7 @@ class Pipeline:
         partitions = list(partitions)
 
         async def job() -> None:
+            self.counters.steps += 1
             self.process(records)
             await self.commit(partitions)
 

@@ -187,10 +187,10 @@ async def test_encrypted_keys_are_not_plaintext_on_the_topic_and_decrypt_in_the_
 
 
 async def test_a_sharded_key_spreads_over_partitions_and_merges_exactly(
-    gateway: Gateway, worker_process: WorkerProcess, unique: str
+    gateway: Gateway, worker_process: WorkerProcess, settings: Settings, unique: str
 ) -> None:
     key = await add_key(gateway.keys, f"ak_{unique}")
-    worker_process.start()
+    settings.worker.batch_bytes = 1  # each record a processing step of its own: the sums are still exact
     sources = [f"host-{i}" for i in range(30)]
 
     def load(batch: int) -> list[Envelope]:
@@ -200,6 +200,7 @@ async def test_a_sharded_key_spreads_over_partitions_and_merges_exactly(
         assert await client.send(load(0)) == 30  # one shard
         await gateway.keys.update(key, shards=3)  # resharded live, between two sends
         assert await client.send(load(1)) == 30
+    worker_process.start()  # after the sends: its first batch holds all the records
     await worker_process.caught_up()
 
     records = await read_topic(gateway.settings.kafka.bootstrap, gateway.settings.kafka.raw_topic)
@@ -216,7 +217,9 @@ async def test_a_sharded_key_spreads_over_partitions_and_merges_exactly(
     # the partials were stored apart, counted as the worker wrote them since ClickHouse may
     # merge their parts at any time, and merged by the query above.
     partitions = {r.partition for r in records}
-    assert worker_process.status()["rows_written"]["metrics_1s"] >= len(partitions)
+    status = worker_process.status()
+    assert status["rows_written"]["metrics_1s"] >= len(partitions)
+    assert status["counters"]["steps"] == status["counters"]["records"] == len(records)  # batch_bytes = 1
 
 
 async def test_audit_reconciles_windows_and_names_the_one_that_differs(

@@ -12,7 +12,7 @@ from sluice.client import counter_envelope, log_envelope, timer_envelope
 from sluice.keys import AccessKeyConfig
 from sluice.streams.clickhouse import ClickHouse
 from sluice.streams.exceptions import ClickHouseUnavailable
-from sluice.streams.pipeline import Pipeline, Record
+from sluice.streams.pipeline import Pipeline, Record, steps
 from sluice.streams.positions import Positions
 from sluice.streams.sinks.clickhouse import ClickHouseSink
 from sluice.streams.sinks.files import FileSink
@@ -73,7 +73,7 @@ async def test_a_batch_is_routed_tokened_and_committed(tmp_path: Path) -> None:
     assert [(r.offset, reason.split(":")[0]) for r, reason in dead] == [(5, "not an EnvelopeBatch")]
     assert [json.loads(x)["payload"] for x in (tmp_path / "k" / "logs.jsonl").read_text().splitlines()] == ["hi"]
     assert pipeline.counters.as_dict() == {
-        "records": 3, "envelopes": 3, "logs": 1, "events": 0, "spans": 0, "points": 2, "replayed_records_skipped": 0,
+        "records": 3, "steps": 1, "envelopes": 3, "logs": 1, "events": 0, "spans": 0, "points": 2, "replayed_records_skipped": 0,
         "dead_letters": 1, "throttled": 0, "late": 0, "windows_closed": 2, "metric_rows": 2,
     }
     assert pipeline.positions.as_dict() == {0: 5}
@@ -222,3 +222,20 @@ async def test_windows_closed_together_are_one_block_named_by_their_group(tmp_pa
     )
     await restarted.tick([0, 1])
     assert [(t, token) for t, _, token in fake.inserts[4:]] == [(t, token) for t, _, token in fake.inserts[:4]]
+
+
+def test_steps_cut_a_batch_by_the_bytes_of_its_records() -> None:
+    def sized(offset: int, n: int) -> Record:
+        return Record("raw", 0, offset, b"k", b"x" * n)
+
+    batch = [sized(0, 40), sized(1, 50), sized(2, 10), sized(3, 200), sized(4, 1), sized(5, 99)]
+    cut = steps(batch, 100)
+    assert [[r.offset for r in step] for step in cut] == [[0, 1, 2], [3], [4, 5]]  # a large record alone
+    assert [r for step in cut for r in step] == batch
+    assert steps(batch, 10_000) == [batch]
+    assert steps([], 100) == []
+    assert [[r.offset for r in step] for step in steps(batch, 1)] == [[0], [1], [2], [3], [4], [5]]
+    # A batch a little over the limit: two halves, not a full step and a sliver.
+    even = [sized(i, 10) for i in range(10)]
+    assert [len(step) for step in steps(even, 90)] == [5, 5]
+    assert [len(step) for step in steps(even, 40)] == [4, 4, 2]
