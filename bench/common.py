@@ -24,6 +24,7 @@ from sluice.v1.envelope_pb2 import Envelope
 
 REPO = Path(__file__).resolve().parents[1]
 NS = 1_000_000_000
+MiB = 1 << 20
 
 
 def progress(message: str) -> None:
@@ -147,8 +148,8 @@ class ProcessMeter:
 class SelfMeter(ProcessMeter):
     """A :class:`ProcessMeter` of this process (in-process scenarios)."""
 
-    def __init__(self) -> None:
-        super().__init__(os.getpid())
+    def __init__(self, interval: float = 0.1) -> None:
+        super().__init__(os.getpid(), interval)
 
 
 class Child:

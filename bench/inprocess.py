@@ -4,7 +4,7 @@ envelope, where ``sluice bench worker`` measures it with its broker and threads.
 ``python -m bench.inprocess [--envelopes N] [--per-record N] [--no-clickhouse] [--profile FILE]``
 runs the worker scenario's load (records of 500 envelopes over two partitions) through
 :class:`Pipeline` in batches and steps of the worker's sizes: decode, 1s and 1m windows, the file
-sink, the window state encoded as the worker's changelog encodes it (orjson, kept in a dict), and
+sink, the window state in the worker's own :class:`FaustTableState` over a memory table, and
 chDB through the worker's :class:`ClickHouse` (``--no-clickhouse``: blocks are counted, not
 inserted). It prints one JSON line: envelopes/s, CPU µs per envelope, the CPU seconds of
 ``process`` and ``commit``, the cyclic collector's collections and seconds, and the process's
@@ -18,18 +18,14 @@ import asyncio
 import cProfile
 import gc
 import json
-import os
 import tempfile
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from bench.common import envelopes, encoded, records_of
+from bench.common import MiB, SelfMeter, envelopes, encoded, records_of
 from sluice.kafka import CONTENT_TYPE_BATCH, H_CONTENT_TYPE
 from sluice.runtime import DEFAULT_GC_THRESHOLD, WORKER_GC_MIDDLE, tune_gc
 from sluice.settings import Settings, WorkerSettings
@@ -37,6 +33,7 @@ from sluice.streams.clickhouse import ClickHouse
 from sluice.streams.pipeline import Pipeline, Record, steps
 from sluice.streams.sinks.clickhouse import ClickHouseSink
 from sluice.streams.sinks.files import FileSink
+from sluice.streams.state import FaustTableState
 from sluice.streams.windows import TumblingWindows
 
 ACCESS_KEY = "ak_bench"
@@ -44,24 +41,15 @@ BATCH_RECORDS = WorkerSettings().batch_records  # the worker's defaults
 BATCH_BYTES = WorkerSettings().batch_bytes
 
 
-class JsonState:
-    """Window state kept as the worker's table keeps it: orjson-encoded values."""
+class MemoryTable:
+    """What :class:`FaustTableState` uses of a Faust table with the memory store; changelog
+    messages are dropped (there is no Kafka here)."""
 
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
 
-    def get(self, key: str) -> list[Any] | None:
-        value = self.data.get(key)
-        return None if value is None else list(orjson.loads(value))
-
-    def put(self, partition: int, key: str, value: list[Any]) -> None:
-        self.data[key] = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
-
-    def delete(self, partition: int, key: str) -> None:
-        self.data.pop(key, None)
-
-    def keys(self) -> Iterable[str]:
-        return list(self.data)
+    def send_changelog(self, partition: int, key: str, value: bytes | None) -> None:
+        pass
 
 
 class CountingClickHouse:
@@ -72,33 +60,6 @@ class CountingClickHouse:
 
     async def insert_columns(self, table: str, data: Sequence[Sequence[Any]], columns: Sequence[str], token: str) -> None:
         self.rows += len(data[0]) if data else 0
-
-
-MiB = 1 << 20
-
-
-class PeakRss:
-    """This process's RSS when created, and its peak until :meth:`stop` (sampled every 10 ms)."""
-
-    def __init__(self) -> None:
-        self.before = self.peak = self._rss()
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-
-    @staticmethod
-    def _rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def _sample(self) -> None:
-        while not self._done.wait(0.01):
-            self.peak = max(self.peak, self._rss())
-
-    def stop(self) -> None:
-        self._done.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss())
 
 
 def _values(n: int, per_record: int) -> list[bytes]:
@@ -124,8 +85,8 @@ async def run(n: int, *, clickhouse: bool, workdir: Path, per_record: int = 500)
         await ch.warm_up()
     pipeline = Pipeline(
         {
-            "metrics_1s": TumblingWindows(JsonState(), size=1, lateness=0, idle_close=5),
-            "metrics_1m": TumblingWindows(JsonState(), size=60, lateness=0, idle_close=5),
+            "metrics_1s": TumblingWindows(FaustTableState(MemoryTable()), size=1, lateness=0, idle_close=5),
+            "metrics_1m": TumblingWindows(FaustTableState(MemoryTable()), size=60, lateness=0, idle_close=5),
         },
         FileSink(workdir / "files"), ClickHouseSink(ch), dead_letter=_no_dead_letters,
     )
@@ -153,7 +114,7 @@ async def run(n: int, *, clickhouse: bool, workdir: Path, per_record: int = 500)
             collections["n"] += 1
             collections["s"] += time.perf_counter() - collections["at"]
 
-    rss = PeakRss()
+    meter = SelfMeter(interval=0.01)
     tune_gc(DEFAULT_GC_THRESHOLD, middle=WORKER_GC_MIDDLE)  # as `sluice worker` does
     gc.callbacks.append(on_gc)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -164,7 +125,7 @@ async def run(n: int, *, clickhouse: bool, workdir: Path, per_record: int = 500)
         await pipeline.tick([0, 1], force=True)
     finally:
         gc.callbacks.remove(on_gc)
-        rss.stop()
+        _, peak = meter.stop()
     wall, used = time.perf_counter() - t0, time.process_time() - c0
     if clickhouse:
         await ch.stop()
@@ -174,7 +135,7 @@ async def run(n: int, *, clickhouse: bool, workdir: Path, per_record: int = 500)
         "envelopes_per_s": round(c.envelopes / wall), "cpu_us_per_envelope": round(used / c.envelopes * 1e6, 2),
         "cpu_s": {k: round(v, 3) for k, v in cpu.items()},
         "collections": collections["n"], "collection_s": round(collections["s"], 3),
-        "rss_mib": {"before": round(rss.before / MiB), "peak": round(rss.peak / MiB)},
+        "rss_mib": {"before": round(meter.samples[0][2] / MiB), "peak": round(peak / MiB)},
     }
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from bench.common import (
     Child,
+    MiB,
     Row,
     encoded,
     envelopes,
@@ -24,8 +25,6 @@ from bench.common import (
 )
 from sluice.settings import Settings
 from sluice.tansu import free_port
-
-MiB = 1 << 20
 
 
 @dataclass

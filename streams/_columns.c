@@ -7,7 +7,7 @@
 PyDoc_STRVAR(columns_doc,
     "columns(rows, width, /) -> list[list] | None\n\n"
     "``rows`` (a list of lists or tuples of ``width`` values each) as ``width`` column lists;\n"
-    "None, and nothing made, when a row is of another type or width.");
+    "None, and nothing made, when ``rows`` is not a list or a row is of another type or width.");
 
 static PyObject *columns(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def columns_of(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     """``rows`` of ``width`` values each as ``width`` column lists; values are kept as they are."""
-    found = columns(rows, width) if isinstance(rows, list) else None  # lists of lists or tuples, in C
+    found = columns(rows, width)  # in C: a list of lists or tuples of the right width, else None
     if found is not None:
         return found
     widths = set(map(len, rows))
