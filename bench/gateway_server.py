@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from sluice.runtime import DEFAULT_GC_THRESHOLD, tune_gc
+from sluice.runtime import DEFAULT_GC_THRESHOLD, tune_process
 from sluice.v1 import ingress_pb2, ingress_pb2_grpc
 from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch
 
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--bare", action="store_true")
     parser.add_argument("--access-key", default="ak_bench")
     args = parser.parse_args()
-    tune_gc(DEFAULT_GC_THRESHOLD)  # as `sluice gateway` does; the reference gets it too
+    tune_process(DEFAULT_GC_THRESHOLD)  # as `sluice gateway` does; the reference gets it too
     asyncio.run(_serve(args.bare, args.access_key))
 
 

@@ -39,6 +39,7 @@ class Chunk:
     envelopes: int
     kid: str = ""  # the encryption key id when the records are encrypted
     entry_point: str = ""  # where its envelopes came in, for the metrics
+    lane: int = 0  # which of the publisher's producers takes it (see Publisher)
     nbytes: int = 0
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 

@@ -47,9 +47,14 @@ log = logging.getLogger(__name__)
 RECORD_OVERHEAD = 64 * 1024
 
 class Publisher:
-    """The raw topic's producer (acks=all, not idempotent: Tansu lacks InitProducerId), fed
+    """The raw topic's producers (acks=all, not idempotent: Tansu lacks InitProducerId), fed
     through a :class:`Diode`. Calls :meth:`enqueue` chunks and, unless the policy is lossy,
     wait for Kafka's acknowledgement with :meth:`wait`; one task hands chunks to Kafka in order.
+
+    There are ``gateway.producers`` producers, each with its own connection, and a chunk goes to
+    the one of its ``lane``. A producer has one produce request in flight per broker, so one
+    connection carries records one request at a time and a call waits for the requests ahead of
+    its own. A call keeps one lane, so its records stay in order within their partition.
     """
 
     def __init__(
@@ -81,7 +86,8 @@ class Publisher:
         )
         self._alert = RateLimitedLog(log, gateway.alert_interval)
         self._in_flight = asyncio.Semaphore(gateway.max_in_flight_chunks)
-        self._producer: AIOKafkaProducer | None = None
+        self._producers: list[AIOKafkaProducer] = []
+        self._lanes = gateway.producers
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.spooler: Spooler | None = None
@@ -91,37 +97,41 @@ class Publisher:
 
     async def start(self) -> None:
         """Connect to the broker; :class:`KafkaUnavailable` when it cannot be reached."""
-        if self._producer is not None:
+        if self._producers:
             return
         max_request = self._max_record_bytes + RECORD_OVERHEAD
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap,
-            client_id=self._client_id,
-            acks="all",
-            enable_idempotence=False,
-            linger_ms=self._linger_ms,
-            max_request_size=max_request,
-            max_batch_size=max_request,
-            request_timeout_ms=int(self._timeout * 1000),
-        )
+        producers = [
+            AIOKafkaProducer(
+                bootstrap_servers=self._bootstrap,
+                client_id=self._client_id,
+                acks="all",
+                enable_idempotence=False,
+                linger_ms=self._linger_ms,
+                max_request_size=max_request,
+                max_batch_size=max_request,
+                request_timeout_ms=int(self._timeout * 1000),
+            )
+            for _ in range(self._lanes)
+        ]
         try:
-            await producer.start()
+            for producer in producers:
+                await producer.start()
         except KafkaError as exc:
-            await producer.stop()
+            await asyncio.gather(*(producer.stop() for producer in producers), return_exceptions=True)
             raise KafkaUnavailable(
                 f"cannot connect to Kafka at {self._bootstrap}: {exc!r}",
                 hint="is the broker running and is SLUICE_KAFKA_BOOTSTRAP right?",
             ) from exc
-        self._producer = producer
+        self._producers = producers
         self._metrics.kafka_up.set(1)
-        self._task = asyncio.ensure_future(self._run(producer))
+        self._task = asyncio.ensure_future(self._run(producers))
         if self.spooler is not None:
             self.spooler.start(self._send_and_wait, lambda: self.diode.used == 0)
 
     async def stop(self) -> None:
         """Hand Kafka what is buffered (for up to ``kafka.publish_timeout``), then disconnect."""
-        producer, self._producer = self._producer, None
-        if producer is None:
+        producers, self._producers = self._producers, []
+        if not producers:
             return
         try:
             async with asyncio.timeout(self._timeout):
@@ -135,7 +145,8 @@ class Publisher:
         if self.spooler is not None:
             await asyncio.gather(*self._background, return_exceptions=True)
             await self.spooler.stop()
-        await producer.stop()
+        for producer in producers:
+            await producer.stop()
 
     # -- what calls use ----------------------------------------------------------------
 
@@ -148,13 +159,15 @@ class Publisher:
         record_key: bytes | None = None,
         framed: bytes | None = None,
         entry_point: str = "",
+        lane: int = 0,
     ) -> Chunk:
         """Frame encoded envelopes of one key into records (encrypted if asked) and queue them
         (see :class:`Diode`); ``record_key`` is the Kafka key, the access key by default.
         ``framed``, when given, is ``encoded`` already framed as one ``EnvelopeBatch``. From
         here on the chunk settles its envelopes in the metrics: acknowledged, dropped, spooled,
-        or rejected when Kafka (or the spool) failed them."""
-        if self._producer is None:
+        or rejected when Kafka (or the spool) failed them. Chunks of one ``lane`` reach Kafka in
+        the order they were enqueued."""
+        if not self._producers:
             raise RuntimeError("Publisher.enqueue() called before start()")
         if framed is not None and len(framed) <= self._max_record_bytes:
             records = [framed]
@@ -164,7 +177,9 @@ class Publisher:
         if encrypt:
             encrypted = [self._keyring.encrypt(access_key, r) for r in records]
             kid, records = encrypted[0][0], [blob for _, blob in encrypted]
-        chunk = Chunk(record_key or access_key.encode(), records, len(encoded), kid, entry_point=entry_point)
+        chunk = Chunk(
+            record_key or access_key.encode(), records, len(encoded), kid, entry_point=entry_point, lane=lane
+        )
         if self.spooler is None:
             await self.diode.put(chunk)
         elif self.spooler.active or not await self.diode.try_put(chunk):
@@ -188,11 +203,12 @@ class Publisher:
 
     async def _send_and_wait(self, key: bytes, records: list[bytes], kid: str) -> None:
         """Send records and wait for their acknowledgement (the spool's replay)."""
-        if self._producer is None:
+        if not self._producers:
             raise RuntimeError("the publisher is stopped")
+        producer = self._producers[0]
         async with asyncio.timeout(self._timeout):
             acks = [
-                await self._producer.send(self.topic, record, key=key, headers=self._headers(key, kid))
+                await producer.send(self.topic, record, key=key, headers=self._headers(key, kid))
                 for record in records
             ]
             await asyncio.gather(*acks)
@@ -206,12 +222,13 @@ class Publisher:
 
     # -- the producer side -------------------------------------------------------------
 
-    async def _run(self, producer: AIOKafkaProducer) -> None:
+    async def _run(self, producers: list[AIOKafkaProducer]) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await self._in_flight.acquire()
             chunk = await self.diode.get()
             started = loop.time()
+            producer = producers[chunk.lane % len(producers)]
             try:
                 acks = [
                     await producer.send(

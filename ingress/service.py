@@ -11,6 +11,7 @@ the call) Kafka had acknowledged before the failure.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import sys
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
@@ -171,6 +172,7 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
         self._limiter = limiter
         self._chunk = stream_batch_envelopes
         self._linger = stream_linger
+        self._lanes = itertools.count()  # each call publishes through the next producer
 
     async def Send(
         self, request: Received, context: grpc.aio.ServicerContext
@@ -249,6 +251,7 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
         since: float | None = None
         chunks: list[Chunk] = []
         loop = asyncio.get_running_loop()
+        lane = next(self._lanes)
 
         async def flush(upto: int) -> None:
             nonlocal since
@@ -257,7 +260,7 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
                     encoded, framed = queued.take(self._chunk)
                     chunk = await self._publisher.enqueue(
                         key, encoded, encrypt=config.encrypt, record_key=record_key(key, shard, shards),
-                        framed=framed, entry_point=account.entry_point,
+                        framed=framed, entry_point=account.entry_point, lane=lane,
                     )
                     account.enqueued(chunk.envelopes)
                     chunks.append(chunk)

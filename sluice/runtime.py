@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
+import sys
 
 DEFAULT_GC_THRESHOLD = 50_000
 # Young collections between two collections of the middle generation in the worker (Python's
@@ -18,6 +21,13 @@ WORKER_GC_MIDDLE = 100
 # objects).
 WORKER_FULL_COLLECTION_SECONDS = 60.0
 
+# What the gateway and the worker set glibc's heap to keep and to map (see tune_malloc).
+DEFAULT_MALLOC_TRIM_THRESHOLD = 64 * 1024 * 1024
+DEFAULT_MALLOC_MMAP_THRESHOLD = 4 * 1024 * 1024
+# glibc's mallopt() parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
 
 def tune_gc(threshold: int, *, middle: int = 0) -> None:
     """Collect the young generation every ``threshold`` allocations and the middle one every
@@ -32,3 +42,42 @@ def tune_gc(threshold: int, *, middle: int = 0) -> None:
         _, current, old = gc.get_threshold()
         gc.set_threshold(threshold, middle or current, old)
     gc.freeze()
+
+
+def tune_malloc(trim_threshold: int, mmap_threshold: int) -> bool:
+    """Have glibc keep up to ``trim_threshold`` bytes of free heap instead of returning it to the
+    OS, and serve allocations below ``mmap_threshold`` from the heap (0 and 0: leave glibc's
+    adaptive defaults). Whether the thresholds were set: False where the C library is not glibc.
+
+    By default glibc gives the heap's free top back as soon as it passes twice the largest block
+    it has freed, and maps blocks of a few hundred KiB (a Kafka produce request) fresh each time.
+    The gateway then touched every page of its records anew: 600,000 page faults and a third of
+    its CPU time in the kernel in a 50-second run, against 17,000 with 64 MiB and 4 MiB.
+    """
+    if not (trim_threshold or mmap_threshold) or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    ok = True
+    if trim_threshold:
+        ok &= mallopt(_M_TRIM_THRESHOLD, trim_threshold) == 1
+    if mmap_threshold:
+        ok &= mallopt(_M_MMAP_THRESHOLD, mmap_threshold) == 1
+    return ok
+
+
+def tune_process(
+    gc_threshold: int,
+    *,
+    middle: int = 0,
+    malloc_trim_threshold: int = DEFAULT_MALLOC_TRIM_THRESHOLD,
+    malloc_mmap_threshold: int = DEFAULT_MALLOC_MMAP_THRESHOLD,
+) -> None:
+    """:func:`tune_gc` and :func:`tune_malloc`, as a long-running command (or a benchmark's
+    reference, to run under the same conditions) starts."""
+    tune_gc(gc_threshold, middle=middle)
+    tune_malloc(malloc_trim_threshold, malloc_mmap_threshold)

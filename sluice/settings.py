@@ -20,7 +20,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from sluice.runtime import DEFAULT_GC_THRESHOLD
+from sluice.runtime import DEFAULT_GC_THRESHOLD, DEFAULT_MALLOC_MMAP_THRESHOLD, DEFAULT_MALLOC_TRIM_THRESHOLD
 
 JwtAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
 
@@ -146,7 +146,8 @@ class GatewaySettings(BaseModel):
         600.0, ge=0, description="reject envelopes stamped further in the future than this"
     )
     stream_batch_envelopes: int = Field(
-        1000, ge=1, description="a Sender/BatchSender stream is published in batches this large"
+        5000, ge=1, description="a Sender/BatchSender stream is published in batches this large (each record "
+        "stays within kafka.max_record_bytes)"
     )
     stream_linger: float = Field(
         0.2, gt=0, description="a stream's envelopes are published at most this many seconds after arrival"
@@ -157,6 +158,10 @@ class GatewaySettings(BaseModel):
     buffer_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="room between receiving and Kafka")
     block_timeout: float = Field(
         5.0, gt=0, description="with block: seconds a call waits for room before UNAVAILABLE"
+    )
+    producers: int = Field(
+        2, ge=1, le=16, description="Kafka producers (connections) the gateway publishes through; a call "
+        "keeps to one, so its records stay in order",
     )
     max_in_flight_chunks: int = Field(
         64, ge=1, description="chunks handed to Kafka and not yet acknowledged; the rest wait in the buffer"
@@ -286,6 +291,16 @@ class Settings(BaseSettings):
         DEFAULT_GC_THRESHOLD, ge=0,
         description="allocations between young-generation garbage collections in the gateway and the "
         "worker (Python's default, 700, made collections a third of a busy worker's time); 0 keeps Python's",
+    )
+    malloc_trim_threshold: int = Field(
+        DEFAULT_MALLOC_TRIM_THRESHOLD, ge=0, le=2**31 - 1,
+        description="bytes of free heap the gateway and the worker keep rather than give back to the OS "
+        "(glibc's M_TRIM_THRESHOLD); 0 keeps glibc's adaptive default",
+    )
+    malloc_mmap_threshold: int = Field(
+        DEFAULT_MALLOC_MMAP_THRESHOLD, ge=0, le=32 * 1024 * 1024,
+        description="blocks smaller than this come from the heap, larger ones are mapped on their own "
+        "(glibc's M_MMAP_THRESHOLD); 0 keeps glibc's adaptive default",
     )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)

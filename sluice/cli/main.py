@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from sluice.exceptions import SluiceError
-from sluice.runtime import WORKER_GC_MIDDLE, tune_gc
+from sluice.runtime import WORKER_GC_MIDDLE, tune_process
 from sluice.settings import Settings, load_settings
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
@@ -44,12 +44,19 @@ def _need_broker(settings: Settings, what: str) -> None:
         )
 
 
+def _tune(settings: Settings, *, middle: int = 0) -> None:
+    tune_process(
+        settings.gc_threshold, middle=middle,
+        malloc_trim_threshold=settings.malloc_trim_threshold, malloc_mmap_threshold=settings.malloc_mmap_threshold,
+    )
+
+
 def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
     from sluice.ingress import run_gateway
 
     _need_broker(settings, "gateway")
     _setup_logging(settings)
-    tune_gc(settings.gc_threshold)
+    _tune(settings)
     asyncio.run(run_gateway(settings))
     return 0
 
@@ -59,7 +66,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
     _need_broker(settings, "worker")
     worker = Worker(settings)
-    tune_gc(settings.gc_threshold, middle=WORKER_GC_MIDDLE)
+    _tune(settings, middle=WORKER_GC_MIDDLE)
     worker.run()
     return 0
 

@@ -49,6 +49,7 @@ from tests.integration.gateway_helpers import (
 
 @pytest_asyncio.fixture
 async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
+    settings.gateway.stream_batch_envelopes = 1000  # small streams here still make several records
     async with Gateway(settings) as gw:
         yield gw
 

@@ -1,10 +1,18 @@
-"""Record framing: encoded envelopes packed into EnvelopeBatch values under a size limit."""
+"""Record framing: encoded envelopes packed into EnvelopeBatch values under a size limit; which
+producer publishes a chunk."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
 
-from sluice.ingress.publisher import frame_records
+from sluice.crypto import Keyring
+from sluice.ingress import publisher as publisher_module
+from sluice.ingress.metrics import GatewayMetrics
+from sluice.ingress.publisher import Publisher, frame_records
+from sluice.settings import Settings
 from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch
 
 
@@ -40,3 +48,50 @@ def test_nothing_to_frame() -> None:
     assert frame_records([], 1024) == []
     with pytest.raises(ValueError, match=r"^max_record_bytes must be >= 1, got 0$"):
         frame_records([b""], 0)
+
+
+class FakeProducer:
+    """Stands in for AIOKafkaProducer: every send is acknowledged at once, and recorded."""
+
+    instances: list[FakeProducer] = []
+
+    def __init__(self, **config: object) -> None:
+        self.sent: list[bytes] = []
+        FakeProducer.instances.append(self)
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def send(self, topic: str, value: bytes, *, key: bytes, headers: object) -> asyncio.Future[None]:
+        self.sent.append(value)
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        ack.set_result(None)
+        return ack
+
+
+async def test_each_lane_keeps_one_producer_and_its_order(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(publisher_module, "AIOKafkaProducer", FakeProducer)
+    FakeProducer.instances = []
+    settings = Settings(kafka={"bootstrap": "broker:9092"}, gateway={"producers": 2})
+    publisher = Publisher(
+        settings.kafka, settings.gateway, metrics=GatewayMetrics(), keyring=Keyring(settings.encryption),
+        spool_dir=tmp_path,
+    )
+    await publisher.start()
+    try:
+        order = [(0, b"a1"), (1, b"b1"), (0, b"a2"), (2, b"c1"), (1, b"b2"), (0, b"a3")]
+        chunks = [
+            await publisher.enqueue("ak_test", [value], framed=value, lane=lane) for lane, value in order
+        ]
+        for chunk in chunks:
+            await publisher.wait(chunk)
+    finally:
+        await publisher.stop()
+    first, second = FakeProducer.instances
+    assert first.sent == [b"a1", b"a2", b"c1", b"a3"]  # lanes 0 and 2 (2 % 2 producers)
+    assert second.sent == [b"b1", b"b2"]
