@@ -26,6 +26,17 @@ def test_lines_are_written_on_flush_only(tmp_path: Path) -> None:
     assert sink.flush() == 0
 
 
+def test_flush_counts_lines_not_records(tmp_path: Path) -> None:
+    sink = FileSink(tmp_path)
+    assert sink.add("k", "logs", 0, 1, [{"n": 1}, {"n": 2}]) == 2
+    assert sink.add("k", "logs", 0, 2, [{"n": 3}, {"n": 4}, {"n": 5}]) == 3
+    assert sink.add("k", "events", 1, 1, [{"n": 6}]) == 1
+    assert sink.flush() == 6
+    assert sink.lines_written == 6
+    assert lines(tmp_path / "k" / "logs.jsonl") == [{"n": n} for n in range(1, 6)]
+    assert sink.flush() == 0
+
+
 def test_replayed_records_are_skipped_across_restarts(tmp_path: Path) -> None:
     sink = FileSink(tmp_path)
     sink.add("k", "logs", 0, 1, [{"n": 1}])
