@@ -9,6 +9,7 @@ call ends with (an invalid batch, the byte rate, a full buffer, a cancellation).
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 
@@ -36,13 +37,17 @@ class CallAccount:
         self.access_key = access_key
         self.received = 0
         self.settled = 0  # handed to the publisher or rejected already
+        self._received: Any = None  # the key's counter of envelopes read, looked up once
 
     def read(self, n: int) -> None:
         """``n`` more envelopes read from the caller."""
-        if not self.access_key:
-            raise RuntimeError("envelopes read before the call was authenticated")
+        counter = self._received
+        if counter is None:
+            if not self.access_key:
+                raise RuntimeError("envelopes read before the call was authenticated")
+            counter = self._received = self._metrics.received.labels(self.access_key, self.entry_point)
         self.received += n
-        self._metrics.received.labels(self.access_key, self.entry_point).inc(n)
+        counter.inc(n)
 
     def enqueued(self, n: int) -> None:
         """``n`` envelopes handed to the publisher: their chunk settles them."""

@@ -252,6 +252,7 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
         chunks: list[Chunk] = []
         loop = asyncio.get_running_loop()
         lane = next(self._lanes)
+        received_bytes = metrics.received_bytes.labels(key, account.entry_point)
 
         async def flush(upto: int) -> None:
             nonlocal since
@@ -289,7 +290,7 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
                         f"retry in {wait:.2f}s",
                         retry_after=wait,
                     )
-                metrics.received_bytes.labels(key, account.entry_point).inc(nbytes)
+                received_bytes.inc(nbytes)
                 received += len(encoded)
                 if since is None:
                     since = loop.time()
