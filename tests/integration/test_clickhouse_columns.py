@@ -5,6 +5,8 @@ row-oriented insert of the same rows stores them; a block added again with its t
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
@@ -133,3 +135,35 @@ async def test_an_inserted_block_is_freed_when_its_insert_returns(clickhouse: Cl
     finally:
         gc.enable()
     assert len(await stored(clickhouse, clickhouse.database, "metrics_1s", METRIC_COLUMNS)) == len(metric_rows())
+
+
+_WITHOUT_PANDAS = """
+import asyncio, sys
+from pathlib import Path
+from sluice.settings import Settings
+from sluice.streams.app import Worker  # everything the worker imports
+from sluice.streams.clickhouse import ClickHouse
+from sluice.streams.decode import LOG_COLUMNS, decode_batch
+from sluice.client import log_envelope
+from sluice.v1.envelope_pb2 import EnvelopeBatch
+
+async def main() -> None:
+    no_ttl = {"ttl_days_raw": 0, "ttl_days_1s": 0, "ttl_days_1m": 0}
+    ch = ClickHouse(Settings(data_dir=Path(sys.argv[1]), clickhouse=no_ttl))
+    await ch.start()
+    rows = decode_batch(EnvelopeBatch(batch=[log_envelope(b"x", source_id="a", timestamp=1)]).SerializeToString(),
+                        "ak", 0, 0).logs
+    await ch.insert_columns("logs", [list(c) for c in zip(*rows)], LOG_COLUMNS, "t")
+    _, result = await ch.query("SELECT count() FROM sluice.logs", {})
+    await ch.stop()
+    print(result[0][0], "pandas" in sys.modules)
+
+asyncio.run(main())
+"""
+
+
+def test_inserts_and_queries_leave_pandas_unimported(tmp_path: Path) -> None:
+    # clickhouse-connect would import it (42 MiB) to check each insert for a DataFrame.
+    out = subprocess.run([sys.executable, "-c", _WITHOUT_PANDAS, str(tmp_path)], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.split() == ["1", "False"]
