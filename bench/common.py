@@ -96,11 +96,12 @@ async def produce(bootstrap: str, topic: str, keys: Sequence[bytes], values: Seq
 
 
 class ProcessMeter:
-    """CPU seconds (user + system, children included) and peak RSS of one process tree,
-    sampled every ``interval`` seconds from a thread until :meth:`stop`."""
+    """CPU seconds (user + system) and peak RSS of one process tree (``children``: with its
+    descendants), sampled every ``interval`` seconds from a thread until :meth:`stop`."""
 
-    def __init__(self, pid: int, interval: float = 0.1) -> None:
+    def __init__(self, pid: int, interval: float = 0.1, *, children: bool = True) -> None:
         self.proc = psutil.Process(pid)
+        self._children = children
         self.peak_rss = 0
         self.samples: list[tuple[float, float, int]] = []  # (wall time, CPU seconds, RSS)
         self._cpu: dict[int, float] = {}
@@ -111,7 +112,7 @@ class ProcessMeter:
 
     def _sample(self) -> float:
         try:
-            procs = [self.proc, *self.proc.children(recursive=True)]
+            procs = [self.proc, *(self.proc.children(recursive=True) if self._children else ())]
         except psutil.Error:
             procs = []
         rss = 0
@@ -146,10 +147,11 @@ class ProcessMeter:
 
 
 class SelfMeter(ProcessMeter):
-    """A :class:`ProcessMeter` of this process (in-process scenarios)."""
+    """A :class:`ProcessMeter` of this process alone (in-process scenarios): the runner's children,
+    the broker among them, are not what is measured."""
 
     def __init__(self, interval: float = 0.1) -> None:
-        super().__init__(os.getpid(), interval)
+        super().__init__(os.getpid(), interval, children=False)
 
 
 class Child:

@@ -52,8 +52,9 @@ def report(rows: list[Row], names: list[str], seconds: float, quick: bool) -> st
         table(rows),
         "",
         "Ratios are this row's throughput over the named reference's, measured in the same run. "
-        "CPU seconds and peak RSS are those of the process under test (children included), "
-        "between its first and last record (worker) or over the load (gateway); the broker's are not counted.",
+        "CPU seconds and peak RSS are those of the process under test (children included; the ClickHouse sink "
+        "runs in the bench's own process, measured alone), between its first and last record (worker) or over "
+        "the load (gateway); the broker's are not counted.",
         "See bench/NOTES.md for what each scenario does, the profiles and the findings.",
         "",
     ])
