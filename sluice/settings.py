@@ -160,8 +160,8 @@ class GatewaySettings(BaseModel):
         5.0, gt=0, description="with block: seconds a call waits for room before UNAVAILABLE"
     )
     producers: int = Field(
-        2, ge=1, le=16, description="Kafka producers (connections) the gateway publishes through; a call "
-        "keeps to one, so its records stay in order",
+        1, ge=1, le=16, description="Kafka producers (connections) the gateway publishes through; a call "
+        "keeps to one, so its records stay in order (see docs/OPERATIONS.md before raising it)",
     )
     max_in_flight_chunks: int = Field(
         64, ge=1, description="chunks handed to Kafka and not yet acknowledged; the rest wait in the buffer"
