@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from sluice.runtime import DEFAULT_GC_THRESHOLD, tune_process
+from sluice.runtime import tune_process
+from sluice.settings import Settings, load_settings
 from sluice.v1 import ingress_pb2, ingress_pb2_grpc
 from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch
 
@@ -36,7 +37,7 @@ class BareIngress(ingress_pb2_grpc.IngressServicer):
         return ingress_pb2.SendResponse(accepted=n)
 
 
-async def _serve(bare: bool, access_key: str) -> None:
+async def _serve(settings: Settings, bare: bool, access_key: str) -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
@@ -51,9 +52,8 @@ async def _serve(bare: bool, access_key: str) -> None:
         return
     from sluice.ingress import Gateway
     from sluice.keys import AccessKeyConfig
-    from sluice.settings import load_settings
 
-    async with Gateway(load_settings()) as gateway:
+    async with Gateway(settings) as gateway:
         await gateway.keys.put(AccessKeyConfig(access_key=access_key))
         print(json.dumps({"port": gateway.port, "metrics_port": gateway.metrics_port}), flush=True)
         await stopping.wait()
@@ -64,8 +64,9 @@ def main() -> None:
     parser.add_argument("--bare", action="store_true")
     parser.add_argument("--access-key", default="ak_bench")
     args = parser.parse_args()
-    tune_process(DEFAULT_GC_THRESHOLD)  # as `sluice gateway` does; the reference gets it too
-    asyncio.run(_serve(args.bare, args.access_key))
+    settings = load_settings()
+    tune_process(settings)  # as `sluice gateway` does; the reference gets it too
+    asyncio.run(_serve(settings, args.bare, args.access_key))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from typing import Any
 
 from bench.common import MiB, SelfMeter, envelopes, encoded, records_of
 from sluice.kafka import CONTENT_TYPE_BATCH, H_CONTENT_TYPE
-from sluice.runtime import DEFAULT_GC_THRESHOLD, WORKER_GC_MIDDLE, tune_process
+from sluice.runtime import WORKER_GC_MIDDLE, tune_process
 from sluice.settings import Settings, WorkerSettings
 from sluice.streams.clickhouse import ClickHouse
 from sluice.streams.pipeline import Pipeline, Record, steps
@@ -115,7 +115,7 @@ async def run(n: int, *, clickhouse: bool, workdir: Path, per_record: int = 500)
             collections["s"] += time.perf_counter() - collections["at"]
 
     meter = SelfMeter(interval=0.01)
-    tune_process(DEFAULT_GC_THRESHOLD, middle=WORKER_GC_MIDDLE)  # as `sluice worker` does
+    tune_process(Settings(), middle=WORKER_GC_MIDDLE)  # as `sluice worker` does
     gc.callbacks.append(on_gc)
     t0, c0 = time.perf_counter(), time.process_time()
     try:

@@ -17,7 +17,8 @@ from typing import Any
 
 import faust
 
-from sluice.runtime import DEFAULT_GC_THRESHOLD, WORKER_GC_MIDDLE, tune_process
+from sluice.runtime import WORKER_GC_MIDDLE, tune_process
+from sluice.settings import load_settings
 from sluice.v1.envelope_pb2 import EnvelopeBatch
 
 
@@ -30,7 +31,7 @@ def main() -> None:
     p.add_argument("--web-port", type=int, required=True)
     p.add_argument("--datadir", required=True)
     a = p.parse_args()
-    tune_process(DEFAULT_GC_THRESHOLD, middle=WORKER_GC_MIDDLE)  # the collector and heap tuning the Sluice worker runs with
+    tune_process(load_settings(), middle=WORKER_GC_MIDDLE)  # the collector and heap tuning the Sluice worker runs with
     app = faust.App(a.app_id, broker=f"kafka://{a.bootstrap}", store="memory://", autodiscover=False,
                     datadir=a.datadir, web_port=a.web_port, web_host="127.0.0.1",
                     consumer_auto_offset_reset="earliest", topic_replication_factor=1,

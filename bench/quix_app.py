@@ -20,7 +20,8 @@ from typing import Any
 from quixstreams import Application
 from quixstreams.models.topics import TopicConfig
 
-from sluice.runtime import DEFAULT_GC_THRESHOLD, WORKER_GC_MIDDLE, tune_process
+from sluice.runtime import WORKER_GC_MIDDLE, tune_process
+from sluice.settings import load_settings
 from sluice.v1.envelope_pb2 import EnvelopeBatch
 
 _EXPLICIT = {"retention.ms": "604800000", "retention.bytes": "-1", "cleanup.policy": "delete"}
@@ -50,7 +51,7 @@ def main() -> None:
     p.add_argument("--expect", type=int, required=True)
     p.add_argument("--state-dir", required=True)
     a = p.parse_args()
-    tune_process(DEFAULT_GC_THRESHOLD, middle=WORKER_GC_MIDDLE)  # the collector and heap tuning the Sluice worker runs with
+    tune_process(load_settings(), middle=WORKER_GC_MIDDLE)  # the collector and heap tuning the Sluice worker runs with
     app = Application(
         broker_address=a.bootstrap, consumer_group=f"bench-quix-{uuid.uuid4().hex[:6]}",
         auto_offset_reset="earliest", state_dir=a.state_dir, loglevel="WARNING",

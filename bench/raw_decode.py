@@ -16,7 +16,8 @@ import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from sluice.runtime import DEFAULT_GC_THRESHOLD, WORKER_GC_MIDDLE, tune_process
+from sluice.runtime import WORKER_GC_MIDDLE, tune_process
+from sluice.settings import load_settings
 from sluice.streams.decode import decode_batch, decode_with_protobuf
 
 DECODERS = {"sluice": decode_batch, "protobuf": decode_with_protobuf}
@@ -56,7 +57,7 @@ def main() -> None:
     p.add_argument("--expect", type=int, required=True)
     p.add_argument("--decoder", choices=sorted(DECODERS), default="sluice")
     a = p.parse_args()
-    tune_process(DEFAULT_GC_THRESHOLD, middle=WORKER_GC_MIDDLE)  # the collector and heap tuning the Sluice worker runs with
+    tune_process(load_settings(), middle=WORKER_GC_MIDDLE)  # the collector and heap tuning the Sluice worker runs with
     asyncio.run(run(a.bootstrap, a.topic, a.expect, a.decoder))
 
 

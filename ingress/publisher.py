@@ -87,7 +87,7 @@ class Publisher:
         self._alert = RateLimitedLog(log, gateway.alert_interval)
         self._in_flight = asyncio.Semaphore(gateway.max_in_flight_chunks)
         self._producers: list[AIOKafkaProducer] = []
-        self._lanes = gateway.producers
+        self._producer_count = gateway.producers
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.spooler: Spooler | None = None
@@ -111,7 +111,7 @@ class Publisher:
                 max_batch_size=max_request,
                 request_timeout_ms=int(self._timeout * 1000),
             )
-            for _ in range(self._lanes)
+            for _ in range(self._producer_count)
         ]
         try:
             for producer in producers:

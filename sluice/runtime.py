@@ -6,6 +6,10 @@ import ctypes
 import ctypes.util
 import gc
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sluice.settings import Settings
 
 DEFAULT_GC_THRESHOLD = 50_000
 # Young collections between two collections of the middle generation in the worker (Python's
@@ -70,14 +74,8 @@ def tune_malloc(trim_threshold: int, mmap_threshold: int) -> bool:
     return ok
 
 
-def tune_process(
-    gc_threshold: int,
-    *,
-    middle: int = 0,
-    malloc_trim_threshold: int = DEFAULT_MALLOC_TRIM_THRESHOLD,
-    malloc_mmap_threshold: int = DEFAULT_MALLOC_MMAP_THRESHOLD,
-) -> None:
-    """:func:`tune_gc` and :func:`tune_malloc`, as a long-running command (or a benchmark's
-    reference, to run under the same conditions) starts."""
-    tune_gc(gc_threshold, middle=middle)
-    tune_malloc(malloc_trim_threshold, malloc_mmap_threshold)
+def tune_process(settings: Settings, *, middle: int = 0) -> None:
+    """:func:`tune_gc` and :func:`tune_malloc` with ``settings``' values, as a long-running command
+    (or a benchmark's reference, to run under the same conditions) starts."""
+    tune_gc(settings.gc_threshold, middle=middle)
+    tune_malloc(settings.malloc_trim_threshold, settings.malloc_mmap_threshold)

@@ -44,19 +44,12 @@ def _need_broker(settings: Settings, what: str) -> None:
         )
 
 
-def _tune(settings: Settings, *, middle: int = 0) -> None:
-    tune_process(
-        settings.gc_threshold, middle=middle,
-        malloc_trim_threshold=settings.malloc_trim_threshold, malloc_mmap_threshold=settings.malloc_mmap_threshold,
-    )
-
-
 def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
     from sluice.ingress import run_gateway
 
     _need_broker(settings, "gateway")
     _setup_logging(settings)
-    _tune(settings)
+    tune_process(settings)
     asyncio.run(run_gateway(settings))
     return 0
 
@@ -66,7 +59,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
     _need_broker(settings, "worker")
     worker = Worker(settings)
-    _tune(settings, middle=WORKER_GC_MIDDLE)
+    tune_process(settings, middle=WORKER_GC_MIDDLE)
     worker.run()
     return 0
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from sluice.runtime import tune_gc
+from sluice.runtime import tune_gc, tune_malloc
 
 
 def test_tune_gc_sets_the_young_threshold_and_freezes_what_exists() -> None:
@@ -59,6 +59,4 @@ def test_tune_malloc_keeps_freed_heap_instead_of_faulting_it_in_again() -> None:
 
 
 def test_tune_malloc_with_zeros_leaves_glibc_alone() -> None:
-    from sluice.runtime import tune_malloc
-
     assert tune_malloc(0, 0) is False
