@@ -68,7 +68,13 @@ class Continuity:
     async def admit(self, records: list[Record]) -> list[Record]:
         """The records that continue their partitions; seeks back where one skips ahead."""
         self.touch()
-        earliest = await self._earliest({r.partition for r in records})
+        # A partition with no position starts at its earliest offset. That is asked of the broker
+        # (through the consumer's thread: it took up to 1.5 s of a new worker's first batch) only
+        # when its first record here is not at offset 0, before which there is nothing.
+        first: dict[int, int] = {}
+        for r in records:
+            first.setdefault(r.partition, r.offset)
+        earliest = await self._earliest(p for p, offset in first.items() if offset > 0)
         kept, gaps, durable = self.positions.split(records, lambda p: earliest.get(p, 0))
         self.skipped += durable
         for partition, offset in gaps.items():

@@ -16,8 +16,10 @@ class FakeConsumer:
         self.fetched = fetched
         self.earliest = earliest
         self.seeks: list[tuple[int, int]] = []
+        self.asked: list[int] = []  # the partitions whose earliest offset was asked for
 
     async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:
+        self.asked += [tp.partition for tp in tps]
         return {tp: self.earliest for tp in tps}
 
     async def seek(self, tp: TP, offset: int) -> None:
@@ -44,6 +46,15 @@ async def test_records_that_skip_ahead_are_dropped_and_read_again() -> None:
     assert [(r.partition, r.offset) for r in kept] == [(0, 5), (1, 3), (1, 4)]
     assert consumer.seeks == [(0, 6), (1, 5)]
     assert (c.seeks, c.skipped) == (2, 1)
+    assert consumer.asked == [1]  # partition 0 has a position
+
+
+async def test_a_partition_that_starts_at_offset_0_needs_no_earliest_offset() -> None:
+    consumer = FakeConsumer({}, earliest=2)  # as if the broker said 2: it is not asked
+    c = continuity(consumer, Positions())
+    kept = await c.admit([rec(0, 0), rec(0, 1), rec(1, 2), rec(1, 3), rec(1, 5)])
+    assert [(r.partition, r.offset) for r in kept] == [(0, 0), (0, 1), (1, 2), (1, 3)]
+    assert (consumer.asked, consumer.seeks) == ([1], [(1, 4)])
 
 
 async def test_fetched_records_that_never_arrive_are_read_again_when_idle() -> None:
