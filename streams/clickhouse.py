@@ -17,6 +17,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from sluice.settings import Settings
+from sluice.streams import native
 from sluice.streams.exceptions import ClickHouseUnavailable, QueryError
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class ClickHouse:
         self._settings = settings
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
         self._client: Client | None = None
+        self._layouts: dict[tuple[str, tuple[str, ...]], native.Layout] = {}  # by table and columns
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -139,6 +141,7 @@ class ClickHouse:
                 client.close()
                 raise ClickHouseUnavailable(f"cannot apply the schema migrations: {exc}") from exc
             self._client = client
+            self._layouts.clear()  # the migrations may have changed a type
         return self._client
 
     async def start(self) -> None:
@@ -163,21 +166,19 @@ class ClickHouse:
         the same ``token`` is stored once."""
         def insert() -> None:
             client = self._connected()
-            context = client.create_insert_context(
-                f"{self.database}.{table}",
-                list(columns),
-                column_oriented=True,
+            name = f"{self.database}.{table}"
+            found = self._layouts.get((table, tuple(columns)))
+            if found is None:  # the columns' types, as the table has them
+                context = client.create_insert_context(name, list(columns))
+                found = self._layouts[(table, tuple(columns))] = native.layout(
+                    context.column_names, [t.insert_name for t in context.column_types]
+                )
+            client.raw_insert(
+                name, list(columns), native.encode(found, data), fmt="Native",
                 # Rows of one key in one block are merged by the tables' engines later anyway
                 # (every read groups or uses FINAL); merging them on insert too doubled its cost.
                 settings={"insert_deduplication_token": token, "optimize_on_insert": 0},
             )
-            try:
-                client.insert(data=data, context=context)
-            finally:
-                # An insert context keeps a bound method of its own (a reference cycle), so the
-                # block it holds would wait for the garbage collector, which walked it again
-                # meanwhile; without that attribute it is freed as soon as the insert returns.
-                vars(context).pop("_next_block_data", None)
 
         try:
             await self._run(insert)

@@ -5,10 +5,11 @@ from replayed records carries the same token and ClickHouse stores it once. Whil
 is unavailable, :meth:`ClickHouseSink.flush` retries with backoff and does not return: the
 stream waits (backpressure) instead of losing or reordering rows.
 
-Blocks are stored column by column and inserted with ``column_oriented=True``: clickhouse-connect
-pivots row-oriented data itself, one tuple per row, and on a worker's heap of millions of
-objects those tuples set off garbage collections that made the pivot ~37% of an insert.
-:func:`columns_of` builds one list per column (in C, ``_columns.c``) and allocates nothing per row.
+Blocks are stored column by column: clickhouse-connect pivots row-oriented data itself, one
+tuple per row, and on a worker's heap of millions of objects those tuples set off garbage
+collections that made the pivot ~37% of an insert. :func:`columns_of` builds one list per column
+(in C, ``_columns.c``) and allocates nothing per row; :mod:`~sluice.streams.native` encodes the
+columns for the insert.
 """
 
 from __future__ import annotations

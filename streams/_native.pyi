@@ -1,0 +1,3 @@
+"""Column lists to ClickHouse's Native format (``_native.c``)."""
+
+def block(columns: list[list[object]], names: list[str], types: list[str], kinds: str, /) -> bytes: ...
