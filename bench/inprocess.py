@@ -28,7 +28,7 @@ from typing import Any
 from bench.common import MiB, SelfMeter, envelopes, encoded, records_of
 from sluice.kafka import CONTENT_TYPE_BATCH, H_CONTENT_TYPE
 from sluice.runtime import WORKER_GC_MIDDLE, tune_process
-from sluice.settings import Settings, WorkerSettings
+from sluice.settings import Settings, WorkerSettings, load_settings
 from sluice.streams.clickhouse import ClickHouse
 from sluice.streams.pipeline import Pipeline, Record, steps
 from sluice.streams.sinks.clickhouse import ClickHouseSink
@@ -115,7 +115,7 @@ async def run(n: int, *, clickhouse: bool, workdir: Path, per_record: int = 500)
             collections["s"] += time.perf_counter() - collections["at"]
 
     meter = SelfMeter(interval=0.01)
-    tune_process(Settings(), middle=WORKER_GC_MIDDLE)  # as `sluice worker` does
+    tune_process(load_settings(), middle=WORKER_GC_MIDDLE)  # as `sluice worker` does, SLUICE_* honoured
     gc.callbacks.append(on_gc)
     t0, c0 = time.perf_counter(), time.process_time()
     try:

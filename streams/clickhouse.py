@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 _MIGRATION_RE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
-# clickhouse-connect imports pandas on the first insert only to ask whether the data is a
+# clickhouse-connect imports pandas the first time it prepares an insert (the migrations' own, and
+# the insert context the sink reads a table's column types from) only to ask whether the data is a
 # DataFrame, which it never is here: 42 MiB of a worker's RSS for nothing. Unless something in
 # the process uses pandas already, it is told there is none (``query_df`` is not used).
 if "pandas" not in sys.modules:
