@@ -9,7 +9,7 @@ DEV_ARGS ?= --demo
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml ingress/_scan.c streams/_decode.c streams/_aggregate.c streams/_columns.c streams/_native.c sluice/protowire.h
+$(STAMP): pyproject.toml ingress/_scan.c streams/_decode.c streams/_aggregate.c streams/_columns.c streams/_native.c streams/_jsonl.c streams/buffer.h sluice/protowire.h
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

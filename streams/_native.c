@@ -11,31 +11,7 @@
 #include <stdint.h>
 #include <string.h>
 
-typedef struct {
-    char *data;
-    size_t len, cap;
-} Buf;
-
-static int grow(Buf *b, size_t more) {
-    if (b->len + more <= b->cap) return 0;
-    size_t cap = b->cap ? b->cap : 1 << 16;
-    while (cap < b->len + more) cap *= 2;
-    char *data = PyMem_Realloc(b->data, cap);
-    if (!data) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    b->data = data;
-    b->cap = cap;
-    return 0;
-}
-
-static int put(Buf *b, const void *p, size_t n) {
-    if (grow(b, n)) return -1;
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-    return 0;
-}
+#include "buffer.h"
 
 static int put_varint(Buf *b, uint64_t v) {
     if (grow(b, 10)) return -1;

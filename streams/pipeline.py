@@ -38,9 +38,11 @@ H_CONTENT_TYPE = "content-type"
 _BATCH_INDEX = LOG_COLUMNS.index("batch_index")
 assert _BATCH_INDEX == EVENT_COLUMNS.index("batch_index")
 _LINE_FIELDS = {
-    "logs": [(LOG_COLUMNS.index(c), c) for c in ("timestamp", "source_id", "instance_id", "type", "payload", "tags")],
-    "events": [(EVENT_COLUMNS.index(c), c) for c in ("timestamp", "source_id", "instance_id", "title", "body", "tags")],
-    "spans": [(SPAN_COLUMNS.index(c), c) for c in SPAN_COLUMNS if c not in ("access_key", "kafka_partition", "kafka_offset", "batch_index")],
+    "logs": tuple((c, LOG_COLUMNS.index(c)) for c in ("timestamp", "source_id", "instance_id", "type", "payload", "tags")),
+    "events": tuple((c, EVENT_COLUMNS.index(c)) for c in ("timestamp", "source_id", "instance_id", "title", "body", "tags")),
+    "spans": tuple(
+        (c, SPAN_COLUMNS.index(c)) for c in SPAN_COLUMNS if c not in ("access_key", "kafka_partition", "kafka_offset", "batch_index")
+    ),
 }
 
 
@@ -270,9 +272,7 @@ class Pipeline:
                     continue
                 sinks = self._sinks(access_key, stream)  # type: ignore[arg-type]
                 if "file" in sinks:
-                    fields = _LINE_FIELDS[stream]
-                    lines = [{name: row[i] for i, name in fields} for row in rows]
-                    self.files.add(access_key, stream, record.partition, record.offset, lines)
+                    self.files.add(access_key, stream, record.partition, record.offset, rows, _LINE_FIELDS[stream])
                 if "clickhouse" in sinks:
                     getattr(batch, stream).extend(rows)
             counters.logs += len(decoded.logs)
