@@ -48,7 +48,9 @@ POINT_TIMESTAMP: Final = 4
 
 @dataclass(slots=True)
 class Decoded:
-    """What one record holds, split by stream. Rows are in LOG_COLUMNS / EVENT_COLUMNS / SPAN_COLUMNS order."""
+    """What one record holds, split by stream. Rows are in LOG_COLUMNS / EVENT_COLUMNS / SPAN_COLUMNS order.
+
+    Rows and points with the same tags may share one tags dict (``_decode.c``): never change one."""
 
     logs: list[list[Any]] = field(default_factory=list)
     events: list[list[Any]] = field(default_factory=list)

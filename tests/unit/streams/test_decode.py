@@ -190,3 +190,26 @@ def test_repeated_names_and_tags_are_shared_strings_and_every_string_is_kept_exa
     assert decoded == values
     after = decode(record(counter(1, "h1"), counter(2, "h1")), KEY, 0, 99)
     assert after is not None and after[2][0][3]["host"] is after[2][1][3]["host"]  # shared again
+
+
+def test_envelopes_with_the_same_tags_share_one_dict_and_others_get_their_own() -> None:
+    def log(i: int, **tags: str) -> Envelope:
+        return Envelope(timestamp=i, tags=tags, log={"payload": b"x"})
+
+    def counter(i: int, **tags: str) -> Envelope:
+        return Envelope(timestamp=i, tags=tags, counter={"name": "req", "delta": 1})
+
+    first = decode(record(log(1, host="h1", zone="a"), counter(2, host="h1", zone="a"), counter(3, host="h2")), KEY, 0, 0)
+    again = decode(record(counter(4, host="h1", zone="a"), log(5), counter(6)), KEY, 0, 1)
+    assert first is not None and again is not None
+    (log_row,), (p1, p2) = first[0], first[2]
+    (p3, p5), (empty_row,) = again[2], again[0]
+    assert log_row[6] is p1[3] is p3[3] == {"host": "h1", "zone": "a"}  # across streams and records
+    assert p2[3] == {"host": "h2"} and p2[3] is not p1[3]
+    assert empty_row[6] == p5[3] == {}
+    # Tags too long to share are decoded exactly all the same, a dict each.
+    long = {f"k{i}": "v" * 20 for i in range(30)}
+    got = decode(record(counter(7, **long), counter(8, **long)), KEY, 0, 2)
+    assert got is not None
+    (a, b) = got[2]
+    assert a[3] == b[3] == long and a[3] is not b[3]
