@@ -86,6 +86,9 @@ class Worker:
             # Window state is written in chunks of about 256 KiB; one series with the largest
             # tags the gateway allows still fits.
             producer_max_request_size=4 * 1024 * 1024,
+            # Chunks of tens of KiB each went out as a batch of their own (the default is 16 KiB):
+            # 82 MB of them took 0.24 CPU s and 0.62 s to be acknowledged, against 0.16 and 0.37 s.
+            producer_max_batch_size=1024 * 1024,
             table_standby_replicas=0,
         )
         app = self.app
