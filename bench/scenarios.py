@@ -417,7 +417,7 @@ async def e2e(ctx: Context) -> list[Row]:
                         _mib(grss + wrss), note=f"acknowledged-to-queryable over {len(latencies)} calls of 500 logs; "
                         f"CPU gateway {gcpu:.1f}s + worker {wcpu:.1f}s; RSS gateway {_mib(grss):.0f} + worker {_mib(wrss):.0f} MiB"))
         best = None
-        ramp = [4_000] if ctx.quick else [20_000, 40_000, 60_000, 80_000, 120_000, 160_000, 200_000, 250_000]
+        ramp = [4_000] if ctx.quick else [20_000, 40_000, 60_000, 80_000, 120_000, 160_000, 200_000, 250_000, 300_000, 400_000]
         beyond = ""  # what the first step not sustained did
         for step in ramp:
             progress(f"e2e: ramp {step:,} envelopes/s")
