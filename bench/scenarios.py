@@ -24,6 +24,7 @@ from bench.common import (
     records_of,
 )
 from sluice.settings import Settings
+from sluice.ingress.frames import varint
 from sluice.tansu import free_port
 from sluice.v1.envelope_pb2 import Envelope
 
@@ -350,9 +351,6 @@ class _LiveRequests:
     so stamping replaces those bytes; nothing is encoded again."""
 
     def __init__(self, envs: list[Envelope], batch: int = 500, refresh: float = 0.5) -> None:
-        from bench.load import batch_bytes
-
-        self._batch_bytes = batch_bytes
         self._encoded = [e.SerializeToString() for e in envs]
         if not all(b[0] == 0x08 and all(x & 0x80 for x in b[1:9]) and b[9] < 0x80 for b in self._encoded):
             raise ValueError("every envelope needs a timestamp of 9 varint bytes as its first field")
@@ -365,22 +363,15 @@ class _LiveRequests:
     def __call__(self) -> list[tuple[bytes, int]]:
         now = time.monotonic()
         if now - self._at >= self._refresh:
+            from bench.load import batch_bytes
+
             self._at = now
-            stamp = b"\x08" + _varint(time.time_ns())
+            stamp = b"\x08" + varint(time.time_ns())
             stamped = [stamp + b[10:] for b in self._encoded]
             self._requests = [
-                (self._batch_bytes(stamped[i * self._batch:(i + 1) * self._batch]), logs) for i, logs in enumerate(self._logs)
+                (batch_bytes(stamped[i * self._batch:(i + 1) * self._batch]), logs) for i, logs in enumerate(self._logs)
             ]
         return self._requests
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 async def e2e(ctx: Context) -> list[Row]:

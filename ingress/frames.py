@@ -46,13 +46,18 @@ def envelope_bytes(batch: bytes) -> list[bytes]:
     return list(_FRAMES.FromString(batch).batch)
 
 
-def _long_prefix(length: int) -> bytes:
-    out = bytearray((BATCH_FIELD,))
-    while length >= 0x80:
-        out.append((length & 0x7F) | 0x80)
-        length >>= 7
-    out.append(length)
+def varint(n: int) -> bytes:
+    """A non-negative int as a protobuf varint."""
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
     return bytes(out)
+
+
+def _long_prefix(length: int) -> bytes:
+    return bytes((BATCH_FIELD,)) + varint(length)
 
 
 _cached_prefix = functools.lru_cache(maxsize=4096)(_long_prefix)

@@ -13,6 +13,10 @@
 
 #include "buffer.h"
 
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "Native's numbers are little-endian, and this encoder copies them as the host holds them"
+#endif
+
 static int put_varint(Buf *b, uint64_t v) {
     if (grow(b, 10)) return -1;
     while (v >= 0x80) {
@@ -23,7 +27,7 @@ static int put_varint(Buf *b, uint64_t v) {
     return 0;
 }
 
-static int put_u64(Buf *b, uint64_t v) { return put(b, &v, 8); } /* little-endian hosts only */
+static int put_u64(Buf *b, uint64_t v) { return put(b, &v, 8); }
 
 static int put_string(Buf *b, PyObject *v) {
     const char *s;

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sluice.ingress.frames import Forwarded, Pending, envelope_bytes, frame_records, prefix
+from sluice.ingress.frames import Forwarded, Pending, envelope_bytes, frame_records, prefix, varint
 from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch
 
 
@@ -12,6 +12,11 @@ def log(payload_bytes: int, **kw: object) -> Envelope:
     env = Envelope(timestamp=1, source_id="s", **kw)  # type: ignore[arg-type]
     env.log.payload = b"x" * payload_bytes
     return env
+
+
+@pytest.mark.parametrize("n", [1, 127, 128, 2**56 - 1, 2**56, 1_800_000_000 * 10**9, 2**63 - 1])
+def test_varint_is_what_protobuf_writes_for_an_int(n: int) -> None:
+    assert b"\x08" + varint(n) == Envelope(timestamp=n).SerializeToString()
 
 
 @pytest.mark.parametrize("length", [0, 1, 127, 128, 16383, 16384, 2_097_151, 2_097_152])
