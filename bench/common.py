@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -154,6 +154,19 @@ class SelfMeter(ProcessMeter):
         super().__init__(os.getpid(), interval, children=False)
 
 
+def profiler_command(module: str, pid: int, env: Mapping[str, str]) -> list[str] | None:
+    """The py-spy command recording a child's collapsed stacks (for flame graphs) into the
+    directory ``SLUICE_BENCH_PROFILE`` names (None: no profiling); with ``SLUICE_BENCH_PROFILE_GIL``,
+    only the thread holding the GIL is sampled."""
+    profile_dir = env.get("SLUICE_BENCH_PROFILE")
+    if not profile_dir:
+        return None
+    out = Path(profile_dir) / f"{module.replace('.', '_')}-{pid}.txt"
+    gil = ["--gil"] if env.get("SLUICE_BENCH_PROFILE_GIL") else []
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+    return [spy, "record", "-p", str(pid), "-r", "250", *gil, "-f", "raw", "-o", str(out)]
+
+
 class Child:
     """A Python child process (``python -m module args``) with its output in ``log``; it reports
     through JSON lines on stdout, read with :meth:`read_event`."""
@@ -174,13 +187,9 @@ class Child:
             raise
 
     def _start_profiler(self, module: str) -> None:
-        profile_dir = os.environ.get("SLUICE_BENCH_PROFILE")
-        if profile_dir:  # py-spy's collapsed stacks of this child, for flame graphs
-            out = Path(profile_dir) / f"{module.replace('.', '_')}-{self.proc.pid}.txt"
-            self._spy = subprocess.Popen(
-                [shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy", "record", "-p", str(self.proc.pid), "-r", "250", "-f", "raw", "-o", str(out)],
-                stdout=subprocess.DEVNULL, stderr=self._log,
-            )
+        command = profiler_command(module, self.proc.pid, os.environ)
+        if command is not None:
+            self._spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self._log)
 
     def read_event(self, timeout: float) -> dict[str, Any]:
         """The next JSON line the child prints (other lines are skipped)."""

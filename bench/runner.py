@@ -92,6 +92,8 @@ def main(args: argparse.Namespace) -> int:
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
         os.environ["SLUICE_BENCH_PROFILE"] = str(args.profile.resolve())
+        if args.profile_gil:
+            os.environ["SLUICE_BENCH_PROFILE_GIL"] = "1"
     output = args.output
     if output is None and not args.scenario and not args.quick:
         output = RESULTS

@@ -154,9 +154,10 @@ async def _reference(ctx: Context, child: Child, what: str, timeout: float) -> t
 
 
 async def worker(ctx: Context) -> list[Row]:
-    """The same records (EnvelopeBatches of 500 envelopes: counters, gauges, logs over 1000 series,
-    about 6,700 envelopes per second of event time) through the Sluice worker, a raw decode loop,
-    a naive Faust agent and Quix Streams. The load is several of the worker's batches (500
+    """The same records (EnvelopeBatches of 500 envelopes: counters, gauges, logs over 1000 tag
+    sets, about 6,700 envelopes per second of event time) through the Sluice worker, the same
+    worker with the metrics routed to no sink (no windows), a raw decode loop, a naive Faust agent
+    and Quix Streams. The load is several of the worker's batches (500
     records each), so a batch's collection wait is not most of what is timed."""
     n = 4_000 if ctx.quick else 1_000_000
     n_naive = 2_000 if ctx.quick else 20_000
@@ -173,19 +174,21 @@ async def worker(ctx: Context) -> list[Row]:
     rows: list[Row] = []
     timeout = 60 if ctx.quick else 240
 
-    progress("worker: sluice worker (decode, 1s windows, file and ClickHouse sinks)")
-    from sluice.streams.query import worker_url
+    progress("worker: sluice worker (decode, 1s and 1m windows, file and ClickHouse sinks)")
+    rows.append(await _sluice_worker(settings, "sluice worker", len(values), timeout))
+    # The same worker with the keys' metrics routed to no sink: no windows, so what the windows
+    # cost (their state, emissions and rows) is the difference between the two rows.
+    progress("worker: sluice worker, metrics routed nowhere (no windows)")
+    bare = ctx.settings("worker-no-windows", worker={"session_timeout": 6.0}, kafka={"raw_topic": topic})
+    bare.data_dir.mkdir(parents=True)
+    from sluice.keys.models import DEFAULT_ROUTES, AccessKeyConfig
+    from sluice.keys.store import JsonKeyStore
 
-    child = Child("sluice.cli.main", ["worker"], settings.to_env(), settings.data_dir / "worker.log")
-    try:
-        first, done, status = await _caught_up_worker(child, worker_url(settings), len(values), timeout)
-        cpu, rss = child.meter.between(first, done)
-        c = status["counters"]
-        rows.append(Row("worker", "sluice worker", "envelopes/s", c["envelopes"] / (done - first), cpu_s=cpu,
-                        rss_mib=_mib(rss), count=c["envelopes"], note=f"{c['envelopes']:,} envelopes, {c['metric_rows']:,} metric rows, "
-                        f"rows written {status['rows_written']}"))
-    finally:
-        child.stop()
+    keystore = JsonKeyStore(bare.access_keys_path)
+    routes = {stream: [] if stream.startswith("metrics") else sinks for stream, sinks in DEFAULT_ROUTES.items()}
+    for key in keys:
+        keystore.put(AccessKeyConfig(access_key=key.decode(), routes=routes))
+    rows.append(await _sluice_worker(bare, "sluice worker, metrics routed nowhere (no windows)", len(values), timeout))
 
     refs: list[tuple[str, str, list[str], int]] = [
         ("raw aiokafka getmany + the worker's C decoder (ceiling)", "bench.raw_decode", ["--decoder", "sluice"], n),
@@ -210,7 +213,24 @@ async def worker(ctx: Context) -> list[Row]:
         finally:
             child.stop(timeout=3)  # a reference keeps nothing worth a graceful stop
     ratio_to(rows, rows[0])
+    ratio_to(rows, rows[1])
     return rows
+
+
+async def _sluice_worker(settings: Settings, system: str, records: int, timeout: float) -> Row:
+    """``sluice worker`` from the start of the raw topic until ``records`` records are durable."""
+    from sluice.streams.query import worker_url
+
+    child = Child("sluice.cli.main", ["worker"], settings.to_env(), settings.data_dir / "worker.log")
+    try:
+        first, done, status = await _caught_up_worker(child, worker_url(settings), records, timeout)
+        cpu, rss = child.meter.between(first, done)
+    finally:
+        child.stop()
+    c = status["counters"]
+    return Row("worker", system, "envelopes/s", c["envelopes"] / (done - first), cpu_s=cpu, rss_mib=_mib(rss),
+               count=c["envelopes"], note=f"{c['envelopes']:,} envelopes, {c['metric_rows']:,} metric rows, "
+               f"rows written {status['rows_written']}")
 
 
 def _why(lines: list[str]) -> str:

@@ -222,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--output", type=Path, help="results file (default: bench/RESULTS.md for a full run of all)")
     bench.add_argument("--workdir", type=Path, help="keep logs and data here (default: a temporary directory)")
     bench.add_argument("--profile", type=Path, metavar="DIR", help="record py-spy profiles of every process under test into DIR")
+    bench.add_argument("--profile-gil", action="store_true",
+                       help="with --profile: sample only the thread holding the GIL (where the interpreter's time goes, no waits)")
 
     token = command("token", cmd_token, "issue access tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")

@@ -7,6 +7,7 @@ each reference ran and that the ratios name every reference.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.common import REPO, Row, envelopes, table
+from bench.common import REPO, Row, envelopes, profiler_command, table
 from bench.runner import SCENARIOS, report, run_bench
 from bench.scenarios import Context
 from sluice.tansu import Tansu
@@ -26,7 +27,8 @@ EXPECTED = {
     },
     "worker": {
         ("worker", s) for s in (
-            "sluice worker", "raw aiokafka getmany + the worker's C decoder (ceiling)",
+            "sluice worker", "sluice worker, metrics routed nowhere (no windows)",
+            "raw aiokafka getmany + the worker's C decoder (ceiling)",
             "raw aiokafka getmany + protobuf decode",
             "naive Faust agent, table update per event", "Quix Streams tumbling 1s window",
         )
@@ -55,6 +57,11 @@ async def test_scenario_runs(name: str, tansu: Tansu, tmp_path: Path) -> None:
         if subject.system.startswith("sluice"):
             references = {r.system for r in rows if r.scenario == subject.scenario and r is not subject}
             assert set(subject.ratios) == references
+    if name == "worker":  # the second Sluice worker routes the metrics nowhere: it writes no windows
+        metric_rows = {r.system: int(re.search(r"([\d,]+) metric rows", r.note)[1].replace(",", ""))  # type: ignore[index]
+                       for r in rows if r.system.startswith("sluice")}
+        assert metric_rows["sluice worker, metrics routed nowhere (no windows)"] == 0
+        assert metric_rows["sluice worker"] > 0
 
 
 def test_the_command_writes_the_results_file(tmp_path: Path) -> None:
@@ -86,3 +93,12 @@ def test_the_inprocess_pipeline_runs_the_worker_scenario_load_into_chdb() -> Non
     assert result["rows_written"]["logs"] == kinds["log"]
     assert result["rows_written"]["metrics_1s"] + result["rows_written"]["metrics_1m"] == result["metric_rows"] > 0
     assert result["envelopes_per_s"] > 0 and result["cpu_s"]["process"] > 0 and result["cpu_s"]["commit"] > 0
+
+
+def test_the_profiler_samples_the_gil_holder_only_when_asked(tmp_path: Path) -> None:
+    assert profiler_command("bench.raw_decode", 42, {}) is None
+    command = profiler_command("bench.raw_decode", 42, {"SLUICE_BENCH_PROFILE": str(tmp_path)})
+    assert command is not None and "--gil" not in command
+    assert command[1:5] == ["record", "-p", "42", "-r"] and command[-1] == str(tmp_path / "bench_raw_decode-42.txt")
+    gil = profiler_command("bench.raw_decode", 42, {"SLUICE_BENCH_PROFILE": str(tmp_path), "SLUICE_BENCH_PROFILE_GIL": "1"})
+    assert gil == [*command[:6], "--gil", *command[6:]]
