@@ -89,6 +89,9 @@ def run_bench(names: list[str], *, quick: bool = False, output: Path | None = No
 
 def main(args: argparse.Namespace) -> int:
     """``sluice bench``: the parsed command line."""
+    if args.profile_gil and args.profile is None:
+        print("sluice bench: --profile-gil needs --profile DIR (where the profiles go)", file=sys.stderr)
+        return 2
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
         os.environ["SLUICE_BENCH_PROFILE"] = str(args.profile.resolve())

@@ -23,8 +23,10 @@ from bench.common import (
     ratio_to,
     records_of,
 )
-from sluice.settings import Settings
 from sluice.ingress.frames import varint
+from sluice.keys.models import DEFAULT_ROUTES, AccessKeyConfig
+from sluice.keys.store import JsonKeyStore
+from sluice.settings import Settings
 from sluice.tansu import free_port
 from sluice.v1.envelope_pb2 import Envelope
 
@@ -181,9 +183,6 @@ async def worker(ctx: Context) -> list[Row]:
     progress("worker: sluice worker, metrics routed nowhere (no windows)")
     bare = ctx.settings("worker-no-windows", worker={"session_timeout": 6.0}, kafka={"raw_topic": topic})
     bare.data_dir.mkdir(parents=True)
-    from sluice.keys.models import DEFAULT_ROUTES, AccessKeyConfig
-    from sluice.keys.store import JsonKeyStore
-
     keystore = JsonKeyStore(bare.access_keys_path)
     routes = {stream: [] if stream.startswith("metrics") else sinks for stream, sinks in DEFAULT_ROUTES.items()}
     for key in keys:
@@ -327,11 +326,14 @@ async def clickhouse(ctx: Context) -> list[Row]:
 # -- end to end --------------------------------------------------------------------------------
 
 
-async def _paced_sends(target: str, metadata: tuple[tuple[str, str], ...], requests: Callable[[], list[tuple[bytes, int]]],
-                       rate: float, duration: float, acks: list[tuple[float, int, int]], batch: int = 500) -> float:
-    """Send ``batch``-envelope Send calls at ``rate`` envelopes/s for ``duration`` s, from up to
-    8 calls in flight, cycling through ``requests()`` (each a request and the logs it holds);
-    (ack time, envelopes, logs) appended to ``acks``. Returns the achieved rate."""
+Requests = Callable[[], list[tuple[bytes, int, int]]]  # each Send request, its envelopes and the logs among them
+
+
+async def _paced_sends(target: str, metadata: tuple[tuple[str, str], ...], requests: Requests,
+                       rate: float, duration: float, acks: list[tuple[float, int, int]]) -> float:
+    """Send calls at ``rate`` envelopes/s for ``duration`` s, from up to 8 calls in flight,
+    cycling through ``requests()``; (ack time, envelopes, logs) appended to ``acks``. Returns the
+    achieved rate."""
     import grpc
 
     from sluice.v1.ingress_pb2 import SendResponse
@@ -351,14 +353,15 @@ async def _paced_sends(target: str, metadata: tuple[tuple[str, str], ...], reque
             finally:
                 slots.release()
 
-        i = 0
-        while (due := start + i * batch / rate) < start + duration:
+        i = sent = 0
+        while (due := start + sent / rate) < start + duration:
             if due > loop.time():
                 await asyncio.sleep(due - loop.time())
             await slots.acquire()
             current = requests()
-            tasks.append(asyncio.ensure_future(one(*current[i % len(current)])))
-            i += 1
+            request, envelopes, logs = current[i % len(current)]
+            tasks.append(asyncio.ensure_future(one(request, logs)))
+            i, sent = i + 1, sent + envelopes
         await asyncio.gather(*tasks)
         acked = sum(n for _, n, _ in acks)
         return acked / (max(t for t, _, _ in acks) - wall_start) if acks else 0.0
@@ -378,9 +381,9 @@ class _LiveRequests:
         self._batch = batch
         self._refresh = refresh
         self._at = -refresh
-        self._requests: list[tuple[bytes, int]] = []
+        self._requests: list[tuple[bytes, int, int]] = []
 
-    def __call__(self) -> list[tuple[bytes, int]]:
+    def __call__(self) -> list[tuple[bytes, int, int]]:
         now = time.monotonic()
         if now - self._at >= self._refresh:
             from bench.load import batch_bytes
@@ -389,7 +392,8 @@ class _LiveRequests:
             stamp = b"\x08" + varint(time.time_ns())
             stamped = [stamp + b[10:] for b in self._encoded]
             self._requests = [
-                (batch_bytes(stamped[i * self._batch:(i + 1) * self._batch]), logs) for i, logs in enumerate(self._logs)
+                (batch_bytes(stamped[i * self._batch:(i + 1) * self._batch]), self._batch, logs)
+                for i, logs in enumerate(self._logs)
             ]
         return self._requests
 
@@ -430,7 +434,8 @@ async def e2e(ctx: Context) -> list[Row]:
         from bench.load import batch_bytes
 
         data = encoded(envelopes(20_000, seed=4, logs=1.0, t0=time.time_ns() - 60 * 10**9))
-        fixed = [(batch_bytes(data[i:i + 500]), 500) for i in range(0, len(data), 500)]
+        calls = [data[i:i + 500] for i in range(0, len(data), 500)]
+        fixed = [(batch_bytes(call), len(call), len(call)) for call in calls]  # every envelope a log
         # The ramp: the worker scenario's mix (a quarter logs; counters and gauges over 1,000
         # series), stamped with the wall clock, so that windows are open and written as deltas
         # as a live source's are. The logs tell when the worker is done.
@@ -440,9 +445,7 @@ async def e2e(ctx: Context) -> list[Row]:
         async def count() -> int:
             return int((await asyncio.to_thread(query_worker, url, "SELECT count() FROM sluice.logs"))[1][0][0])
 
-        async def run_at(
-            requests: Callable[[], list[tuple[bytes, int]]], rate: float, duration: float
-        ) -> tuple[float, list[float], float]:
+        async def run_at(requests: Requests, rate: float, duration: float) -> tuple[float, list[float], float]:
             """Achieved rate, latencies (s) of the calls holding logs, seconds the worker needed
             after the last ack."""
             base = await count()

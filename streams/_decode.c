@@ -156,7 +156,7 @@ static tag_slot_t tag_slots[TAG_SLOTS];
 
 /* The tags dict of an envelope. Envelopes whose tags have the same bytes in the same order
  * (those of one series, as one agent writes them) share one dict through a direct-mapped cache:
- * a dict and its entries made for every envelope were a third of decoding a metric. Rows and
+ * a dict and its entries made for every envelope were about half of decoding. Rows and
  * points keep these dicts, so nothing may change them. */
 static PyObject *tags_of(const envelope_t *e) {
     char key[TAG_KEY_MAX];

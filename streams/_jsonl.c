@@ -140,8 +140,15 @@ static int put_value(Buf *b, PyObject *v, int depth) {
     return -1;
 }
 
-/* One row's line, its values named by fields: a tuple of ("name", index) pairs. */
-static int put_row(Buf *b, PyObject *row, PyObject *fields) {
+/* A field of a line: the index of its value in a row, and where its `"name":` (after a comma
+ * but for the first) lies in the rendered keys, written once per call rather than per row. */
+typedef struct {
+    Py_ssize_t at;
+    size_t start, len;
+} field_t;
+
+/* One row's line, its values named by fields. */
+static int put_row(Buf *b, PyObject *row, const field_t *fields, Py_ssize_t nfields, const char *keys) {
     if (!(PyList_Check(row) || PyTuple_Check(row))) {
         PyErr_Format(PyExc_TypeError, "a row must be a list or tuple, not %.100s", Py_TYPE(row)->tp_name);
         return -1;
@@ -149,19 +156,48 @@ static int put_row(Buf *b, PyObject *row, PyObject *fields) {
     PyObject **values = PyList_Check(row) ? ((PyListObject *)row)->ob_item : ((PyTupleObject *)row)->ob_item;
     Py_ssize_t width = Py_SIZE(row);
     if (put(b, "{", 1) < 0) return -1;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(fields); i++) {
-        PyObject *field = PyTuple_GET_ITEM(fields, i);
-        Py_ssize_t at = PyLong_AsSsize_t(PyTuple_GET_ITEM(field, 1));
-        if (at == -1 && PyErr_Occurred()) return -1;
+    for (Py_ssize_t i = 0; i < nfields; i++) {
+        Py_ssize_t at = fields[i].at;
         if (at < 0 || at >= width) {
             PyErr_Format(PyExc_IndexError, "a row of %zd values has no value %zd", width, at);
             return -1;
         }
-        if ((i && put(b, ",", 1) < 0) || put_str(b, PyTuple_GET_ITEM(field, 0)) < 0 || put(b, ":", 1) < 0 ||
-            put_value(b, values[at], 1) < 0)
-            return -1;
+        if (put(b, keys + fields[i].start, fields[i].len) < 0 || put_value(b, values[at], 1) < 0) return -1;
     }
     return put(b, "}\n", 2);
+}
+
+/* The fields (a tuple of ("name", index) pairs) as field_t, their keys rendered into keys;
+ * NULL with an exception set if they are not such a tuple. */
+static field_t *parse_fields(PyObject *fields, Buf *keys) {
+    int valid = PyTuple_Check(fields);
+    for (Py_ssize_t i = 0; valid && i < PyTuple_GET_SIZE(fields); i++) {
+        PyObject *f = PyTuple_GET_ITEM(fields, i);
+        valid = PyTuple_Check(f) && PyTuple_GET_SIZE(f) == 2 && PyUnicode_Check(PyTuple_GET_ITEM(f, 0)) &&
+                PyLong_Check(PyTuple_GET_ITEM(f, 1));
+    }
+    if (!valid) {
+        PyErr_SetString(PyExc_TypeError, "fields must be a tuple of (name, index) pairs, or None");
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(fields);
+    field_t *parsed = PyMem_Malloc(sizeof(field_t) * (size_t)(n ? n : 1));
+    if (!parsed) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *f = PyTuple_GET_ITEM(fields, i);
+        parsed[i].at = PyLong_AsSsize_t(PyTuple_GET_ITEM(f, 1));
+        parsed[i].start = keys->len;
+        if ((parsed[i].at == -1 && PyErr_Occurred()) || (i && put(keys, ",", 1) < 0) ||
+            put_str(keys, PyTuple_GET_ITEM(f, 0)) < 0 || put(keys, ":", 1) < 0) {
+            PyMem_Free(parsed);
+            return NULL;
+        }
+        parsed[i].len = keys->len - parsed[i].start;
+    }
+    return parsed;
 }
 
 PyDoc_STRVAR(lines_doc,
@@ -178,28 +214,20 @@ static PyObject *lines(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     }
     PyObject *rows = PySequence_Fast(args[0], "rows must be a sequence");
     if (!rows) return NULL;
-    PyObject *fields = args[1];
-    if (fields != Py_None) {
-        int valid = PyTuple_Check(fields);
-        for (Py_ssize_t i = 0; valid && i < PyTuple_GET_SIZE(fields); i++) {
-            PyObject *f = PyTuple_GET_ITEM(fields, i);
-            valid = PyTuple_Check(f) && PyTuple_GET_SIZE(f) == 2 && PyUnicode_Check(PyTuple_GET_ITEM(f, 0)) &&
-                    PyLong_Check(PyTuple_GET_ITEM(f, 1));
-        }
-        if (!valid) {
-            Py_DECREF(rows);
-            PyErr_SetString(PyExc_TypeError, "fields must be a tuple of (name, index) pairs, or None");
-            return NULL;
-        }
+    Buf b = {NULL, 0, 0}, keys = {NULL, 0, 0};
+    field_t *fields = NULL;
+    Py_ssize_t nfields = 0;
+    PyObject *out = NULL;
+    if (args[1] != Py_None) {
+        if (!(fields = parse_fields(args[1], &keys))) goto done;
+        nfields = PyTuple_GET_SIZE(args[1]);
     }
     Py_ssize_t n = PySequence_Fast_GET_SIZE(rows);
-    Buf b = {NULL, 0, 0};
-    PyObject *out = NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *row = PySequence_Fast_GET_ITEM(rows, i);
         int failed;
-        if (fields != Py_None) {
-            failed = put_row(&b, row, fields) < 0;
+        if (fields) {
+            failed = put_row(&b, row, fields, nfields, keys.data) < 0;
         } else if (PyDict_Check(row)) {
             failed = put_dict(&b, row, 1) < 0 || put(&b, "\n", 1) < 0;
         } else {
@@ -211,6 +239,8 @@ static PyObject *lines(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     out = PyBytes_FromStringAndSize(b.data, (Py_ssize_t)b.len);
 done:
     PyMem_Free(b.data);
+    PyMem_Free(keys.data);
+    PyMem_Free(fields);
     Py_DECREF(rows);
     return out;
 }

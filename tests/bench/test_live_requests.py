@@ -24,8 +24,10 @@ def test_requests_are_the_envelopes_stamped_with_the_time_of_the_last_refresh() 
     requests = live()
     after = time.time_ns()
     assert live() is requests  # not refreshed before 60 s
-    assert [logs for _, logs in requests] == [sum(e.HasField("log") for e in envs[i:i + 500]) for i in range(0, 2_000, 500)]
-    sent = [env for request, _ in requests for env in EnvelopeBatch.FromString(request).batch]
+    assert [(n, logs) for _, n, logs in requests] == [
+        (500, sum(e.HasField("log") for e in envs[i:i + 500])) for i in range(0, 2_000, 500)
+    ]
+    sent = [env for request, _, _ in requests for env in EnvelopeBatch.FromString(request).batch]
     assert len(sent) == 2_000
     assert len({env.timestamp for env in sent}) == 1 and before <= sent[0].timestamp <= after
     assert [without_timestamp(e) for e in sent] == [without_timestamp(e) for e in envs]

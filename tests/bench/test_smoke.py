@@ -102,3 +102,10 @@ def test_the_profiler_samples_the_gil_holder_only_when_asked(tmp_path: Path) -> 
     assert command[1:5] == ["record", "-p", "42", "-r"] and command[-1] == str(tmp_path / "bench_raw_decode-42.txt")
     gil = profiler_command("bench.raw_decode", 42, {"SLUICE_BENCH_PROFILE": str(tmp_path), "SLUICE_BENCH_PROFILE_GIL": "1"})
     assert gil == [*command[:6], "--gil", *command[6:]]
+
+
+def test_profile_gil_without_a_profile_directory_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    from sluice.cli.main import main
+
+    assert main(["bench", "--profile-gil", "clickhouse"]) == 2
+    assert "--profile-gil needs --profile DIR" in capsys.readouterr().err

@@ -32,8 +32,9 @@ VALUES: list[Any] = [
 
 def test_every_kind_of_value_is_written_as_orjson_writes_it() -> None:
     rows = [[v, i] for i, v in enumerate(VALUES)]
-    fields = (("value", 0), ("i", 1))
-    assert lines(rows, fields) == orjson_lines([{"value": v, "i": i} for i, v in enumerate(VALUES)])
+    name = 'value "é"\n'  # names are escaped as values are, once for all the rows
+    fields = ((name, 0), ("i", 1))
+    assert lines(rows, fields) == orjson_lines([{name: v, "i": i} for i, v in enumerate(VALUES)])
     assert lines([{"value": v} for v in VALUES], None) == orjson_lines([{"value": v} for v in VALUES])
 
 
@@ -78,6 +79,8 @@ def test_no_rows_give_no_bytes() -> None:
         ([[1]], None, TypeError, "without fields a row must be a dict, not list"),
         ([[1]], [("a", 0)], TypeError, r"fields must be a tuple of \(name, index\) pairs"),
         ([[1]], (("a", "0"),), TypeError, r"fields must be a tuple of \(name, index\) pairs"),
+        ([[1]], (("\ud800", 0),), UnicodeEncodeError, "surrogates not allowed"),  # a name, rendered once per call
+        ([[1]], (("a", 2**64),), OverflowError, "too large to convert"),
         (5, None, TypeError, "rows must be a sequence"),
     ],
 )
