@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sluice.settings import Settings
 
-DEFAULT_GC_THRESHOLD = 50_000
 # Young collections between two collections of the middle generation in the worker (Python's
 # default is 10). A processing step's rows and window values live until the step is written;
 # at 10 the middle generation was collected while they were all still alive and traversed
@@ -25,9 +24,6 @@ WORKER_GC_MIDDLE = 100
 # objects).
 WORKER_FULL_COLLECTION_SECONDS = 60.0
 
-# What the gateway and the worker set glibc's heap to keep and to map (see tune_malloc).
-DEFAULT_MALLOC_TRIM_THRESHOLD = 64 * 1024 * 1024
-DEFAULT_MALLOC_MMAP_THRESHOLD = 4 * 1024 * 1024
 # glibc's mallopt() parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
