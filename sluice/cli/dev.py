@@ -12,7 +12,6 @@ import asyncio
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from sluice.cli.dev_ports import bind_error, check_listeners
 from sluice.cli.keys import dev_broker_path
 from sluice.certs import DEFAULT_HOSTNAMES, generate_self_signed, issue_client_cert
 from sluice.client import SluiceClient, counter_envelope, gauge_envelope, log_envelope
@@ -30,18 +30,34 @@ from sluice.ingress.server import parse_listen
 from sluice.keys import AccessKeyConfig, JsonKeyStore
 from sluice.settings import Settings
 from sluice.streams.query import wait_caught_up, worker_url
-from sluice.tansu import Tansu, free_port, wait_for_port
+from sluice.tansu import Tansu, wait_for_port
 
 DEV_KEY = "dev"
+# The worker's admin credential for raw SQL on /query; `sluice query` reads it from here when
+# SLUICE_QUERY_ADMIN_TOKEN is unset.
+DEV_QUERY_TOKEN_FILE = "dev-query-token"
+
+
+def dev_credential(path: Path) -> str:
+    """The random credential (32 random bytes, URL-safe) kept in ``path``, made on first use;
+    the file is created 0600, so it is never readable by others, not even briefly."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
 
 
 def dev_secret(data_dir: Path) -> str:
-    """The JWT secret of this data directory, made on first use (kept 0600 in dev-secret)."""
-    path = data_dir / "dev-secret"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    """The JWT secret of this data directory (in dev-secret)."""
+    return dev_credential(data_dir / "dev-secret")
+
+
+def dev_query_token(data_dir: Path) -> str:
+    """The worker's admin query token of this data directory (in dev-query-token)."""
+    return dev_credential(data_dir / DEV_QUERY_TOKEN_FILE)
 
 
 class Child:
@@ -116,12 +132,13 @@ def dev_tls(settings: Settings, *, mtls: bool) -> dict[str, Path]:
 DEV_PROTOCOLS = {"statsd_listen": 8125, "influx_udp_listen": 8094, "http_listen": 8086}
 
 
-def enable_protocols(settings: Settings) -> None:
-    """Turn on the protocol listeners not configured whose usual port is free."""
+def enable_protocols(settings: Settings, reserved: set[int]) -> None:
+    """Turn on the protocol listeners not configured whose usual port is free and not
+    ``reserved`` (named by another listener)."""
     protocols = settings.protocols
     for name, port in DEV_PROTOCOLS.items():
         udp = name != "http_listen"
-        if getattr(protocols, name) or not port_free(port, udp=udp):
+        if getattr(protocols, name) or port in reserved or bind_error("127.0.0.1", port, udp=udp) is not None:
             continue
         setattr(protocols, name, f"127.0.0.1:{port}")
         if name == "statsd_listen":
@@ -139,17 +156,13 @@ def protocol_lines(settings: Settings) -> str:
     return ", ".join(parts)
 
 
-def port_free(port: int, *, udp: bool) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def run_dev(settings: Settings, *, demo: bool = False, tls: bool = False, mtls: bool = False) -> int:
-    """Run the stack until Ctrl-C; ``tls``/``mtls`` serve the gateway with (mutual) TLS."""
+    """Run the stack until Ctrl-C; ``tls``/``mtls`` serve the gateway with (mutual) TLS.
+
+    Every listener binds the port it is configured with; one that is taken stops ``sluice dev``
+    before anything starts. Only the broker's port (embedded Tansu) is picked free.
+    """
+    listeners = check_listeners(settings)
     data = settings.data_dir.resolve()
     data.mkdir(parents=True, exist_ok=True)
     settings.keys_file = settings.access_keys_path.resolve()
@@ -160,13 +173,9 @@ def run_dev(settings: Settings, *, demo: bool = False, tls: bool = False, mtls: 
     keys = JsonKeyStore(settings.access_keys_path)
     if keys.get(DEV_KEY) is None:
         keys.put(AccessKeyConfig(access_key=DEV_KEY, description="made by sluice dev"))
-    enable_protocols(settings)
-    if settings.gateway.metrics_listen:
-        host, port = parse_listen(settings.gateway.metrics_listen, "gateway.metrics_listen")
-        if not port_free(port, udp=False):  # another stack's; this one's metrics go elsewhere
-            settings.gateway.metrics_listen = f"{host}:{free_port()}"
-    if not port_free(settings.worker.web_port, udp=False):
-        settings.worker.web_port = free_port()
+    if settings.query.admin_token is None:
+        settings.query.admin_token = SecretStr(dev_query_token(data))
+    enable_protocols(settings, {listener.port for listener in listeners})
     tansu = None
     children: list[Child] = []
     try:
@@ -218,6 +227,7 @@ Sluice is running.
   broker    {settings.kafka.bootstrap}{' (Tansu, memory storage)' if tansu else ''}
   gateway   {target} ({transport})  log: {gateway.log_path}
   worker    {url}   log: {worker.log_path}
+  query     {url}/query  (raw SQL needs the admin token: SLUICE_QUERY_ADMIN_TOKEN, else {settings.data_dir / DEV_QUERY_TOKEN_FILE})
   data      {settings.data_dir.resolve()}  (files in files/, chDB in clickhouse/)
   key       {DEV_KEY}
   token     {token}
