@@ -5,9 +5,11 @@ ingress published, the dashboard's variables passed as values."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
+import secrets
 import stat
 import subprocess
 import sys
@@ -124,7 +126,10 @@ def test_every_sluice_variable_is_a_setting_and_parses(monkeypatch: pytest.Monke
 
 
 def operator_value(name: str) -> str:
-    return '{"k1": "' + "A" * 43 + '="}' if name == "SLUICE_ENCRYPTION_KEYS" else "x" * 43
+    """A value the operator could give (random: made-up credentials are refused)."""
+    if name == "SLUICE_ENCRYPTION_KEYS":
+        return json.dumps({"k1": base64.b64encode(secrets.token_bytes(32)).decode()})
+    return secrets.token_urlsafe(32)
 
 
 def secret_settings() -> set[str]:
@@ -142,7 +147,7 @@ def secret_settings() -> set[str]:
 def test_the_secret_settings_are_known() -> None:
     assert {"SLUICE_AUTH_JWT_SECRET", "SLUICE_QUERY_ADMIN_TOKEN", "SLUICE_CLICKHOUSE_PASSWORD",
             "SLUICE_ENCRYPTION_KEYS"} <= secret_settings()
-    assert isinstance(Settings(query={"admin_token": "t"}).query.admin_token, SecretStr)
+    assert isinstance(Settings(query={"admin_token": secrets.token_urlsafe(32)}).query.admin_token, SecretStr)
 
 
 def test_no_credential_is_written_in_a_manifest() -> None:
