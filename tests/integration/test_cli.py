@@ -127,6 +127,9 @@ def test_dev_binds_its_ports_left_in_time_wait(tmp_path: Path) -> None:
             assert response.status == 200
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10) as response:
             assert b"sluice_gateway" in response.read()
+        # chDB is the worker's while it runs: a query answers only through the worker's port.
+        q = sluice(env, "query", "SELECT 1 AS one", "--format", "json")
+        assert (q.returncode, json.loads(q.stdout or "null")) == (0, [{"one": 1}]), q.stderr
         token = (tmp_path / "data" / "dev-query-token").read_text()
         assert len(token) == 43 and (tmp_path / "data" / "dev-query-token").stat().st_mode & 0o777 == 0o600
         dev.send_signal(signal.SIGINT)
@@ -139,13 +142,14 @@ def test_dev_binds_its_ports_left_in_time_wait(tmp_path: Path) -> None:
     assert (tmp_path / "data" / "dev-query-token").read_text() == token
 
 
-@pytest.mark.parametrize("setting", ["SLUICE_GATEWAY_METRICS_LISTEN", "SLUICE_WORKER_WEB_PORT"])
+PORT_SETTINGS = ["SLUICE_GATEWAY_LISTEN", "SLUICE_GATEWAY_METRICS_LISTEN", "SLUICE_WORKER_WEB_PORT"]  # dev_env's order
+
+
+@pytest.mark.parametrize("setting", PORT_SETTINGS)
 def test_dev_stops_when_a_configured_port_is_taken(tmp_path: Path, setting: str) -> None:
     with listening_socket() as taken:
         port = taken.getsockname()[1]
-        ports = {"SLUICE_GATEWAY_METRICS_LISTEN": (free_port(), port, free_port())}.get(
-            setting, (free_port(), free_port(), port)
-        )
+        ports = [port if name == setting else free_port() for name in PORT_SETTINGS]
         started = time.monotonic()
         dev = subprocess.Popen(
             SLUICE + ["dev"], env=dev_env(tmp_path / "data", *ports), stdout=subprocess.PIPE,
