@@ -4,6 +4,9 @@ Tansu (memory storage) unless SLUICE_KAFKA_BOOTSTRAP names a broker, then the ga
 worker as child processes (logs in <data_dir>/*.log), chDB in <data_dir>/clickhouse. Ctrl-C
 stops the gateway first, waits until the worker has processed every acknowledged record and
 closed every window, then stops the worker and the broker: nothing acknowledged is lost.
+Every listener gets the port it is configured with (a port left in TIME-WAIT included); a taken
+one stops `sluice dev` before anything starts. The worker's admin query token is kept, 0600,
+in <data_dir>/dev-query-token.
 """
 
 from __future__ import annotations
