@@ -253,6 +253,7 @@ def test_make_secrets_generates_every_required_variable(tmp_path: Path) -> None:
     again = subprocess.run(script, capture_output=True, text=True, timeout=10, check=True)
     assert again.stdout == "" and env_file.read_text().splitlines() == [f"{k}={v}" for k, v in values.items()]
     assert (DEPLOY / ".gitignore").read_text().splitlines()[-1] == ".env"
+    assert (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()[-1] == "deploy/.env"  # not in images
 
 
 def test_kubernetes_ships_no_secret_and_wires_each_key() -> None:
