@@ -23,7 +23,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from sluice.cli.dev_ports import bind_error, check_listeners
-from sluice.cli.keys import dev_broker_path
+from sluice.cli.broker import dev_broker_path
 from sluice.certs import DEFAULT_HOSTNAMES, generate_self_signed, issue_client_cert
 from sluice.client import SluiceClient, counter_envelope, gauge_envelope, log_envelope
 from sluice.client.tls import tls_credentials

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any, get_args
 
+from sluice.cli.broker import broker_for
 from sluice.cli.output import print_rows
 from sluice.cli.topics import add_top_arguments, run_top
 from sluice.exceptions import SluiceError
@@ -18,24 +19,10 @@ from sluice.keys.models import Sink, Stream
 from sluice.keys.topic_store import ConfigTopicStore
 from sluice.settings import Settings
 
-DEV_BROKER_FILE = "dev-broker"
-
 # Options of add and update: flag name -> (dotted field, type).
 LIMIT_OPTIONS = {
     "bytes_per_second": int, "bytes_burst": int, "events_per_second": int, "events_burst": int,
 }
-
-
-def dev_broker_path(settings: Settings) -> Path:
-    return settings.data_dir / DEV_BROKER_FILE
-
-
-def broker_for(settings: Settings) -> str:
-    """The configured broker, else the one a running ``sluice dev`` on this data dir uses, else ''."""
-    if settings.kafka.bootstrap:
-        return settings.kafka.bootstrap
-    path = dev_broker_path(settings)
-    return path.read_text().strip() if path.exists() else ""
 
 
 def add_arguments(sub: Any) -> None:

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 from aiokafka.errors import KafkaError
 
+from sluice.cli.broker import broker_for
 from sluice.cli.output import print_rows
 from sluice.exceptions import SluiceError
 from sluice.kafka import ensure_topics, records_since
@@ -32,8 +33,6 @@ note: records are spread by a hash of their key modulo the partition count, so a
 
 
 def _broker(settings: Settings) -> str:
-    from sluice.cli.keys import broker_for
-
     broker = broker_for(settings)
     if not broker:
         raise SluiceError("no Kafka broker known", hint="set SLUICE_KAFKA_BOOTSTRAP (or run `sluice dev`)")
