@@ -103,3 +103,10 @@ class QuerySettings(BaseModel):
     max_memory_bytes: int = Field(
         1 << 30, ge=1 << 20, description="memory one read may use in ClickHouse (max_memory_usage)"
     )
+
+    @field_validator("admin_token")
+    @classmethod
+    def _long_enough(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and len(token.get_secret_value()) < 32:
+            raise ValueError("the admin token must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        return token
