@@ -148,13 +148,14 @@ class Reader:
         """Take no more reads, cancel the running ones and close the connections; waits at most
         about ``timeout`` seconds for running reads (ClickHouse ends them by ``query.timeout``)."""
         self._stopping = True
-        running = [asyncio.wrap_future(f) for f in list(self._running)]
+        running = list(self._running)
         if running:
             try:
                 await asyncio.wait_for(asyncio.to_thread(self._cancel_running), timeout)
             except (TimeoutError, ClickHouseError, ClickHouseUnavailable) as exc:
                 log.warning("could not cancel the running queries: %s", exc or "timed out")
-            await asyncio.wait(running, timeout=timeout)
+            # Their callers take their outcomes; this only waits for them to end.
+            await asyncio.to_thread(concurrent.futures.wait, running, timeout)
         self._executor.shutdown(wait=False, cancel_futures=True)
         while True:
             try:
