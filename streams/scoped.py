@@ -101,12 +101,15 @@ _SPEC_FIELDS = {
 }
 
 
+_KINDS = {str: "a string", int: "an integer", dict: "an object"}
+
+
 def _field(spec: Mapping[str, Any], name: str, kind: type, *, optional: bool = False) -> Any:
     value = spec.get(name)
     if value is None and optional:
         return None
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise ValueError(f"scoped query field {name!r} must be a {kind.__name__}, got {value!r}")
+        raise ValueError(f"scoped query field {name!r} must be {_KINDS[kind]}, got {value!r}")
     return value
 
 
