@@ -106,7 +106,8 @@ class Worker:
         self.config = ConfigFollower(
             kafka.bootstrap, kafka.config_topic, self.keys.get, replication_factor=kafka.replication_factor
         )
-        self.reader = Reader(settings)  # reads on connections and threads apart from the inserts
+        # Reads run on connections and threads apart from the inserts, once the schema is migrated.
+        self.reader = Reader(settings, ready=self.clickhouse.ready)
         self.query_api = QueryApi(settings, self.reader, self.config.get)
         self._states: list[FaustTableState] = []
         self.pipeline = Pipeline(

@@ -154,6 +154,11 @@ class ClickHouse:
         """Connect and bring the schema up to date (otherwise done by the first call)."""
         await self._run(self._connected)
 
+    async def ready(self) -> None:
+        """Return once connected with the schema migrated: at once if so, else after :meth:`start`."""
+        if self._client is None:
+            await self.start()
+
     async def warm_up(self) -> bool:
         """:meth:`start`, so that the first insert does not wait for it; if ClickHouse is not
         there yet, say so and leave it to the first call (which the sink retries). Whether it

@@ -15,6 +15,7 @@ import concurrent.futures
 import logging
 import queue
 import uuid
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -74,10 +75,12 @@ def refusal(exc: ClickHouseError, query: QuerySettings) -> ReadRefused:
 
 class Reader:
     """Read-only queries, at most ``query.max_concurrent`` at once, each on its own connection and
-    thread; a read waits at most ``query.queue_timeout`` for one (then :class:`ReadRefused`, 429)."""
+    thread; a read waits at most ``query.queue_timeout`` for one (then :class:`ReadRefused`, 429).
+    ``ready`` is awaited before each read (the worker's: its schema is migrated)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, ready: Callable[[], Awaitable[None]] | None = None) -> None:
         self._settings = settings
+        self._ready = ready
         self._query = settings.query
         self._executor = ThreadPoolExecutor(self._query.max_concurrent, thread_name_prefix="clickhouse-read")
         self._idle: queue.SimpleQueue[Client] = queue.SimpleQueue()  # connections not in use
@@ -91,6 +94,11 @@ class Reader:
         """Column names and rows of a read-only query; :class:`ReadRefused` otherwise."""
         if self._stopping:
             raise ReadRefused("the worker is stopping", 503, "cancelled")
+        if self._ready is not None:
+            try:
+                await self._ready()
+            except ClickHouseUnavailable as exc:
+                raise ReadRefused(str(exc), 503, "unavailable") from exc
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._query.max_concurrent)
         slots = self._slots
