@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import faust
+from aiohttp.web import HTTPRequestEntityTooLarge
 from faust.sensors import Sensor
 from faust.types import TP
 from faust.web import Request, Response, View
@@ -28,7 +29,7 @@ from sluice.streams.dlq import dead_letter_headers
 from sluice.streams.pipeline import Pipeline, Record, steps
 from sluice.streams.positions import Positions
 from sluice.streams.prometheus import render
-from sluice.streams.query_api import QueryApi
+from sluice.streams.query_api import QueryApi, Refused
 from sluice.streams.reader import Reader
 from sluice.streams.sinks.clickhouse import ClickHouseSink
 from sluice.streams.sinks.files import FileSink
@@ -233,7 +234,12 @@ class Worker:
         @app.page("/query")
         class QueryView(View):
             async def post(self, request: Request) -> Response:
-                status, answer = await owner.query_api.answer(request.headers, await request.read())
+                try:
+                    body = await request.read()
+                except HTTPRequestEntityTooLarge as exc:
+                    status, answer = owner.query_api.refuse(Refused(413, "bad_request", exc.text or "body too large"))
+                else:
+                    status, answer = await owner.query_api.answer(request.headers, body)
                 return self.bytes(
                     json.dumps(answer, default=str).encode(), content_type="application/json", status=status,
                     headers={"www-authenticate": "Bearer"} if status == 401 else None,

@@ -74,13 +74,17 @@ class QueryApi:
         """Answers so far by outcome, as ``queries_<outcome>``."""
         return {f"queries_{outcome}": n for outcome, n in self.counts.items()}
 
+    def refuse(self, refused: Refused) -> tuple[int, dict[str, Any]]:
+        """The HTTP status and JSON body of a refusal, counted."""
+        self.counts[refused.outcome] += 1
+        return refused.status, {"error": str(refused)}
+
     async def answer(self, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
         """The HTTP status and JSON body answering a request with these headers and body."""
         try:
             columns, rows = await self._answer(headers, body)
         except Refused as exc:
-            self.counts[exc.outcome] += 1
-            return exc.status, {"error": str(exc)}
+            return self.refuse(exc)
         except ReadRefused as exc:
             self.counts[exc.outcome] += 1
             return exc.status, {"error": exc.message}

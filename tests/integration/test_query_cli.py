@@ -157,12 +157,15 @@ async def test_the_query_api_authenticates_and_scopes_every_request(
         payload = answer["columns"].index("payload")
         assert (status, [r[payload] for r in answer["rows"]]) == (200, payloads)
     assert await asyncio.to_thread(ask, url, raw, admin) == (200, {"columns": ["payload"], "rows": [["mine"], ["theirs"]]})
+    big = json.dumps({"sql": "SELECT '" + "x" * (1 << 20) + "'"}).encode()
+    assert await asyncio.to_thread(ask, url, big, admin) == (413, {"error": "Maximum request body size 1048576 exceeded."})
     counters = worker_process.status()["counters"]
     assert {k: counters[f"queries_{k}"] for k in ("ok", "unauthenticated", "forbidden", "bad_request")} == {
-        "ok": 3, "unauthenticated": 4, "forbidden": 3, "bad_request": 1
+        "ok": 3, "unauthenticated": 4, "forbidden": 3, "bad_request": 2
     }
 
 
 def _ts(seconds: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
 
+    assert "Traceback" not in worker_process.log_path.read_text()

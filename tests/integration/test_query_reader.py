@@ -53,6 +53,19 @@ async def test_refused_statements_leave_the_inserts_session_alone(tmp_path: Path
         await writer.stop()
 
 
+async def test_results_and_memory_over_their_limits_are_refused(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, query={"max_result_rows": 10, "max_memory_bytes": 1 << 20})
+    reader = Reader(settings)
+    try:
+        assert len((await reader.query("SELECT number FROM numbers(10)"))[1]) == 10
+        with pytest.raises(ReadRefused, match=r"^the result has more than query.max_result_rows \(10\) rows$"):
+            await reader.query("SELECT number FROM numbers(11)")
+        with pytest.raises(ReadRefused, match=r"^the query needs more than query.max_memory_bytes \(1048576\) of memory$"):
+            await reader.query("SELECT length(groupArray(number)) FROM numbers(10000000)")
+    finally:
+        await reader.stop()
+
+
 async def test_without_a_worker_queries_read_chdb_directly_and_read_only(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, worker={"web_port": free_port()})  # no worker answers there
     writer = ClickHouse(settings)
