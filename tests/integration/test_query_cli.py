@@ -163,9 +163,8 @@ async def test_the_query_api_authenticates_and_scopes_every_request(
     assert {k: counters[f"queries_{k}"] for k in ("ok", "unauthenticated", "forbidden", "bad_request")} == {
         "ok": 3, "unauthenticated": 4, "forbidden": 3, "bad_request": 2
     }
+    assert "Traceback" not in worker_process.log_path.read_text()
 
 
 def _ts(seconds: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
-
-    assert "Traceback" not in worker_process.log_path.read_text()
