@@ -16,6 +16,7 @@ Each answer is counted by its outcome (``queries_<outcome>`` in the worker's cou
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
@@ -59,7 +60,7 @@ class QueryApi:
 
     def __init__(self, settings: Settings, reader: Reader, keys: Callable[[str], AccessKeyConfig | None]) -> None:
         admin = settings.query.admin_token
-        self._admin = admin.get_secret_value().encode() if admin is not None else None
+        self._admin = _digest(admin.get_secret_value()) if admin is not None else None
         try:
             self._verifier: TokenVerifier | None = TokenVerifier(settings.auth)
         except ConfigurationError as exc:
@@ -116,7 +117,7 @@ class QueryApi:
         if scheme.lower() != "bearer" or not credential:
             raise Refused(401, "unauthenticated", "missing or malformed 'Authorization' header: expected "
                           "'Bearer <token>' (a key's access token, or the admin credential for raw SQL)")
-        if self._admin is not None and hmac.compare_digest(credential.encode(), self._admin):
+        if self._admin is not None and hmac.compare_digest(_digest(credential), self._admin):
             return ADMIN
         if self._verifier is None:
             raise Refused(401, "unauthenticated", "the credential is not the admin credential, and no JWT key "
@@ -132,6 +133,11 @@ class QueryApi:
         if config is None or not config.enabled:
             raise Refused(403, "forbidden", f"access key {key!r} is {'unknown' if config is None else 'disabled'}")
         return key
+
+
+def _digest(secret: str) -> bytes:
+    """Compared in constant time, digests of equal length also hide the admin credential's length."""
+    return hashlib.sha256(secret.encode()).digest()
 
 
 def _subject(token: str) -> str:
