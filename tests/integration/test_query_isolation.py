@@ -95,10 +95,10 @@ async def test_a_long_read_holds_back_neither_inserts_nor_a_stop(
     await asyncio.sleep(1.0)
     latencies = []
     async with client_for(gateway, key) as client:
-        for round in range(1, 6):  # about 15 s
+        for n in range(1, 6):  # about 15 s
             sent = time.monotonic()
-            assert await client.send([log_envelope(f"round {round} line {i}") for i in range(100)]) == 100
-            latencies.append(time.monotonic() - sent + await wait_stored(worker_process, key, 100 * round, timeout=10))
+            assert await client.send([log_envelope(f"round {n} line {i}") for i in range(100)]) == 100
+            latencies.append(time.monotonic() - sent + await wait_stored(worker_process, key, 100 * n, timeout=10))
             assert not long_read.done(), await long_read
             await asyncio.sleep(max(0.0, 3.0 - latencies[-1]))
     assert max(latencies) < 10, latencies
