@@ -5,7 +5,8 @@ Each read runs on a connection of its own: a chDB handle (one process hosts one 
 handles share the data, run their statements in parallel, and each keeps its own session, so a
 ``SET`` or a refused statement's ``SETTINGS`` stays on the handle it ran on) or a server client.
 A connection's limits are set first and ``readonly = 1`` last: nothing sent on it can lift them,
-write, or change another connection's settings.
+write, or change another connection's settings. What ``readonly`` lets through (KILL QUERY,
+SYSTEM, INTO OUTFILE, a second statement) :mod:`sluice.streams.statements` refuses.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import concurrent.futures
 import logging
 import queue
+import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +27,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from sluice.settings import QuerySettings, Settings
 from sluice.streams.clickhouse import connect
 from sluice.streams.exceptions import ClickHouseUnavailable, QueryError
+from sluice.streams.statements import StatementRefused, check_tree, one_statement
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,7 @@ Result = tuple[list[str], list[list[Any]]]
 
 # ClickHouse error codes a read can end with, as (HTTP status, outcome).
 _READONLY, _TIMEOUT, _TOO_MANY_ROWS, _MEMORY, _CANCELLED = 164, 159, 396, 241, 394
+_REFUSED = "refused: queries are read-only (readonly mode): "
 
 
 class ReadRefused(QueryError):
@@ -59,7 +63,7 @@ def refusal(exc: ClickHouseError, query: QuerySettings) -> ReadRefused:
     detail = str(exc).strip()
     code = getattr(exc, "code", None)
     if code == _READONLY:
-        return ReadRefused(f"refused: queries are read-only (readonly mode): {detail}", 403, "readonly")
+        return ReadRefused(f"{_REFUSED}{detail}", 403, "readonly")
     if code == _TIMEOUT:
         return ReadRefused(f"the query ran longer than query.timeout ({query.timeout:g}s) and was stopped", 408, "timed_out")
     if code == _TOO_MANY_ROWS:
@@ -89,6 +93,8 @@ class Reader:
         # Every read's text starts with this comment, by which stop() finds and cancels them.
         self._mark = f"/* sluice-read {uuid.uuid4().hex} */"
         self._stopping = False
+        self._parser: Client | None = None  # for EXPLAIN AST, shared by the read threads
+        self._parser_lock = threading.Lock()
 
     async def query(self, sql: str, parameters: dict[str, Any] | None = None) -> Result:
         """Column names and rows of a read-only query; :class:`ReadRefused` otherwise."""
@@ -133,14 +139,16 @@ class Reader:
         return await asyncio.wrap_future(future)
 
     def _run(self, sql: str, parameters: dict[str, Any] | None) -> Result:
-        """Run one read on an idle connection (a new one if none is); in a read thread."""
+        """Check and run one read on an idle connection (a new one if none is); in a read thread."""
+        try:
+            sql = one_statement(sql)
+            check_tree(self._tree(sql, parameters))
+        except StatementRefused as exc:
+            raise ReadRefused(f"{_REFUSED}{exc}", 403, "readonly") from exc
         try:
             client = self._idle.get_nowait()
         except queue.Empty:
-            try:
-                client = connect(self._settings, session_settings(self._query))
-            except ClickHouseUnavailable as exc:
-                raise ReadRefused(str(exc), 503, "unavailable") from exc
+            client = self._connect(session_settings(self._query))
         try:
             result = client.query(f"{self._mark}\n{sql}", parameters=parameters)
             return list(result.column_names), [list(r) for r in result.result_rows]
@@ -151,6 +159,23 @@ class Reader:
                 client.close()
             else:
                 self._idle.put(client)
+
+    def _tree(self, sql: str, parameters: dict[str, Any] | None) -> str:
+        """EXPLAIN AST of one statement, on a read-only connection of its own without a limit on
+        result rows (a tree can be longer than a result may be); parsing takes about 0.5 ms."""
+        with self._parser_lock:
+            if self._parser is None:
+                self._parser = self._connect({"max_execution_time": self._query.timeout, "readonly": 1})
+            try:
+                return self._parser.raw_query(f"EXPLAIN AST {sql}", parameters=parameters).decode()
+            except ClickHouseError as exc:
+                raise refusal(exc, self._query) from exc
+
+    def _connect(self, session: dict[str, Any]) -> Client:
+        try:
+            return connect(self._settings, session)
+        except ClickHouseUnavailable as exc:
+            raise ReadRefused(str(exc), 503, "unavailable") from exc
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Take no more reads, cancel the running ones and close the connections; waits at most
@@ -165,6 +190,10 @@ class Reader:
             # Their callers take their outcomes; this only waits for them to end.
             await asyncio.to_thread(concurrent.futures.wait, running, timeout)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._parser_lock:
+            if self._parser is not None:
+                self._parser.close()
+                self._parser = None
         while True:
             try:
                 client = self._idle.get_nowait()

@@ -25,6 +25,10 @@ REFUSED = (
     "CREATE TABLE sluice.intruder (x UInt8) ENGINE = Memory",
     "SET readonly = 0",
     "SELECT 1 SETTINGS max_execution_time = 1000",
+    # What readonly = 1 alone lets through:
+    "KILL QUERY WHERE 1",
+    "SYSTEM STOP MERGES",
+    "SELECT 1; OPTIMIZE TABLE sluice.logs FINAL",
 )
 
 
@@ -48,6 +52,9 @@ async def test_refused_statements_leave_the_inserts_session_alone(tmp_path: Path
             ["payload"], [["after"], ["before"]]
         )
         assert (await reader.query("SELECT count() FROM system.tables WHERE name = 'intruder'"))[1] == [[0]]
+        with pytest.raises(ReadRefused, match="INTO OUTFILE would write a file"):
+            await reader.query(f"SELECT 'written' INTO OUTFILE '{tmp_path / 'out.txt'}'")
+        assert not (tmp_path / "out.txt").exists()
     finally:
         await reader.stop()
         await writer.stop()
