@@ -41,10 +41,13 @@ def admin_credential(settings: Settings) -> str | None:
     None if there is neither."""
     if settings.query.admin_token is not None:
         return settings.query.admin_token.get_secret_value()
+    path = settings.data_dir / DEV_QUERY_TOKEN
     try:
-        return (settings.data_dir / DEV_QUERY_TOKEN).read_text().strip() or None
+        return path.read_text().strip() or None
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise QueryError(f"cannot read the admin credential in {path}: {exc}", hint="set SLUICE_QUERY_ADMIN_TOKEN") from exc
 
 
 def post_query(url: str, body: Mapping[str, Any], token: str | None, *, timeout: float = 60.0) -> Result:
