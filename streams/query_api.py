@@ -87,8 +87,7 @@ class QueryApi:
         except Refused as exc:
             return self.refuse(exc)
         except ReadRefused as exc:
-            self.counts[exc.outcome] += 1
-            return exc.status, {"error": exc.message}
+            return self.refuse(Refused(exc.status, exc.outcome, exc.message))
         self.counts["ok"] += 1
         return 200, {"columns": columns, "rows": rows}
 

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 Result = tuple[list[str], list[list[Any]]]
 
-# ClickHouse error codes a read can end with, as (HTTP status, outcome).
+# ClickHouse error codes of a read refused or stopped (see refusal).
 _READONLY, _TIMEOUT, _TOO_MANY_ROWS, _MEMORY, _CANCELLED = 164, 159, 396, 241, 394
 _REFUSED = "refused: queries are read-only (readonly mode): "
 
@@ -65,9 +65,13 @@ def refusal(exc: ClickHouseError, query: QuerySettings) -> ReadRefused:
     if code == _READONLY:
         return ReadRefused(f"{_REFUSED}{detail}", 403, "readonly")
     if code == _TIMEOUT:
-        return ReadRefused(f"the query ran longer than query.timeout ({query.timeout:g}s) and was stopped", 408, "timed_out")
+        return ReadRefused(
+            f"the query ran longer than query.timeout ({query.timeout:g}s) and was stopped", 408, "timed_out"
+        )
     if code == _TOO_MANY_ROWS:
-        return ReadRefused(f"the result has more than query.max_result_rows ({query.max_result_rows}) rows", 422, "too_large")
+        return ReadRefused(
+            f"the result has more than query.max_result_rows ({query.max_result_rows}) rows", 422, "too_large"
+        )
     if code == _MEMORY:
         return ReadRefused(
             f"the query needs more than query.max_memory_bytes ({query.max_memory_bytes}) of memory", 422, "too_large"
@@ -186,7 +190,7 @@ class Reader:
             try:
                 await asyncio.wait_for(asyncio.to_thread(self._cancel_running), timeout)
             except (TimeoutError, ClickHouseError, ClickHouseUnavailable) as exc:
-                log.warning("could not cancel the running queries: %s", exc or "timed out")
+                log.warning("could not cancel the running queries: %s", str(exc) or "timed out")
             # Their callers take their outcomes; this only waits for them to end.
             await asyncio.to_thread(concurrent.futures.wait, running, timeout)
         self._executor.shutdown(wait=False, cancel_futures=True)
