@@ -53,7 +53,7 @@ async def test_refused_statements_timeouts_and_busy_reads_leave_ingestion_runnin
     )})
     assert 0.5 <= time.monotonic() - busy_at < 2.0
     assert await slow == (408, {"error": "the query ran longer than query.timeout (3s) and was stopped"})
-    assert 3.0 <= time.monotonic() - started < 6.0
+    assert 3.0 <= time.monotonic() - started < 10.0
 
     for sql in (
         "OPTIMIZE TABLE sluice.logs FINAL",
