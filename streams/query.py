@@ -24,7 +24,7 @@ from sluice.streams.reader import Reader
 
 Result = tuple[list[str], list[list[Any]]]
 
-DEV_QUERY_TOKEN = "dev-query-token"  # the file in the data dir where `sluice dev` keeps its admin credential
+DEV_QUERY_TOKEN_FILE = "dev-query-token"  # the file in the data dir where `sluice dev` keeps its admin credential
 _CREDENTIAL_HINT = (
     "raw SQL needs the admin credential (SLUICE_QUERY_ADMIN_TOKEN); a key's metrics or logs, "
     "that key's token (--token or SLUICE_TOKEN)"
@@ -41,7 +41,7 @@ def admin_credential(settings: Settings) -> str | None:
     None if there is neither."""
     if settings.query.admin_token is not None:
         return settings.query.admin_token.get_secret_value()
-    path = settings.data_dir / DEV_QUERY_TOKEN
+    path = settings.data_dir / DEV_QUERY_TOKEN_FILE
     try:
         return path.read_text().strip() or None
     except FileNotFoundError:

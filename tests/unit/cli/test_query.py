@@ -14,7 +14,7 @@ from sluice.cli.query import run, scoped_query, scoped_spec
 from sluice.exceptions import SluiceError
 from sluice.settings import Settings
 from sluice.streams import scoped
-from sluice.streams.query import DEV_QUERY_TOKEN, admin_credential
+from sluice.streams.query import DEV_QUERY_TOKEN_FILE, admin_credential
 
 NOW = 1_700_000_000.0
 EVIL = "k' OR 1=1 --"
@@ -102,7 +102,7 @@ def test_raw_sql_takes_no_key_token(tmp_path: Path) -> None:
 
 def test_the_admin_credential_is_the_setting_else_the_dev_file(tmp_path: Path) -> None:
     assert admin_credential(Settings(data_dir=tmp_path)) is None
-    (tmp_path / DEV_QUERY_TOKEN).write_text("from-dev\n")
+    (tmp_path / DEV_QUERY_TOKEN_FILE).write_text("from-dev\n")
     assert admin_credential(Settings(data_dir=tmp_path)) == "from-dev"
     configured = Settings(data_dir=tmp_path, query={"admin_token": "a" * 32})
     assert admin_credential(configured) == "a" * 32
