@@ -403,11 +403,11 @@ async def e2e(ctx: Context) -> list[Row]:
     latency; then rising rates of a live mix of logs and metrics, the highest one the worker keeps
     up with."""
     from sluice.ingress.auth import issue_token
-    from sluice.streams.query import query_worker, worker_url
+    from sluice.streams.query import admin_credential, query_worker, worker_url
 
     rate = 2_000 if ctx.quick else 20_000
     duration = 2.0 if ctx.quick else 10.0
-    settings = ctx.settings("e2e", worker={"session_timeout": 6.0})
+    settings = ctx.settings("e2e", worker={"session_timeout": 6.0}, query={"admin_token": uuid.uuid4().hex * 2})
     settings.data_dir.mkdir(parents=True)
     env = settings.to_env()
     gw = Child("bench.gateway_server", [], env, settings.data_dir / "gateway.log")
@@ -443,7 +443,8 @@ async def e2e(ctx: Context) -> list[Row]:
         target = f"127.0.0.1:{port}"
 
         async def count() -> int:
-            return int((await asyncio.to_thread(query_worker, url, "SELECT count() FROM sluice.logs"))[1][0][0])
+            sql = "SELECT count() FROM sluice.logs"
+            return int((await asyncio.to_thread(query_worker, url, sql, token=admin_credential(settings)))[1][0][0])
 
         async def run_at(requests: Requests, rate: float, duration: float) -> tuple[float, list[float], float]:
             """Achieved rate, latencies (s) of the calls holding logs, seconds the worker needed

@@ -1,6 +1,6 @@
 """The Faust worker: one agent over the raw topic, a timer that closes quiet windows, and the
 HTTP endpoints ``/status``, ``/metrics`` (Prometheus) and ``/query`` (through which
-``sluice query`` reads an embedded chDB that this process owns).
+``sluice query`` reads an embedded chDB that this process owns; see :mod:`sluice.streams.query_api`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import faust
+from aiohttp.web import HTTPRequestEntityTooLarge
 from faust.sensors import Sensor
 from faust.types import TP
 from faust.web import Request, Response, View
@@ -25,10 +26,11 @@ from sluice.streams.clickhouse import ClickHouse
 from sluice.streams.config import ConfigFollower
 from sluice.streams.continuity import Continuity
 from sluice.streams.dlq import dead_letter_headers
-from sluice.streams.exceptions import QueryError
 from sluice.streams.pipeline import Pipeline, Record, steps
 from sluice.streams.positions import Positions
 from sluice.streams.prometheus import render
+from sluice.streams.query_api import QueryApi, Refused
+from sluice.streams.reader import Reader
 from sluice.streams.sinks.clickhouse import ClickHouseSink
 from sluice.streams.sinks.files import FileSink
 from sluice.streams.state import FaustTableState, state_table
@@ -105,6 +107,9 @@ class Worker:
         self.config = ConfigFollower(
             kafka.bootstrap, kafka.config_topic, self.keys.get, replication_factor=kafka.replication_factor
         )
+        # Reads run on connections and threads apart from the inserts, once the schema is migrated.
+        self.reader = Reader(settings, ready=self.clickhouse.ready)
+        self.query_api = QueryApi(settings, self.reader, self.config.get)
         self._states: list[FaustTableState] = []
         self.pipeline = Pipeline(
             {
@@ -209,6 +214,7 @@ class Worker:
         # mode's stub types receivers as returning Awaitable[None] | None; coroutines are fine.
         @app.on_before_shutdown.connect  # type: ignore[arg-type]
         async def drain(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+            await self.reader.stop()  # running reads are cancelled, not waited for
             await pipeline.drain()
             await pipeline.tick(self.partitions(), force=True)
             await self.clickhouse.stop()
@@ -229,21 +235,14 @@ class Worker:
         class QueryView(View):
             async def post(self, request: Request) -> Response:
                 try:
-                    body = await request.json()
-                    sql, parameters = body["sql"], body.get("parameters")
-                    if not isinstance(sql, str):
-                        raise TypeError("'sql' must be a string")
-                    if parameters is not None and not isinstance(parameters, dict):
-                        raise TypeError("'parameters' must be an object")
-                except (ValueError, KeyError, TypeError) as exc:
-                    return self.json({"error": f'expected a JSON body {{"sql": "...", "parameters": {{...}}}}: {exc}'}, status=400)
-                try:
-                    columns, rows = await owner.clickhouse.query(sql, parameters)
-                except QueryError as exc:
-                    return self.json({"error": str(exc)}, status=400)
+                    body = await request.read()
+                except HTTPRequestEntityTooLarge as exc:
+                    status, answer = owner.query_api.refuse(Refused(413, "bad_request", exc.text or "body too large"))
+                else:
+                    status, answer = await owner.query_api.answer(request.headers, body)
                 return self.bytes(
-                    json.dumps({"columns": columns, "rows": rows}, default=str).encode(),
-                    content_type="application/json",
+                    json.dumps(answer, default=str).encode(), content_type="application/json", status=status,
+                    headers={"www-authenticate": "Bearer"} if status == 401 else None,
                 )
 
     def status(self) -> dict[str, Any]:
@@ -255,7 +254,7 @@ class Worker:
             "positions": {str(p): o for p, o in self.pipeline.positions.as_dict(partitions).items()},
             "seeks": self.continuity.seeks,
             "durable_records_skipped": self.continuity.skipped,
-            "counters": self.pipeline.counters.as_dict(),
+            "counters": self.pipeline.counters.as_dict() | self.query_api.counters(),
             # wall-clock times (epoch seconds) the consumer handed over the first and latest raw record
             "first_record_at": self.record_clock.first_at,
             "last_record_at": self.record_clock.last_at,

@@ -1,4 +1,5 @@
-"""The worker's ClickHouse connection: chDB in-process or a server, one thread, migrations."""
+"""The worker's ClickHouse connection for inserts: chDB in-process or a server, one thread,
+migrations. Reads from outside the worker use connections of their own (:mod:`sluice.streams.reader`)."""
 
 from __future__ import annotations
 
@@ -33,16 +34,18 @@ if "pandas" not in sys.modules:
     _options.pd_time_test = None
 
 
-def connect(settings: Settings) -> Client:
-    """A clickhouse-connect client: the configured server, or chDB in <data_dir>/clickhouse."""
+def connect(settings: Settings, session: dict[str, Any] | None = None) -> Client:
+    """A clickhouse-connect client of its own: the configured server, or a chDB handle on
+    <data_dir>/clickhouse; ``session`` are ClickHouse settings applied to this client only, in
+    their order (on chDB with ``SET`` on its handle, on a server with every request)."""
     ch = settings.clickhouse
     try:
         if ch.url:
             return clickhouse_connect.get_client(
-                dsn=ch.url, username=ch.username, password=ch.password.get_secret_value()
+                dsn=ch.url, username=ch.username, password=ch.password.get_secret_value(), settings=session
             )
         settings.chdb_path.mkdir(parents=True, exist_ok=True)
-        return clickhouse_connect.get_client(dsn=f"chdb://{settings.chdb_path.resolve()}")
+        return clickhouse_connect.get_client(dsn=f"chdb://{settings.chdb_path.resolve()}", settings=session)
     except (ClickHouseError, OSError, RuntimeError) as exc:
         where = ch.url or f"chdb://{settings.chdb_path}"
         raise ClickHouseUnavailable(
@@ -118,7 +121,9 @@ def apply_ttls(client: Client, database: str, wanted: dict[str, tuple[str, int]]
 
 
 class ClickHouse:
-    """Async access to one ClickHouse client through a single thread (chDB is not re-entrant)."""
+    """Async access to the worker's ClickHouse client for inserts, through a single thread (one
+    chDB handle runs one statement at a time). Its session is the inserts' alone: statements from
+    outside the worker run on the :class:`~sluice.streams.reader.Reader`'s connections."""
 
     def __init__(self, settings: Settings) -> None:
         self.database = settings.clickhouse.database
@@ -148,6 +153,11 @@ class ClickHouse:
     async def start(self) -> None:
         """Connect and bring the schema up to date (otherwise done by the first call)."""
         await self._run(self._connected)
+
+    async def ready(self) -> None:
+        """Return once connected with the schema migrated: at once if so, else after :meth:`start`."""
+        if self._client is None:
+            await self.start()
 
     async def warm_up(self) -> bool:
         """:meth:`start`, so that the first insert does not wait for it; if ClickHouse is not
@@ -187,14 +197,12 @@ class ClickHouse:
             raise ClickHouseUnavailable(f"insert into {table} failed: {exc}") from exc
 
     async def query(
-        self, sql: str, parameters: dict[str, Any] | None = None, *, readonly: bool = True
+        self, sql: str, parameters: dict[str, Any] | None = None
     ) -> tuple[list[str], list[list[Any]]]:
-        """Run a query (read-only unless ``readonly`` is False); column names and rows."""
-        settings = {"readonly": 1} if readonly else {}
+        """Run one of the worker's own queries on the insert connection, after the inserts before
+        it; column names and rows. Never for SQL from outside the worker (see ``Reader``)."""
         try:
-            result = await self._run(
-                lambda: self._connected().query(sql, parameters=parameters, settings=settings)
-            )
+            result = await self._run(lambda: self._connected().query(sql, parameters=parameters))
         except ClickHouseError as exc:
             raise QueryError(f"query failed: {exc}") from exc
         return list(result.column_names), [list(r) for r in result.result_rows]

@@ -1,6 +1,7 @@
 """Reading from outside the worker: ``sluice query`` on a ClickHouse server directly, or on
-the embedded chDB through the worker that owns it (its ``/query`` endpoint), or on chDB itself
-when no worker is running; and the worker's ``/status``, to wait until it has caught up.
+the embedded chDB through the worker that owns it (its ``/query`` endpoint, with a credential),
+or on chDB itself when no worker is running; and the worker's ``/status``, to wait until it has
+caught up. Every path is read-only (:class:`~sluice.streams.reader.Reader`).
 """
 
 from __future__ import annotations
@@ -10,16 +11,24 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from sluice.kafka import read_to_end
 from sluice.settings import Settings
-from sluice.streams.clickhouse import ClickHouse
+from sluice.streams import scoped
 from sluice.streams.exceptions import QueryError
+from sluice.streams.reader import Reader
 
 Result = tuple[list[str], list[list[Any]]]
+
+DEV_QUERY_TOKEN_FILE = "dev-query-token"  # the file in the data dir where `sluice dev` keeps its admin credential
+_CREDENTIAL_HINT = (
+    "raw SQL needs the admin credential (SLUICE_QUERY_ADMIN_TOKEN); a key's metrics or logs, "
+    "that key's token (--token or SLUICE_TOKEN)"
+)
 
 
 def worker_url(settings: Settings) -> str:
@@ -27,44 +36,92 @@ def worker_url(settings: Settings) -> str:
     return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{settings.worker.web_port}"
 
 
-def query_worker(url: str, sql: str, parameters: dict[str, Any] | None = None, *, timeout: float = 30.0) -> Result:
-    """Run ``sql`` (with bound ``parameters``) through a worker's ``/query`` endpoint;
-    ConnectionError if none answers."""
-    body = {"sql": sql} | ({"parameters": parameters} if parameters else {})
-    request = urllib.request.Request(
-        f"{url}/query", data=json.dumps(body).encode(), headers={"content-type": "application/json"}
-    )
+def admin_credential(settings: Settings) -> str | None:
+    """``query.admin_token``, else the one ``sluice dev`` keeps in ``<data_dir>/dev-query-token``;
+    None if there is neither."""
+    if settings.query.admin_token is not None:
+        return settings.query.admin_token.get_secret_value()
+    path = settings.data_dir / DEV_QUERY_TOKEN_FILE
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise QueryError(f"cannot read the admin credential in {path}: {exc}", hint="set SLUICE_QUERY_ADMIN_TOKEN") from exc
+
+
+def post_query(url: str, body: Mapping[str, Any], token: str | None, *, timeout: float = 60.0) -> Result:
+    """A worker's answer to a ``/query`` request with ``Authorization: Bearer <token>``: column
+    names and rows; :class:`QueryError` with the worker's reason if refused, ConnectionError if
+    no worker answers."""
+    headers = {"content-type": "application/json"} | ({"authorization": f"Bearer {token}"} if token else {})
+    request = urllib.request.Request(f"{url}/query", data=json.dumps(body).encode(), headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            body = json.loads(response.read())
+            answer = json.loads(response.read())
     except urllib.error.HTTPError as exc:
         try:
             message = json.loads(exc.read()).get("error", exc.reason)
         except ValueError:
             message = exc.reason
-        raise QueryError(str(message)) from exc
+        hint = _CREDENTIAL_HINT if exc.code == 401 else None
+        raise QueryError(f"the worker refused the query (HTTP {exc.code}): {message}", hint=hint) from exc
     except urllib.error.URLError as exc:
         raise ConnectionError(f"no worker answers at {url}: {exc.reason}") from exc
-    return body["columns"], body["rows"]
+    except TimeoutError as exc:
+        raise QueryError(f"the worker at {url} did not answer within {timeout:g}s") from exc
+    return answer["columns"], answer["rows"]
+
+
+def query_worker(
+    url: str, sql: str, parameters: dict[str, Any] | None = None, *, token: str | None, timeout: float = 60.0
+) -> Result:
+    """Run raw read-only ``sql`` (with bound ``parameters``) through a worker's ``/query``, with the
+    admin credential ``token``."""
+    body = {"sql": sql} | ({"parameters": parameters} if parameters else {})
+    return post_query(url, body, token, timeout=timeout)
 
 
 async def _query_direct(settings: Settings, sql: str, parameters: dict[str, Any] | None) -> Result:
-    clickhouse = ClickHouse(settings)
+    reader = Reader(settings)
     try:
-        return await clickhouse.query(sql, parameters)
+        return await reader.query(sql, parameters)
     finally:
-        await clickhouse.stop()
+        await reader.stop()
+
+
+def _answer_timeout(settings: Settings) -> float:
+    """How long to wait for a worker's answer: a slot, the query, and time to send the rows."""
+    return settings.query.queue_timeout + settings.query.timeout + 30.0
 
 
 def run_query(settings: Settings, sql: str, parameters: dict[str, Any] | None = None) -> Result:
     """Column names and rows of a read-only query, from wherever the data can be read now: a
-    ClickHouse server when one is configured, else the worker that owns chDB, else chDB."""
+    ClickHouse server when one is configured, else the worker that owns chDB (with the admin
+    credential, see :func:`admin_credential`), else chDB."""
     if settings.clickhouse.url:
         return asyncio.run(_query_direct(settings, sql, parameters))
     try:
-        return query_worker(worker_url(settings), sql, parameters)
+        return query_worker(
+            worker_url(settings), sql, parameters, token=admin_credential(settings), timeout=_answer_timeout(settings)
+        )
     except ConnectionError:
         return asyncio.run(_query_direct(settings, sql, parameters))
+
+
+def run_scoped(settings: Settings, spec: Mapping[str, Any], token: str | None = None) -> Result:
+    """Column names and rows of a scoped query (see :func:`scoped.build`), from wherever the data
+    can be read now; through a worker with the key's ``token`` or else the admin credential."""
+    if not settings.clickhouse.url:
+        try:
+            return post_query(
+                worker_url(settings), {"scoped": dict(spec)}, token or admin_credential(settings),
+                timeout=_answer_timeout(settings),
+            )
+        except ConnectionError:
+            pass
+    query = scoped.build(settings.clickhouse.database, spec)
+    return asyncio.run(_query_direct(settings, query.sql, query.parameters))
 
 
 def worker_status(url: str, *, timeout: float = 5.0) -> dict[str, Any]:

@@ -1,9 +1,13 @@
 """The queries of ``sluice query metrics|logs|events``: one access key's data, as SQL with bound
 parameters (``{name:Type}``, bound by ClickHouse), never with user input pasted into the text.
+
+A scoped query travels as a *spec*, a JSON object (see :func:`build`), which the query API turns
+into SQL itself: a key's token can ask for its own data, never for SQL.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +92,56 @@ def records(database: str, stream: str, access_key: str, *, since_ns: int, grep:
         f"ORDER BY {order.replace(', ', ' DESC, ')} DESC LIMIT {{limit:UInt32}}) ORDER BY {order}"
     )
     return Query(sql, params)
+
+
+STREAMS = ("metrics", *_STREAMS)
+_SPEC_FIELDS = {
+    "metrics": {"stream", "key", "name", "window", "since", "tags", "group_by"},
+    "records": {"stream", "key", "since_ns", "grep", "limit"},
+}
+
+
+_KINDS = {str: "a string", int: "an integer", dict: "an object"}
+
+
+def _field(spec: Mapping[str, Any], name: str, kind: type, *, optional: bool = False) -> Any:
+    value = spec.get(name)
+    if value is None and optional:
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ValueError(f"scoped query field {name!r} must be {_KINDS[kind]}, got {value!r}")
+    return value
+
+
+def build(database: str, spec: Mapping[str, Any]) -> Query:
+    """The query of a spec: ``{"stream": "metrics", "key", "name", "window", "since", "tags",
+    "group_by"}`` (see :func:`metrics`) or ``{"stream": "logs"|"events", "key", "since_ns", "grep",
+    "limit"}`` (see :func:`records`); ValueError naming the field that is missing or wrong."""
+    stream = spec.get("stream")
+    if stream not in STREAMS:
+        raise ValueError(f"scoped query field 'stream' must be one of {list(STREAMS)}, got {stream!r}")
+    allowed = _SPEC_FIELDS["metrics" if stream == "metrics" else "records"]
+    unknown = sorted(set(spec) - allowed)
+    if unknown:
+        raise ValueError(f"unknown fields for a scoped {stream} query: {unknown}")
+    key = _field(spec, "key", str)
+    if not key:
+        raise ValueError("scoped query field 'key' must not be empty")
+    if stream == "metrics":
+        tags = _field(spec, "tags", dict, optional=True) or {}
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+            raise ValueError("scoped query field 'tags' must map strings to strings")
+        return metrics(
+            database, key, _field(spec, "name", str), window=_field(spec, "window", str),
+            since=_field(spec, "since", int), tags=tags, group_by=_field(spec, "group_by", str, optional=True),
+        )
+    limit = _field(spec, "limit", int)
+    if limit < 1:
+        raise ValueError(f"scoped query field 'limit' must be >= 1, got {limit}")
+    return records(
+        database, stream, key, since_ns=_field(spec, "since_ns", int), grep=_field(spec, "grep", str, optional=True),
+        limit=limit,
+    )
 
 
 def present(query: Query, columns: list[str], rows: list[list[Any]]) -> tuple[list[str], list[list[Any]]]:

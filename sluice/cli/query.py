@@ -1,19 +1,23 @@
 """``sluice query``: one key's metrics, logs or events, or a raw read-only SQL query (admin).
 
-    sluice query metrics --key K --name N [--window 1s|1m] [--since 15m] [--tag k=v] [--group-by TAG]
-    sluice query logs|events --key K [--since 5m] [--grep TEXT] [--limit N]
+    sluice query metrics --key K --name N [--window 1s|1m] [--since 15m] [--tag k=v] [--group-by TAG] [--token T]
+    sluice query logs|events --key K [--since 5m] [--grep TEXT] [--limit N] [--token T]
     sluice query [sql] "SELECT ..."
 
 Scoped queries bind every user value as a ClickHouse parameter. They run on the ClickHouse
 server when ``SLUICE_CLICKHOUSE_URL`` is set, else through the worker that owns chDB, else on
-chDB directly.
+chDB directly. Through the worker, a scoped query carries the key's token (``--token`` or
+``SLUICE_TOKEN``) or else the admin credential; raw SQL carries the admin credential
+(``SLUICE_QUERY_ADMIN_TOKEN``, else the one ``sluice dev`` keeps in the data dir).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 from sluice.exceptions import SluiceError
 from sluice.settings import Settings
@@ -35,10 +39,18 @@ def add_arguments(parser: argparse.ArgumentParser, duration: Callable[[str], flo
     parser.add_argument("--group-by", metavar="TAG", help="metrics: a row per window and value of this tag")
     parser.add_argument("--grep", metavar="TEXT", help="logs, events: only those containing TEXT")
     parser.add_argument("--limit", type=int, help="logs, events: at most this many, the newest (default 1000)")
+    parser.add_argument(
+        "--token", help="metrics, logs, events: the key's access token (default: $SLUICE_TOKEN, else the admin credential)",
+    )
 
 
 def scoped_query(database: str, args: argparse.Namespace, now: float | None = None) -> scoped.Query:
     """The query of ``sluice query metrics|logs|events`` with these arguments."""
+    return scoped.build(database, scoped_spec(args, now))
+
+
+def scoped_spec(args: argparse.Namespace, now: float | None = None) -> dict[str, Any]:
+    """The spec (see :func:`scoped.build`) of ``sluice query metrics|logs|events`` with these arguments."""
     what = args.words[0]
     now = time.time() if now is None else now
     if len(args.words) > 1:
@@ -63,29 +75,33 @@ def scoped_query(database: str, args: argparse.Namespace, now: float | None = No
                 raise SluiceError(f"--tag {pair!r} is not KEY=VALUE")
             tags[k] = v
         since = 900.0 if args.since is None else args.since
-        return scoped.metrics(
-            database, args.key, args.name, window=args.window or "1s", since=int(now - since),
-            tags=tags, group_by=args.group_by,
-        )
+        return {
+            "stream": what, "key": args.key, "name": args.name, "window": args.window or "1s",
+            "since": int(now - since), "tags": tags, "group_by": args.group_by,
+        }
     since = 300.0 if args.since is None else args.since
     if args.limit is not None and args.limit < 1:
         raise SluiceError(f"--limit must be >= 1, got {args.limit}")
-    return scoped.records(
-        database, what, args.key, since_ns=int((now - since) * 1e9), grep=args.grep,
-        limit=1000 if args.limit is None else args.limit,
-    )
+    return {
+        "stream": what, "key": args.key, "since_ns": int((now - since) * 1e9), "grep": args.grep,
+        "limit": 1000 if args.limit is None else args.limit,
+    }
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """``sluice query``: print the result of a scoped or a raw query."""
     from sluice.cli.output import print_rows  # binds sys.stdout when imported
-    from sluice.streams.query import run_query  # the ClickHouse and Kafka clients load slowly
+    from sluice.streams.query import run_query, run_scoped  # the ClickHouse and Kafka clients load slowly
 
     words = args.words
     if words[0] in SCOPED:
-        query = scoped_query(settings.clickhouse.database, args)
-        columns, rows = scoped.present(query, *run_query(settings, query.sql, query.parameters))
+        spec = scoped_spec(args)
+        query = scoped.build(settings.clickhouse.database, spec)
+        columns, rows = scoped.present(query, *run_scoped(settings, spec, args.token or os.environ.get("SLUICE_TOKEN")))
     else:
+        if args.token:
+            raise SluiceError("--token applies to metrics, logs and events; raw SQL uses the admin credential",
+                              hint="set SLUICE_QUERY_ADMIN_TOKEN")
         if words[0] == "sql":
             words = words[1:]
         if len(words) != 1:

@@ -85,9 +85,11 @@ class TlsSettings(BaseModel):
 class QuerySettings(BaseModel):
     """The worker's HTTP query API (``/query``) and ``sluice query``.
 
-    Reads run on a ClickHouse connection of their own, read-only, bounded in time, concurrency and
-    result size, so no query can hold back or change the inserts. A key's token reads only that
-    key (the scoped ``metrics``/``logs`` queries); raw SQL needs ``admin_token``.
+    Reads run on ClickHouse connections and threads of their own, read-only, bounded in time,
+    concurrency, result size and memory, so no query can hold back or change the inserts. A key's
+    token reads only that key (the scoped ``metrics``/``logs``/``events`` queries); raw SQL needs
+    ``admin_token``. ``sluice query`` sends it, or else the one ``sluice dev`` keeps in
+    ``<data_dir>/dev-query-token``.
     """
 
     admin_token: SecretStr | None = Field(
@@ -103,3 +105,10 @@ class QuerySettings(BaseModel):
     max_memory_bytes: int = Field(
         1 << 30, ge=1 << 20, description="memory one read may use in ClickHouse (max_memory_usage)"
     )
+
+    @field_validator("admin_token")
+    @classmethod
+    def _long_enough(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and len(token.get_secret_value()) < 32:
+            raise ValueError("the admin token must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        return token

@@ -1,13 +1,20 @@
-"""`sluice query` arguments → scoped SQL with bound parameters; the raw SQL forms."""
+"""`sluice query` arguments → scoped specs and SQL with bound parameters; the raw SQL forms; the
+credentials it sends."""
 
 from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
 
 import pytest
 
 from sluice.cli.main import build_parser
-from sluice.cli.query import scoped_query
+from sluice.cli.query import run, scoped_query, scoped_spec
 from sluice.exceptions import SluiceError
+from sluice.settings import Settings
 from sluice.streams import scoped
+from sluice.streams.query import DEV_QUERY_TOKEN_FILE, admin_credential
 
 NOW = 1_700_000_000.0
 EVIL = "k' OR 1=1 --"
@@ -59,3 +66,43 @@ def test_present_turns_sketches_into_quantiles_and_names_the_group() -> None:
         ["window_start", "route", "kind", "count", "p50", "p90", "p99"],
         [[1, "/", "timer", 2, 0.0, 0.0, 0.0], [1, "/a", "counter", 1, None, None, None]],
     )
+
+
+def test_the_spec_is_what_the_query_api_builds_the_same_query_from() -> None:
+    args = build_parser().parse_args(["query", "logs", "--key", "k1", "--grep", EVIL, "--limit", "7"])
+    spec = scoped_spec(args, now=NOW)
+    assert spec == {"stream": "logs", "key": "k1", "since_ns": int((NOW - 300) * 1e9), "grep": EVIL, "limit": 7}
+    assert json.loads(json.dumps(spec)) == spec  # it travels as JSON
+    assert scoped.build("sluice", spec) == scoped_query("sluice", args, now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"stream": "logs", "key": "", "since_ns": 0, "limit": 1}, "'key' must not be empty"),
+        ({"stream": "logs", "key": "k", "since_ns": "0", "limit": 1}, "'since_ns' must be an integer, got '0'"),
+        ({"stream": "logs", "key": "k", "since_ns": 0, "limit": 0}, "'limit' must be >= 1, got 0"),
+        ({"stream": "logs", "key": "k", "since_ns": 0, "limit": True}, "'limit' must be an integer, got True"),
+        ({"stream": "metrics", "key": "k", "name": "n", "window": "1h", "since": 0}, "window must be one of"),
+        ({"stream": "metrics", "key": "k", "name": "n", "window": "1s", "since": 0, "tags": {"a": 1}},
+         "'tags' must map strings to strings"),
+        ({"stream": "metrics", "key": ["k"], "name": "n"}, "'key' must be a string, got ['k']"),
+    ],
+)
+def test_a_bad_spec_names_its_field(spec: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        scoped.build("sluice", spec)
+
+
+def test_raw_sql_takes_no_key_token(tmp_path: Path) -> None:
+    args = build_parser().parse_args(["query", "SELECT 1", "--token", "t"])
+    with pytest.raises(SluiceError, match="--token applies to metrics, logs and events"):
+        run(Settings(data_dir=tmp_path), args)
+
+
+def test_the_admin_credential_is_the_setting_else_the_dev_file(tmp_path: Path) -> None:
+    assert admin_credential(Settings(data_dir=tmp_path)) is None
+    (tmp_path / DEV_QUERY_TOKEN_FILE).write_text("from-dev\n")
+    assert admin_credential(Settings(data_dir=tmp_path)) == "from-dev"
+    configured = Settings(data_dir=tmp_path, query={"admin_token": "a" * 32})
+    assert admin_credential(configured) == "a" * 32
