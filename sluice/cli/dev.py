@@ -22,8 +22,8 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from sluice.cli.dev_ports import bind_error, check_listeners
 from sluice.cli.broker import dev_broker_path
+from sluice.cli.dev_ports import bind_error, check_listeners
 from sluice.certs import DEFAULT_HOSTNAMES, generate_self_signed, issue_client_cert
 from sluice.client import SluiceClient, counter_envelope, gauge_envelope, log_envelope
 from sluice.client.tls import tls_credentials
@@ -32,13 +32,10 @@ from sluice.ingress.auth import issue_token
 from sluice.ingress.server import parse_listen
 from sluice.keys import AccessKeyConfig, JsonKeyStore
 from sluice.settings import Settings
-from sluice.streams.query import wait_caught_up, worker_url
+from sluice.streams.query import DEV_QUERY_TOKEN_FILE, wait_caught_up, worker_url
 from sluice.tansu import Tansu, wait_for_port
 
 DEV_KEY = "dev"
-# The worker's admin credential for raw SQL on /query; `sluice query` reads it from here when
-# SLUICE_QUERY_ADMIN_TOKEN is unset.
-DEV_QUERY_TOKEN_FILE = "dev-query-token"
 
 
 def dev_credential(path: Path) -> str:
