@@ -11,19 +11,11 @@ and its log holds no traceback.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import cramjam
 import pytest
@@ -31,12 +23,10 @@ from hypothesis import given, settings as hypothesis_settings
 from hypothesis import strategies as st
 from opentelemetry.exporter.prometheus_remote_write.gen import remote_pb2
 
-from sluice.ingress import issue_token
-from sluice.keys import AccessKeyConfig, JsonKeyStore
-from sluice.settings import Settings
-from sluice.tansu import Tansu, free_port, wait_for_port
+from sluice.tansu import Tansu
 from sluice.v1.envelope_pb2 import Envelope
-from tests.integration.gateway_helpers import MetricSamples, batch_of, read_topic, scrape
+from tests.integration.gateway_helpers import MetricSamples
+from tests.integration.process_helpers import GatewayProcess, gateway_process
 from tests.unit.ingress.protocols.test_fuzz_parsers import datagrams, lines
 
 NS = 1_000_000_000
@@ -46,72 +36,15 @@ KEYS = {"statsd": "ak_fuzz_statsd", "influx_udp": "ak_fuzz_influx", "http": "ak_
 PATHS = {"/api/v2/write": "Influx.HTTP", "/write": "Influx.HTTP", "/api/v1/write": "RemoteWrite"}
 
 
-class FuzzedGateway:
-    """A ``sluice gateway`` process with every protocol listener on, and how to reach it."""
-
-    def __init__(self, settings: Settings, proc: subprocess.Popen[bytes], log: Path) -> None:
-        self.settings, self.proc, self.log = settings, proc, log
-        self.http = f"http://{settings.protocols.http_listen}"
-        self.statsd = port_of(settings.protocols.statsd_listen)
-        self.influx_udp = port_of(settings.protocols.influx_udp_listen)
-        self.metrics = port_of(settings.gateway.metrics_listen)
-
-    def token(self, key: str) -> str:
-        return issue_token(self.settings.auth, key, 600)
-
-    def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        request = urllib.request.Request(self.http + path, data=body, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as r:  # a hang fails the test
-                return r.status, r.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-
-    def samples(self) -> MetricSamples:
-        return scrape(self.metrics)
-
-    def envelopes_of(self, key: str) -> list[Envelope]:
-        records = asyncio.run(read_topic(self.settings.kafka.bootstrap, self.settings.kafka.raw_topic))
-        return [env for r in records if r.key == key.encode() for env in batch_of(r)]
-
-
-def port_of(listen: str) -> int:
-    return int(listen.rsplit(":", 1)[1])
+FuzzedGateway = GatewayProcess
 
 
 @pytest.fixture(scope="module")
 def gateway(tansu: Tansu, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzedGateway]:
-    unique = os.urandom(5).hex()
-    data = tmp_path_factory.mktemp("fuzz")
-    settings = Settings(
-        data_dir=data,
-        kafka={"bootstrap": tansu.bootstrap, "raw_topic": f"sluice.raw.{unique}",
-               "config_topic": f"sluice.config.{unique}", "partitions": 2},
-        auth={"jwt_secret": "fuzz-secret-" + os.urandom(32).hex()},
-        gateway={"listen": f"127.0.0.1:{free_port()}", "metrics_listen": f"127.0.0.1:{free_port()}"},
-        protocols={
-            "statsd_listen": f"127.0.0.1:{free_port()}", "statsd_access_key": KEYS["statsd"],
-            "influx_udp_listen": f"127.0.0.1:{free_port()}", "influx_udp_access_key": KEYS["influx_udp"],
-            "http_listen": f"127.0.0.1:{free_port()}", "max_http_body_bytes": MAX_BODY,
-        },
-    )
-    store = JsonKeyStore(settings.access_keys_path)
-    for key in KEYS.values():
-        store.put(AccessKeyConfig(access_key=key))
-    log_path = data / "gateway.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "sluice.cli.main", "gateway"],
-                                env=dict(os.environ) | settings.to_env(), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        assert wait_for_port("127.0.0.1", port_of(settings.protocols.http_listen), 30), log_path.read_text()
-        yield FuzzedGateway(settings, proc, log_path)
-        assert proc.poll() is None, "the gateway died"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
-        assert "Traceback" not in log_path.read_text(errors="replace"), log_path.read_text(errors="replace")[-5000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    statsd, influx = KEYS["statsd"], KEYS["influx_udp"]
+    with gateway_process(tansu, tmp_path_factory.mktemp("fuzz"), [statsd, influx, KEYS["http"], KEYS["good"]],
+                         protocols={"influx_udp_access_key": influx, "max_http_body_bytes": MAX_BODY}) as process:
+        yield process
 
 
 # --- HTTP ------------------------------------------------------------------------------------
