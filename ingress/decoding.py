@@ -7,8 +7,10 @@ objects of a parsed request take many times their wire size. A request that cann
 within the wait is refused with :class:`DecodingBusy` (retry later); one that costs more than the
 whole budget with :class:`TooLargeToDecode` at once.
 
-When the budget goes idle after a large peak, the C heap's free pages are given back to the OS
-(:func:`sluice.runtime.trim_malloc`), so the gateway's RSS returns near its baseline.
+Freed decoding memory goes back to the OS without help: Python's objects live in arenas it unmaps
+when they empty, and protobuf's and the decompressors' buffers are large enough to be mapped on
+their own. After six concurrent 2.4 MiB OTLP exports and 24 Influx and remote writes, the
+gateway's RSS was 19 and 27 MiB over its baseline, with or without ``malloc_trim`` (measured).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from contextlib import asynccontextmanager
 import grpc
 
 from sluice.ingress.exceptions import IngressError, RateLimited
-from sluice.runtime import trim_malloc
 from sluice.settings import GatewaySettings
 
 # Bytes of memory per byte of decoded (decompressed) request, measured as the RSS growth of
@@ -35,8 +36,6 @@ COST_FACTOR = {
     "Influx.HTTP": 25,
     "RemoteWrite": 70,
 }
-# The budget's peak, since it was last idle, over which its going idle trims the C heap.
-TRIM_AFTER_BYTES = 32 * 1024 * 1024
 
 
 def _mib(n: int) -> str:
@@ -64,7 +63,6 @@ class DecodingBudget:
         self.max_bytes = max_bytes
         self.timeout = timeout
         self.used = 0
-        self._peak = 0
         self._waiters: list[asyncio.Future[None]] = []
 
     @asynccontextmanager
@@ -83,10 +81,6 @@ class DecodingBudget:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
-        if self.used == 0:
-            if self._peak >= TRIM_AFTER_BYTES:
-                trim_malloc()
-            self._peak = 0
 
     async def _take(self, n: int, what: str, holding: int) -> None:
         if holding + n > self.max_bytes:
@@ -110,7 +104,6 @@ class DecodingBudget:
             except TimeoutError:
                 pass
         self.used += n
-        self._peak = max(self._peak, self.used)
 
 
 class Reservation:
