@@ -37,7 +37,8 @@ class BodyTooLarge(IngressError):
     def __init__(self, encoding: str, limit: int, size: int | None = None) -> None:
         subject = "the body" if encoding in IDENTITY else f"the {encoding} body"
         if size is None:
-            message = f"{subject} expands to more than protocols.max_http_body_bytes ({limit} bytes)"
+            grows = "is larger" if encoding in IDENTITY else "expands to more"
+            message = f"{subject} {grows} than protocols.max_http_body_bytes ({limit} bytes)"
         else:
             verb = "is" if encoding in IDENTITY else "expands to"
             message = f"{subject} {verb} {size} bytes, more than protocols.max_http_body_bytes ({limit} bytes)"

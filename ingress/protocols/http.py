@@ -150,7 +150,7 @@ class HttpWrites:
             self._ingest.metrics.http_refused.labels("body_timeout").inc()
             raise BodyTimeout(f"the body did not arrive within protocols.body_timeout ({self._settings.body_timeout:g}s)") from None
         except web.HTTPRequestEntityTooLarge:
-            raise BodyTooLarge(request.headers.get("Content-Encoding", "identity").strip().lower(), self._max_body) from None
+            raise BodyTooLarge("identity", self._max_body) from None  # as sent, before any decompression
         except web.RequestPayloadError as exc:  # e.g. a truncated chunked body
             raise Malformed(f"cannot read the body: {str(exc).strip()}", reason="body") from exc
 

@@ -77,3 +77,41 @@ async def test_a_gzipped_write_is_stored(writes: HttpWrites) -> None:
                              headers={"Content-Encoding": "gzip", "Authorization": "Bearer x", "x-access-key": "ak_http"}) as r:
             assert r.status == 204
     assert writes._ingest.published == [2]  # type: ignore[attr-defined]
+
+
+def headers(**more: str) -> dict[str, str]:
+    return {"Authorization": "Bearer x", "x-access-key": "ak_http", **more}
+
+
+async def test_a_body_over_the_limit_as_sent_is_answered_413_and_counted(writes: HttpWrites) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"http://127.0.0.1:{writes.port}/api/v2/write", data=b"m f=1\n" * 1000, headers=headers()) as r:
+            assert (r.status, (await r.json())["message"]) == (
+                413, "the body is larger than protocols.max_http_body_bytes (4096 bytes)"
+            )
+    metrics = writes._ingest.metrics
+    assert metrics.decoding_refused.labels("Influx.HTTP", "too_large")._value.get() == 1
+    assert metrics.rejected_calls.labels("Influx.HTTP", "RESOURCE_EXHAUSTED")._value.get() == 1
+
+
+async def test_a_write_without_room_in_the_decoding_budget_is_answered_503_with_a_retry_after(
+    writes: HttpWrites,
+) -> None:
+    budget = writes._decoding
+    async with budget.reserve(budget.max_bytes - 1000, "another request"):
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"http://127.0.0.1:{writes.port}/api/v2/write", data=LINES, headers=headers()) as r:
+                assert (r.status, r.headers["Retry-After"]) == (503, "1")
+                assert (await r.json())["message"].startswith("the gateway is decoding ")
+    assert budget.used == 0
+    assert writes._ingest.metrics.decoding_refused.labels("Influx.HTTP", "decoding_busy")._value.get() == 1
+    assert writes._ingest.published == []  # type: ignore[attr-defined]
+
+
+async def test_a_write_costing_more_than_the_whole_decoding_budget_is_answered_413(writes: HttpWrites) -> None:
+    writes._decoding.max_bytes = len(LINES) * 25 - 1  # Influx costs 25 times its decoded size
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"http://127.0.0.1:{writes.port}/api/v2/write", data=LINES, headers=headers()) as r:
+            assert r.status == 413
+            assert (await r.json())["message"].startswith("decoding this Influx.HTTP request would take about ")
+    assert writes._ingest.metrics.decoding_refused.labels("Influx.HTTP", "over_budget")._value.get() == 1
