@@ -59,6 +59,13 @@ def _error(status: int, message: str, code: str = "invalid", headers: dict[str, 
     return web.json_response({"code": code, "message": message}, status=status, headers=headers)
 
 
+class BodyTimeout(IngressError):
+    """The body did not arrive within ``protocols.body_timeout`` (HTTP 408)."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = "body_timeout"
+
+
 def error_response(exc: SluiceError) -> web.Response:
     """The HTTP answer to a failed write."""
     if isinstance(exc, Malformed):
@@ -67,17 +74,14 @@ def error_response(exc: SluiceError) -> web.Response:
         return _error(413, str(exc), "too large")
     if isinstance(exc, DecodingBusy):
         return _error(503, str(exc), "unavailable", {"Retry-After": str(max(1, round(exc.retry_after)))})
+    if isinstance(exc, BodyTimeout):
+        response = _error(408, str(exc), "timeout")
+        response.force_close()  # what is left of the body is not read
+        return response
     status = _STATUS.get(exc.code, 500) if isinstance(exc, IngressError) else (503 if exc.retriable else 500)
     headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if isinstance(exc, RateLimited) else None
     code = {401: "unauthorized", 403: "forbidden", 429: "too many requests", 503: "unavailable"}.get(status, "internal error")
     return _error(status, str(exc), "invalid" if status == 400 else code, headers)
-
-
-class BodyTimeout(IngressError):
-    """The body did not arrive within ``protocols.body_timeout`` (HTTP 408)."""
-
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
-    reason = "body_timeout"
 
 
 class HttpWrites:
@@ -148,7 +152,9 @@ class HttpWrites:
                 return await request.read()
         except TimeoutError:
             self._ingest.metrics.http_refused.labels("body_timeout").inc()
-            raise BodyTimeout(f"the body did not arrive within protocols.body_timeout ({self._settings.body_timeout:g}s)") from None
+            raise BodyTimeout(
+                f"the body did not arrive within protocols.body_timeout ({self._settings.body_timeout:g}s)"
+            ) from None
         except web.HTTPRequestEntityTooLarge:
             raise BodyTooLarge("identity", self._max_body) from None  # as sent, before any decompression
         except web.RequestPayloadError as exc:  # e.g. a truncated chunked body
@@ -183,11 +189,7 @@ class HttpWrites:
             if isinstance(exc, (BodyTooLarge, TooLargeToDecode, DecodingBusy)):
                 metrics.decoding_refused.labels(entry_point, exc.reason).inc()
             metrics.reject_call(entry_point, grpc_status(exc))
-            answer = error_response(exc)
-            if isinstance(exc, BodyTimeout):
-                answer.set_status(408)
-                answer.force_close()
-            return answer
+            return error_response(exc)
         if response.status >= 400:  # a partial write
             metrics.reject_call(entry_point, grpc.StatusCode.INVALID_ARGUMENT)
         return response

@@ -82,7 +82,8 @@ class Exporter:
         config = await authenticate(self._authenticator, context, metrics, signal.entry_point)
         response = signal.response()
         try:
-            async with self._decoding.reserve(len(raw) * COST_FACTOR[signal.entry_point], f"{signal.entry_point} export"):
+            cost = len(raw) * COST_FACTOR[signal.entry_point]
+            async with self._decoding.reserve(cost, f"{signal.entry_point} export"):
                 groups = signal.groups(self._parse(raw))
                 envelopes = [env for group in groups for env in group]
                 admitted = await self._ingest.publish(config, envelopes, signal.entry_point)
