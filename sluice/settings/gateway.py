@@ -95,7 +95,7 @@ class GatewaySettings(BaseModel):
     )
     max_decoding_bytes: int = Field(
         128 * 1024 * 1024, ge=1024, description="memory that decoding OTLP exports and HTTP writes may take at "
-        "once, across every call and protocol (a request costs its decompressed size times 25 to 70, as "
+        "once, across every call and protocol (a request costs its decompressed size times 20 to 70, as "
         "measured per protocol); more wait for room, a request costing more than all of it is refused"
     )
     decoding_timeout: float = Field(
