@@ -36,14 +36,11 @@ KEYS = {"statsd": "ak_fuzz_statsd", "influx_udp": "ak_fuzz_influx", "http": "ak_
 PATHS = {"/api/v2/write": "Influx.HTTP", "/write": "Influx.HTTP", "/api/v1/write": "RemoteWrite"}
 
 
-FuzzedGateway = GatewayProcess
-
-
 @pytest.fixture(scope="module")
-def gateway(tansu: Tansu, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzedGateway]:
-    statsd, influx = KEYS["statsd"], KEYS["influx_udp"]
-    with gateway_process(tansu, tmp_path_factory.mktemp("fuzz"), [statsd, influx, KEYS["http"], KEYS["good"]],
-                         protocols={"influx_udp_access_key": influx, "max_http_body_bytes": MAX_BODY}) as process:
+def gateway(tansu: Tansu, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    # The statsd listener's key is the first; the Influx UDP listener's is set apart.
+    with gateway_process(tansu, tmp_path_factory.mktemp("fuzz"), list(KEYS.values()),
+                         protocols={"influx_udp_access_key": KEYS["influx_udp"], "max_http_body_bytes": MAX_BODY}) as process:
         yield process
 
 
@@ -80,7 +77,7 @@ encodings = st.sampled_from([None, "identity", "snappy", "gzip", "deflate", "br"
 queries = st.sampled_from(["", "?precision=s", "?precision=ms&org=o&bucket=b", "?precision=fortnight", "?db=x"])
 
 
-def test_http_writes_answer_any_body_with_a_status_that_names_the_problem(gateway: FuzzedGateway) -> None:
+def test_http_writes_answer_any_body_with_a_status_that_names_the_problem(gateway: GatewayProcess) -> None:
     answers: Counter[tuple[str, int]] = Counter()
     auth = {"Authorization": f"Bearer {gateway.token(KEYS['http'])}", "x-access-key": KEYS["http"]}
     before = gateway.samples()
@@ -115,7 +112,7 @@ def test_http_writes_answer_any_body_with_a_status_that_names_the_problem(gatewa
     assert_good_http_requests_are_published_exactly(gateway)
 
 
-def assert_good_http_requests_are_published_exactly(gateway: FuzzedGateway) -> None:
+def assert_good_http_requests_are_published_exactly(gateway: GatewayProcess) -> None:
     key = KEYS["good"]
     headers = {"Authorization": f"Token {gateway.token(key)}", "x-access-key": key}
     influx = f"good,run=1 v=1.5,n=2i {T0}\ngood,run=1 v=2.5,n=3i {T0 + 1}".encode()
@@ -140,7 +137,7 @@ def send_udp(port: int, data: bytes) -> None:
         sock.sendto(data, ("127.0.0.1", port))
 
 
-def wait_for_envelopes(gateway: FuzzedGateway, key: str, named: str, count: int) -> list[Envelope]:
+def wait_for_envelopes(gateway: GatewayProcess, key: str, named: str, count: int) -> list[Envelope]:
     """The envelopes of ``key`` with a metric named ``named``, once there are ``count`` of them."""
     deadline = time.monotonic() + 20
     while True:
@@ -173,7 +170,7 @@ UDP_PROBES: dict[str, tuple[bytes, str, list[float], dict[str, int]]] = {
 
 
 @pytest.mark.parametrize("protocol", sorted(UDP_PROBES))
-def test_udp_listeners_parse_any_datagram_and_keep_the_good_lines(gateway: FuzzedGateway, protocol: str) -> None:
+def test_udp_listeners_parse_any_datagram_and_keep_the_good_lines(gateway: GatewayProcess, protocol: str) -> None:
     port = gateway.statsd if protocol == "statsd" else gateway.influx_udp
     key = KEYS[protocol]
     sent = 0
