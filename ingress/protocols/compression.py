@@ -29,7 +29,7 @@ INFLUX_ENCODINGS = ("gzip", "deflate", "zstd", "identity")
 
 
 class BodyTooLarge(IngressError):
-    """A body larger than the limit once decompressed (HTTP 413); ``encoding`` names its encoding."""
+    """A body larger than the limit once decompressed (HTTP 413); the message names its encoding."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "too_large"
@@ -43,7 +43,6 @@ class BodyTooLarge(IngressError):
             verb = "is" if encoding in IDENTITY else "expands to"
             message = f"{subject} {verb} {size} bytes, more than protocols.max_http_body_bytes ({limit} bytes)"
         super().__init__(message)
-        self.encoding = encoding
 
 
 def normalized(encoding: str) -> str:
