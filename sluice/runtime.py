@@ -6,7 +6,7 @@ import ctypes
 import ctypes.util
 import gc
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sluice.settings import Settings
@@ -54,10 +54,12 @@ def tune_malloc(trim_threshold: int, mmap_threshold: int) -> bool:
     The gateway then touched every page of its records anew: 600,000 page faults and a third of
     its CPU time in the kernel in a 50-second run, against 17,000 with 64 MiB and 4 MiB.
     """
-    if not (trim_threshold or mmap_threshold):
+    if not (trim_threshold or mmap_threshold) or not sys.platform.startswith("linux"):
         return False
-    mallopt = _glibc("mallopt")
-    if mallopt is None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     ok = True
@@ -66,30 +68,6 @@ def tune_malloc(trim_threshold: int, mmap_threshold: int) -> bool:
     if mmap_threshold:
         ok &= mallopt(_M_MMAP_THRESHOLD, mmap_threshold) == 1
     return ok
-
-
-def trim_malloc() -> bool:
-    """Give the C heap's free pages back to the OS (glibc's ``malloc_trim(0)``), whatever
-    :func:`tune_malloc` told it to keep; whether any was given back (False where not glibc).
-
-    After a request of a few hundred MiB was decoded and freed, glibc kept most of it: the
-    gateway's RSS stayed 400 MB over its baseline until this was called.
-    """
-    malloc_trim = _glibc("malloc_trim")
-    if malloc_trim is None:
-        return False
-    malloc_trim.argtypes = (ctypes.c_size_t,)
-    return bool(malloc_trim(0))
-
-
-def _glibc(function: str) -> Any:
-    """``function`` of glibc, or None where the C library is not glibc (musl has no mallopt)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), function)
-    except (OSError, AttributeError):
-        return None
 
 
 def tune_process(settings: Settings, *, middle: int = 0) -> None:
