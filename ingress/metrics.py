@@ -95,6 +95,19 @@ class GatewayMetrics:
             "UDP datagrams not stored: queue full, unknown key, over its rate, Kafka failed",
             ["protocol", "reason"], registry=r,
         )
+        self.decoding_refused = Counter(
+            "sluice_gateway_decoding_refused_requests",
+            "OTLP exports and HTTP writes refused before decoding: a body over its size limit once "
+            "decompressed (too_large), costing more than the decoding budget (over_budget), no room in it "
+            "in time (decoding_busy)",
+            ["entry_point", "reason"], registry=r,
+        )
+        self.http_refused = Counter(
+            "sluice_gateway_http_refused_requests",
+            "HTTP requests the listener refused before routing them: headers too large (431), malformed "
+            "(400), headers or body not sent in time (header_timeout, body_timeout)",
+            ["reason"], registry=r,
+        )
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 

@@ -9,16 +9,19 @@ parameters are accepted and ignored: the access key is the tenant. Errors answer
 API's gRPC code maps to; a body with some malformed or invalid lines stores the others and
 answers 400 with the first error, as InfluxDB does.
 
-Bodies are decompressed here, not by aiohttp: Influx writes may be ``gzip`` or ``deflate``, remote
-writes are ``snappy``; a body that is not what its ``Content-Encoding`` says, or an encoding the
-endpoint does not take, is answered 400 naming it (aiohttp would answer a bare 400 and log a
-traceback), and decompression stops at ``max_body_bytes``.
+Bodies are decompressed here, not by aiohttp (see :mod:`.compression`): Influx writes may be
+``gzip``, ``deflate`` or ``zstd``, remote writes are ``snappy``; a body that is not what its
+``Content-Encoding`` says, or an encoding the endpoint does not take, is answered 400 naming it,
+and one expanding past ``protocols.max_http_body_bytes`` 413, before it is all decompressed. Each
+request reserves its decoding cost in the gateway's :class:`~sluice.ingress.decoding.DecodingBudget`
+before it is decompressed (413 when it costs more than the whole budget, 503 with ``Retry-After``
+when there is no room in time). The listener's own hardening is :mod:`.http_listener`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import zlib
 from collections.abc import Awaitable, Callable
 
 import grpc
@@ -27,11 +30,15 @@ from aiohttp import web
 
 from sluice.exceptions import SluiceError
 from sluice.ingress.auth import Authenticator
+from sluice.ingress.decoding import COST_FACTOR, DecodingBudget, DecodingBusy, TooLargeToDecode
 from sluice.ingress.exceptions import IngressError, RateLimited, Unauthenticated, grpc_status
 from sluice.ingress.protocols import influx, remote_write
+from sluice.ingress.protocols.compression import INFLUX_ENCODINGS, BodyTooLarge, declared_size, decompress
+from sluice.ingress.protocols.http_listener import HardenedRunner
 from sluice.ingress.protocols.ingest import Ingest
 from sluice.ingress.protocols.lines import Malformed
 from sluice.keys import AccessKeyConfig
+from sluice.settings import ProtocolsSettings
 from sluice.wire import ACCESS_KEY, AUTHORIZATION
 
 log = logging.getLogger(__name__)
@@ -48,41 +55,29 @@ _STATUS = {
 }
 
 
-_ZLIB = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": 32 + zlib.MAX_WBITS}
-
-
-def decompressed(body: bytes, encoding: str, max_bytes: int) -> bytes:
-    """``body`` decoded from its ``Content-Encoding`` (``gzip``, ``deflate``, ``identity`` or none),
-    at most ``max_bytes`` of it; :class:`Malformed` naming what is wrong otherwise."""
-    encoding = encoding.strip().lower()
-    if encoding in ("", "identity"):
-        return body
-    if encoding not in _ZLIB:
-        raise Malformed(
-            f"unsupported Content-Encoding {encoding[:40]!r}; expected gzip, deflate or identity", reason="encoding"
-        )
-    decoder = zlib.decompressobj(_ZLIB[encoding])
-    try:
-        out = decoder.decompress(body, max_bytes + 1)
-    except zlib.error as exc:
-        raise Malformed(f"the body is not valid {encoding} data: {exc}", reason="encoding") from exc
-    if len(out) > max_bytes:
-        raise Malformed(f"the decompressed body exceeds {max_bytes} bytes", reason="too_large")
-    if not decoder.eof:
-        raise Malformed(f"the {encoding} body is truncated", reason="encoding")
-    if decoder.unused_data:
-        raise Malformed(f"{len(decoder.unused_data)} byte(s) follow the {encoding} data", reason="encoding")
-    return out
-
-
 def _error(status: int, message: str, code: str = "invalid", headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"code": code, "message": message}, status=status, headers=headers)
+
+
+class BodyTimeout(IngressError):
+    """The body did not arrive within ``protocols.body_timeout`` (HTTP 408)."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = "body_timeout"
 
 
 def error_response(exc: SluiceError) -> web.Response:
     """The HTTP answer to a failed write."""
     if isinstance(exc, Malformed):
         return _error(400, str(exc))
+    if isinstance(exc, (BodyTooLarge, TooLargeToDecode)):
+        return _error(413, str(exc), "too large")
+    if isinstance(exc, DecodingBusy):
+        return _error(503, str(exc), "unavailable", {"Retry-After": str(max(1, round(exc.retry_after)))})
+    if isinstance(exc, BodyTimeout):
+        response = _error(408, str(exc), "timeout")
+        response.force_close()  # what is left of the body is not read
+        return response
     status = _STATUS.get(exc.code, 500) if isinstance(exc, IngressError) else (503 if exc.retriable else 500)
     headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if isinstance(exc, RateLimited) else None
     code = {401: "unauthorized", 403: "forbidden", 429: "too many requests", 503: "unavailable"}.get(status, "internal error")
@@ -93,13 +88,17 @@ class HttpWrites:
     """The aiohttp application and its site; ``await start()``, ``await stop()``."""
 
     def __init__(
-        self, host: str, port: int, authenticator: Authenticator, ingest: Ingest, *, max_body_bytes: int
+        self, host: str, port: int, authenticator: Authenticator, ingest: Ingest, *,
+        settings: ProtocolsSettings, decoding: DecodingBudget,
     ) -> None:
         self._host, self.port = host, port
         self._authenticator = authenticator
         self._ingest = ingest
-        self._max_body = max_body_bytes
-        self.app = web.Application(client_max_size=max_body_bytes)
+        self._settings = settings
+        self._max_body = settings.max_http_body_bytes
+        self._decoding = decoding
+        # Bounds the (compressed) body aiohttp reads; decompression is bounded in .compression.
+        self.app = web.Application(client_max_size=self._max_body)
         self.app.router.add_post("/api/v2/write", self._influx_write)
         self.app.router.add_post("/write", self._influx_write)
         self.app.router.add_post("/api/v1/write", self._remote_write)
@@ -107,7 +106,11 @@ class HttpWrites:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, auto_decompress=False)
+        refused = self._ingest.metrics.http_refused
+        self._runner = HardenedRunner(
+            self.app, header_timeout=self._settings.header_timeout, refused=lambda reason: refused.labels(reason).inc(),
+            access_log=None, auto_decompress=False,
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self.port)
         await site.start()
@@ -142,28 +145,51 @@ class HttpWrites:
             self._ingest.metrics.auth_failures.labels(exc.reason).inc()
             raise
 
+    async def _read(self, request: web.Request) -> bytes:
+        """The (compressed) body, at most ``max_http_body_bytes`` of it, within ``body_timeout``."""
+        try:
+            async with asyncio.timeout(self._settings.body_timeout):
+                return await request.read()
+        except TimeoutError:
+            self._ingest.metrics.http_refused.labels("body_timeout").inc()
+            raise BodyTimeout(
+                f"the body did not arrive within protocols.body_timeout ({self._settings.body_timeout:g}s)"
+            ) from None
+        except web.HTTPRequestEntityTooLarge:
+            raise BodyTooLarge("identity", self._max_body) from None  # as sent, before any decompression
+        except web.RequestPayloadError as exc:  # e.g. a truncated chunked body
+            raise Malformed(f"cannot read the body: {str(exc).strip()}", reason="body") from exc
+
     async def _handle(
         self,
         request: web.Request,
         entry_point: str,
+        encoding: str,
+        accepted: tuple[str, ...],
         work: Callable[[AccessKeyConfig, bytes], Awaitable[web.Response]],
     ) -> web.Response:
-        """Authenticate, read the body, ``work``; every answer that is an error counts as a rejected call."""
+        """Authenticate, read the body, reserve its decoding cost, decompress it and ``work`` on
+        it; every answer that is an error counts as a rejected call."""
         metrics = self._ingest.metrics
+        what, factor = f"{entry_point} request", COST_FACTOR[entry_point]
         try:
             config = self._authenticate(request)
-            try:
-                body = await request.read()
-            except web.RequestPayloadError as exc:  # e.g. a Content-Encoding the body is not in
-                raise Malformed(f"cannot read the body: {str(exc).strip()}", reason="body") from exc
-            response = await work(config, body)
+            body = await self._read(request)
+            size = declared_size(body, encoding)
+            if size is not None and size > self._max_body:
+                raise BodyTooLarge(encoding, self._max_body, size)
+            # Decompressing needs room for its output; parsing, for the objects of every item.
+            async with self._decoding.reserve(self._max_body if size is None else size * factor, what) as held:
+                raw = decompress(body, encoding, self._max_body, accepted)
+                del body
+                await held.resize(len(raw) * factor)
+                response = await work(config, raw)
         except SluiceError as exc:
             log.debug("refused %s %s: %s", request.method, request.path, exc)
+            if isinstance(exc, (BodyTooLarge, TooLargeToDecode, DecodingBusy)):
+                metrics.decoding_refused.labels(entry_point, exc.reason).inc()
             metrics.reject_call(entry_point, grpc_status(exc))
             return error_response(exc)
-        except web.HTTPRequestEntityTooLarge:
-            metrics.reject_call(entry_point, grpc.StatusCode.RESOURCE_EXHAUSTED)  # gRPC's code for it
-            raise
         if response.status >= 400:  # a partial write
             metrics.reject_call(entry_point, grpc.StatusCode.INVALID_ARGUMENT)
         return response
@@ -175,7 +201,7 @@ class HttpWrites:
                 raise Malformed(
                     f"unknown precision {precision!r}; expected one of {sorted(influx.PRECISIONS)}", reason="precision"
                 )
-            parsed = influx.parse(decompressed(body, request.headers.get("Content-Encoding", ""), self._max_body), precision)
+            parsed = influx.parse(body, precision)
             for reason, _ in parsed.malformed:
                 self._ingest.metrics.malformed.labels("influx", reason).inc()
             admitted = await self._ingest.publish(config, parsed.envelopes, INFLUX)
@@ -185,14 +211,12 @@ class HttpWrites:
                 return _error(400, f"partial write: {rejected} rejected, {admitted.accepted} stored; first: {errors[0]}")
             return web.Response(status=204)
 
-        return await self._handle(request, INFLUX, work)
+        encoding = request.headers.get("Content-Encoding", "")
+        return await self._handle(request, INFLUX, encoding, INFLUX_ENCODINGS, work)
 
     async def _remote_write(self, request: web.Request) -> web.Response:
         async def work(config: AccessKeyConfig, body: bytes) -> web.Response:
-            encoding = request.headers.get("Content-Encoding", "snappy").strip().lower()
-            if encoding not in ("snappy", "", "identity"):  # the body is snappy whatever the header says
-                raise Malformed(f"unsupported Content-Encoding {encoding[:40]!r}; remote write is snappy", reason="encoding")
-            parsed = remote_write.parse(body, max_bytes=self._max_body)
+            parsed = remote_write.parse(body)
             for reason, n in parsed.skipped.items():
                 self._ingest.metrics.malformed.labels("remote_write", reason).inc(n)
             admitted = await self._ingest.publish(config, parsed.envelopes, REMOTE_WRITE)
@@ -200,4 +224,7 @@ class HttpWrites:
                 return _error(400, f"{len(admitted.rejected)} samples rejected; first: {admitted.error}")
             return web.Response(status=204)
 
-        return await self._handle(request, REMOTE_WRITE, work)
+        encoding = request.headers.get("Content-Encoding", "snappy").strip().lower()
+        if encoding in ("", "identity"):  # the body is snappy whatever the header says
+            encoding = "snappy"
+        return await self._handle(request, REMOTE_WRITE, encoding, ("snappy",), work)

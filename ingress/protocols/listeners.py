@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sluice.ingress.auth import Authenticator
+from sluice.ingress.decoding import DecodingBudget, default_budget
 from sluice.ingress.exceptions import BindError
 from sluice.ingress.listen import parse_listen
 from sluice.ingress.protocols import influx
@@ -23,7 +24,8 @@ class ProtocolListeners:
     """The configured UDP listeners and HTTP writes; each is off when its address is empty."""
 
     def __init__(
-        self, settings: ProtocolsSettings, authenticator: Authenticator, ingest: Ingest, keys: AccessKeyStore
+        self, settings: ProtocolsSettings, authenticator: Authenticator, ingest: Ingest, keys: AccessKeyStore,
+        decoding: DecodingBudget | None = None,
     ) -> None:
         self.statsd: UdpListener | None = None
         self.influx_udp: UdpListener | None = None
@@ -40,7 +42,9 @@ class ProtocolListeners:
             )
         if settings.http_listen:
             host, port = _split(settings.http_listen, "protocols.http_listen")
-            self.http = HttpWrites(host, port, authenticator, ingest, max_body_bytes=settings.max_http_body_bytes)
+            self.http = HttpWrites(
+                host, port, authenticator, ingest, settings=settings, decoding=decoding or default_budget()
+            )
 
     async def start(self) -> None:
         """Bind every configured listener; :class:`BindError` (and none left bound) if one cannot."""

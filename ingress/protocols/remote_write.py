@@ -1,4 +1,4 @@
-"""Prometheus remote write 1.0: a snappy-compressed ``prometheus.WriteRequest`` → envelopes.
+"""Prometheus remote write 1.0: a ``prometheus.WriteRequest`` (snappy-compressed on the wire) → envelopes.
 
 Only the fields read here are declared (labels, samples, and the native histograms that are
 counted and skipped), built at import from a descriptor instead of a copied ``.proto``; protobuf
@@ -18,7 +18,6 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-import cramjam
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from sluice.ingress.protocols.lines import INT64_MAX, Malformed
@@ -72,14 +71,8 @@ def _stale(value: float) -> bool:
     return math.isnan(value) and struct.unpack("<Q", struct.pack("<d", value))[0] == STALE_NAN_BITS
 
 
-def parse(body: bytes, *, max_bytes: int) -> Parsed:
-    """Decompress and decode a write request; :class:`Malformed` when it is neither snappy nor one."""
-    try:
-        raw = bytes(cramjam.snappy.decompress_raw(body))
-    except Exception as exc:  # cramjam raises its own DecompressionError
-        raise Malformed(f"body is not snappy block-compressed: {exc}", reason="snappy") from exc
-    if len(raw) > max_bytes:
-        raise Malformed(f"decompressed body of {len(raw)} bytes exceeds {max_bytes}", reason="too_large")
+def parse(raw: bytes) -> Parsed:
+    """Decode a (decompressed: see :mod:`.compression`) write request; :class:`Malformed` when it is not one."""
     request = WriteRequest()
     try:
         request.ParseFromString(raw)

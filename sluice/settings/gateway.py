@@ -94,8 +94,13 @@ class GatewaySettings(BaseModel):
         "acknowledgement; a call over it waits (block) or is answered RESOURCE_EXHAUSTED"
     )
     max_decoding_bytes: int = Field(
-        64 * 1024 * 1024, ge=1024, description="bytes being decompressed and decoded at once across every call "
-        "and protocol; more wait for room"
+        128 * 1024 * 1024, ge=1024, description="memory that decoding OTLP exports and HTTP writes may take at "
+        "once, across every call and protocol (a request costs its decompressed size times 20 to 70, as "
+        "measured per protocol); more wait for room, a request costing more than all of it is refused"
+    )
+    decoding_timeout: float = Field(
+        5.0, gt=0, description="seconds a request waits for room in max_decoding_bytes before it is answered "
+        "RESOURCE_EXHAUSTED (HTTP 503) with a retry-after"
     )
 
 

@@ -11,19 +11,11 @@ and its log holds no traceback.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import cramjam
 import pytest
@@ -31,12 +23,10 @@ from hypothesis import given, settings as hypothesis_settings
 from hypothesis import strategies as st
 from opentelemetry.exporter.prometheus_remote_write.gen import remote_pb2
 
-from sluice.ingress import issue_token
-from sluice.keys import AccessKeyConfig, JsonKeyStore
-from sluice.settings import Settings
-from sluice.tansu import Tansu, free_port, wait_for_port
+from sluice.tansu import Tansu
 from sluice.v1.envelope_pb2 import Envelope
-from tests.integration.gateway_helpers import MetricSamples, batch_of, read_topic, scrape
+from tests.integration.gateway_helpers import MetricSamples
+from tests.integration.process_helpers import GatewayProcess, gateway_process
 from tests.unit.ingress.protocols.test_fuzz_parsers import datagrams, lines
 
 NS = 1_000_000_000
@@ -46,72 +36,12 @@ KEYS = {"statsd": "ak_fuzz_statsd", "influx_udp": "ak_fuzz_influx", "http": "ak_
 PATHS = {"/api/v2/write": "Influx.HTTP", "/write": "Influx.HTTP", "/api/v1/write": "RemoteWrite"}
 
 
-class FuzzedGateway:
-    """A ``sluice gateway`` process with every protocol listener on, and how to reach it."""
-
-    def __init__(self, settings: Settings, proc: subprocess.Popen[bytes], log: Path) -> None:
-        self.settings, self.proc, self.log = settings, proc, log
-        self.http = f"http://{settings.protocols.http_listen}"
-        self.statsd = port_of(settings.protocols.statsd_listen)
-        self.influx_udp = port_of(settings.protocols.influx_udp_listen)
-        self.metrics = port_of(settings.gateway.metrics_listen)
-
-    def token(self, key: str) -> str:
-        return issue_token(self.settings.auth, key, 600)
-
-    def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        request = urllib.request.Request(self.http + path, data=body, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as r:  # a hang fails the test
-                return r.status, r.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-
-    def samples(self) -> MetricSamples:
-        return scrape(self.metrics)
-
-    def envelopes_of(self, key: str) -> list[Envelope]:
-        records = asyncio.run(read_topic(self.settings.kafka.bootstrap, self.settings.kafka.raw_topic))
-        return [env for r in records if r.key == key.encode() for env in batch_of(r)]
-
-
-def port_of(listen: str) -> int:
-    return int(listen.rsplit(":", 1)[1])
-
-
 @pytest.fixture(scope="module")
-def gateway(tansu: Tansu, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzedGateway]:
-    unique = os.urandom(5).hex()
-    data = tmp_path_factory.mktemp("fuzz")
-    settings = Settings(
-        data_dir=data,
-        kafka={"bootstrap": tansu.bootstrap, "raw_topic": f"sluice.raw.{unique}",
-               "config_topic": f"sluice.config.{unique}", "partitions": 2},
-        auth={"jwt_secret": "fuzz-secret-" + os.urandom(32).hex()},
-        gateway={"listen": f"127.0.0.1:{free_port()}", "metrics_listen": f"127.0.0.1:{free_port()}"},
-        protocols={
-            "statsd_listen": f"127.0.0.1:{free_port()}", "statsd_access_key": KEYS["statsd"],
-            "influx_udp_listen": f"127.0.0.1:{free_port()}", "influx_udp_access_key": KEYS["influx_udp"],
-            "http_listen": f"127.0.0.1:{free_port()}", "max_http_body_bytes": MAX_BODY,
-        },
-    )
-    store = JsonKeyStore(settings.access_keys_path)
-    for key in KEYS.values():
-        store.put(AccessKeyConfig(access_key=key))
-    log_path = data / "gateway.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "sluice.cli.main", "gateway"],
-                                env=dict(os.environ) | settings.to_env(), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        assert wait_for_port("127.0.0.1", port_of(settings.protocols.http_listen), 30), log_path.read_text()
-        yield FuzzedGateway(settings, proc, log_path)
-        assert proc.poll() is None, "the gateway died"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
-        assert "Traceback" not in log_path.read_text(errors="replace"), log_path.read_text(errors="replace")[-5000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+def gateway(tansu: Tansu, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    # The statsd listener's key is the first; the Influx UDP listener's is set apart.
+    with gateway_process(tansu, tmp_path_factory.mktemp("fuzz"), list(KEYS.values()),
+                         protocols={"influx_udp_access_key": KEYS["influx_udp"], "max_http_body_bytes": MAX_BODY}) as process:
+        yield process
 
 
 # --- HTTP ------------------------------------------------------------------------------------
@@ -147,7 +77,7 @@ encodings = st.sampled_from([None, "identity", "snappy", "gzip", "deflate", "br"
 queries = st.sampled_from(["", "?precision=s", "?precision=ms&org=o&bucket=b", "?precision=fortnight", "?db=x"])
 
 
-def test_http_writes_answer_any_body_with_a_status_that_names_the_problem(gateway: FuzzedGateway) -> None:
+def test_http_writes_answer_any_body_with_a_status_that_names_the_problem(gateway: GatewayProcess) -> None:
     answers: Counter[tuple[str, int]] = Counter()
     auth = {"Authorization": f"Bearer {gateway.token(KEYS['http'])}", "x-access-key": KEYS["http"]}
     before = gateway.samples()
@@ -182,7 +112,7 @@ def test_http_writes_answer_any_body_with_a_status_that_names_the_problem(gatewa
     assert_good_http_requests_are_published_exactly(gateway)
 
 
-def assert_good_http_requests_are_published_exactly(gateway: FuzzedGateway) -> None:
+def assert_good_http_requests_are_published_exactly(gateway: GatewayProcess) -> None:
     key = KEYS["good"]
     headers = {"Authorization": f"Token {gateway.token(key)}", "x-access-key": key}
     influx = f"good,run=1 v=1.5,n=2i {T0}\ngood,run=1 v=2.5,n=3i {T0 + 1}".encode()
@@ -207,7 +137,7 @@ def send_udp(port: int, data: bytes) -> None:
         sock.sendto(data, ("127.0.0.1", port))
 
 
-def wait_for_envelopes(gateway: FuzzedGateway, key: str, named: str, count: int) -> list[Envelope]:
+def wait_for_envelopes(gateway: GatewayProcess, key: str, named: str, count: int) -> list[Envelope]:
     """The envelopes of ``key`` with a metric named ``named``, once there are ``count`` of them."""
     deadline = time.monotonic() + 20
     while True:
@@ -240,7 +170,7 @@ UDP_PROBES: dict[str, tuple[bytes, str, list[float], dict[str, int]]] = {
 
 
 @pytest.mark.parametrize("protocol", sorted(UDP_PROBES))
-def test_udp_listeners_parse_any_datagram_and_keep_the_good_lines(gateway: FuzzedGateway, protocol: str) -> None:
+def test_udp_listeners_parse_any_datagram_and_keep_the_good_lines(gateway: GatewayProcess, protocol: str) -> None:
     port = gateway.statsd if protocol == "statsd" else gateway.influx_udp
     key = KEYS[protocol]
     sent = 0

@@ -184,3 +184,25 @@ async def test_otlp_partial_success_reports_rejected_points(gateway: Gateway, un
     assert gateway.metrics_port
     await assert_accounted(gateway.metrics_port, key, sent=2, acknowledged=1, rejected={"INVALID_ARGUMENT": 1},
                            refused_calls={"UNAUTHENTICATED": 1})
+
+
+async def test_undecodable_otlp_requests_are_answered_invalid_argument_and_counted(gateway: Gateway, unique: str) -> None:
+    key = await add_key(gateway.keys, f"ak_otlp_{unique}")
+    services = {  # entry point: (package, service, request)
+        "OTLP.Logs": ("opentelemetry.proto.collector.logs.v1", "LogsService", "ExportLogsServiceRequest"),
+        "OTLP.Metrics": ("opentelemetry.proto.collector.metrics.v1", "MetricsService", "ExportMetricsServiceRequest"),
+        "OTLP.Traces": ("opentelemetry.proto.collector.trace.v1", "TraceService", "ExportTraceServiceRequest"),
+    }
+    async with grpc.aio.insecure_channel(gateway.address) as channel:
+        for entry_point, (package, service, request) in services.items():
+            try:
+                await channel.unary_unary(f"/{package}.{service}/Export")(b"\xff\xff\xff", metadata=headers_for(gateway, key))
+            except grpc.aio.AioRpcError as exc:
+                assert (exc.code(), exc.details()) == (grpc.StatusCode.INVALID_ARGUMENT, (
+                    f"the request is not a valid {package}.{request}: "
+                    f"Error parsing message with type '{package}.{request}': Wire format was corrupt"
+                ))
+            else:
+                raise AssertionError(f"{entry_point} accepted an undecodable request")
+            assert gateway.metrics.rejected_calls.labels(entry_point, "INVALID_ARGUMENT")._value.get() == 1
+    assert gateway.metrics.invalid.labels("malformed")._value.get() == 3

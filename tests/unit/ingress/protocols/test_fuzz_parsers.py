@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sluice.ingress.protocols import influx, remote_write
+from sluice.ingress.protocols.compression import BodyTooLarge, decompress
 from sluice.ingress.protocols.lines import Malformed
 from sluice.ingress.protocols.statsd import StatsdParser
 
@@ -60,8 +61,8 @@ def test_a_datagram_parses_like_its_lines_one_by_one(parts: list[bytes]) -> None
 @given(st.one_of(st.binary(max_size=300), st.binary(max_size=300).map(lambda b: bytes(cramjam.snappy.compress_raw(b)))))
 def test_any_remote_write_body_is_parsed_or_malformed(body: bytes) -> None:
     try:
-        parsed = remote_write.parse(body, max_bytes=1 << 16)
-    except Malformed as exc:
+        parsed = remote_write.parse(decompress(body, "snappy", 1 << 16, ("snappy",)))
+    except (Malformed, BodyTooLarge) as exc:
         assert exc.reason in {"snappy", "protobuf", "too_large"}
         return
     assert_envelopes_encode(parsed.envelopes)
