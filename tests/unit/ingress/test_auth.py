@@ -21,8 +21,9 @@ from sluice.ingress.exceptions import PermissionDenied, Unauthenticated
 from sluice.keys import AccessKeyConfig, InvalidAccessKey, JsonKeyStore
 from sluice.settings import AuthSettings
 
-SECRET = "unit-test-secret-" + "0123456789abcdef" * 4
+SECRET = "unit-test-secret-4f8de291985e9f5748daa5d071870fdceb5e10c1d9908c07"
 KEY = "ak_unit_me"
+HEX_64 = "0b155127946717f3d3a3c47fd35cb15c33f135a326cc05299bcc0f211bdd4aa9"
 
 
 def hs(**kw: object) -> AuthSettings:
@@ -92,7 +93,7 @@ def test_malformed_token() -> None:
 
 
 def test_bad_signature() -> None:
-    other = AuthSettings(jwt_secret="another-secret-" + "0123456789abcdef" * 4)  # type: ignore[arg-type]
+    other = AuthSettings(jwt_secret="another-secret-fcb5036e6c4d0ed173bef170002104b6310cd5253acb4218")  # type: ignore[arg-type]
     assert reason(TokenVerifier(hs()), bearer(issue_token(other, KEY, 60))) == "token signature is invalid"
 
 
@@ -222,8 +223,8 @@ def test_garbage_tokens(token: str, message: str) -> None:
 
 # --- key ids (kid) and rotation --------------------------------------------------------
 
-OLD = "old-secret-" + "0123456789abcdef" * 3
-NEW = "new-secret-" + "fedcba9876543210" * 3
+OLD = "old-secret-ac325b7f9fa10085b6e0a50e960a9ed1a9f4fab98913eeeb"
+NEW = "new-secret-6b0b77b282606c636ff97b55951b2c9585eece3ca5a13c5a"
 
 
 def keyed(*kids: str, current: str | None = None, default: str | None = None) -> AuthSettings:
@@ -290,8 +291,8 @@ def test_short_hmac_secrets_are_refused() -> None:
         "the minimum recommended length of 32 bytes for SHA256. See RFC 7518 Section 3.2."
     )
     with pytest.raises(ConfigurationError, match=r"^auth.jwt_secret is too weak for HS512: The HMAC key is 63"):
-        TokenVerifier(AuthSettings(jwt_secret="y" * 63, algorithms=["HS512"]))  # type: ignore[arg-type]
-    assert TokenVerifier(AuthSettings(jwt_secret="y" * 64, algorithms=["HS512"]))  # type: ignore[arg-type]
+        TokenVerifier(AuthSettings(jwt_secret=HEX_64[:63], algorithms=["HS512"]))  # type: ignore[arg-type]
+    assert TokenVerifier(AuthSettings(jwt_secret=HEX_64, algorithms=["HS512"]))  # type: ignore[arg-type]
 
 
 def test_empty_kid_is_refused_by_the_settings() -> None:

@@ -15,7 +15,7 @@ from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch
 
 NOW = 1_700_000_000_000_000_000
 VALIDATOR = EnvelopeValidator(GatewaySettings(max_tags=8, max_envelope_bytes=2048), clock=lambda: NOW)
-VERIFIER = TokenVerifier(AuthSettings(jwt_secret="fuzz-secret-that-is-long-enough-000"))  # type: ignore[arg-type]
+VERIFIER = TokenVerifier(AuthSettings(jwt_secret="fuzz-secret-d45d4496a16a22b08f0ece455e40e447faf200fe8185024a"))  # type: ignore[arg-type]
 
 texts = st.text(max_size=40)
 numbers = st.floats(allow_nan=True, allow_infinity=True)
