@@ -152,6 +152,23 @@ def test_claims_of_the_wrong_type(overrides: dict[str, object], message: str) ->
     assert reason(TokenVerifier(hs()), bearer(token)) == message
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"exp": str(int(time.time()) + 60)}, "malformed token: its 'exp' claim is a string, not a number of seconds since the epoch"),
+        ({"iat": str(int(time.time()))}, "malformed token: its 'iat' claim is a string, not a number of seconds since the epoch"),
+        ({"nbf": str(int(time.time()))}, "malformed token: its 'nbf' claim is a string, not a number of seconds since the epoch"),
+        ({"iat": True}, "malformed token: its 'iat' claim is a boolean, not a number of seconds since the epoch"),
+        ({"exp": float("inf")}, "malformed token: Expiration Time claim (exp) must be an integer."),
+        ({"nbf": [1]}, "malformed token: Not Before claim (nbf) must be an integer."),
+    ],
+)
+def test_signed_time_claims_that_only_look_like_numbers(overrides: dict[str, object], message: str) -> None:
+    """PyJWT takes what int() takes; the lifetime bound and the cache need numbers: refused, not a TypeError."""
+    token = hmac_token(claims(**overrides), SECRET.encode())
+    assert reason(TokenVerifier(hs()), bearer(token)) == message
+
+
 @pytest.mark.parametrize("claim", ["exp", "sub", "iat"])
 def test_required_claims(claim: str) -> None:
     token = jwt.encode(claims(**{claim: None}), SECRET, algorithm="HS256")
