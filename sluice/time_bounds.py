@@ -12,7 +12,7 @@ ones). A timer or span runs forwards, for at most ``gateway.max_duration_seconds
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from sluice.settings import GatewaySettings, Settings
@@ -57,6 +57,11 @@ class TimeBounds:
     def of_gateway(cls, gateway: GatewaySettings) -> TimeBounds:
         """The gateway section's limits alone: no past bound but the epoch."""
         return cls(future_ns=int(gateway.max_future_seconds * NS), max_duration_ns=int(gateway.max_duration_seconds * NS))
+
+    def in_worker(self) -> TimeBounds:
+        """The worker's: it drops metric points older than ``worker.max_lateness`` apart, counted
+        per key as late, so its decoder leaves them be."""
+        return replace(self, metric_past_ns=0)
 
     def around(self, now_ns: int) -> Window:
         """What is accepted from an envelope taken at ``now_ns``."""
