@@ -94,6 +94,7 @@ def gateway(tansu: Tansu, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             "influx_udp_listen": f"127.0.0.1:{free_port()}", "influx_udp_access_key": KEYS["influx_udp"],
             "http_listen": f"127.0.0.1:{free_port()}", "max_http_body_bytes": MAX_BODY,
         },
+        metrics_key_labels=True,  # the tests account per key
     )
     store = JsonKeyStore(settings.access_keys_path)
     for key in KEYS.values():
