@@ -16,12 +16,10 @@
 #include <string.h>
 
 #include "protowire.h"
+#include "time_window.h"
 
 typedef struct {
-    int64_t raw_from;       /* earliest stored time of a log, event or span accepted, ns */
-    int64_t metric_from;    /* earliest time of a metric point accepted, ns */
-    int64_t horizon;        /* latest time accepted, ns */
-    int64_t max_duration;   /* longest timer or span, ns */
+    window_t w;             /* the times accepted */
     uint64_t max_envelope;  /* bytes of one envelope as received */
     uint64_t max_batch;     /* envelopes of one request */
     uint64_t max_tags;
@@ -97,7 +95,7 @@ static const schema_t ENVELOPE = {
 };
 
 static int in_past_bound(int64_t t, past_t past, const limits_t *L) {
-    return past == RAW_PAST ? t >= L->raw_from : past == METRIC_PAST ? t >= L->metric_from : 1;
+    return past == RAW_PAST ? t >= L->w.raw_from : past == METRIC_PAST ? t >= L->w.metric_from : 1;
 }
 
 static int nonzero(ptr s, uint64_t n) {
@@ -134,7 +132,7 @@ static int check(const schema_t *m, ptr p, ptr end, const limits_t *L) {
         case TO:
         case TIMESTAMP: {
             int64_t t = (int64_t)f.value;
-            if (t <= 0 || t > L->horizon) return 0;
+            if (t <= 0 || t > L->w.until) return 0;
             *(r->rule == FROM ? &from : r->rule == TO ? &to : &timestamp) = t;
             break;
         }
@@ -172,7 +170,7 @@ static int check(const schema_t *m, ptr p, ptr end, const limits_t *L) {
         if (f.wire != LEN || f.len) set |= bit;
     }
     return (set & m->required) == m->required && (!m->oneof || (seen & m->oneof)) && to >= from &&
-           to - from <= L->max_duration && in_past_bound(from, m->from_past, L) && in_past_bound(to, m->to_past, L) &&
+           to - from <= L->w.max_duration && in_past_bound(from, m->from_past, L) && in_past_bound(to, m->to_past, L) &&
            in_past_bound(timestamp, m->past_of[kind], L);
 }
 
@@ -216,18 +214,7 @@ static PyObject *scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     limits_t L;
-    long long window[4];
-    if (!PyTuple_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "scan(): window must be a tuple (raw_from, metric_from, until, max_duration)");
-        return NULL;
-    }
-    if (!PyArg_ParseTuple(args[1], "LLLL;scan(): window must be 4 ints (raw_from, metric_from, until, max_duration)",
-                          &window[0], &window[1], &window[2], &window[3]))
-        return NULL;
-    L.raw_from = window[0];
-    L.metric_from = window[1];
-    L.horizon = window[2];
-    L.max_duration = window[3];
+    if (!window_arg(args[1], &L.w, "scan")) return NULL;
     if (!uint_arg(args[2], &L.max_envelope, "max_envelope_bytes") || !uint_arg(args[3], &L.max_batch, "max_batch_envelopes") ||
         !uint_arg(args[4], &L.max_tags, "max_tags") || !uint_arg(args[5], &L.max_key, "max_tag_key_bytes") ||
         !uint_arg(args[6], &L.max_value, "max_tag_value_bytes"))

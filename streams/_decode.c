@@ -2,11 +2,10 @@
  * metric points of streams/decode.py, with no protobuf objects in between.
  *
  * decode() handles what records nearly always hold (logs, events, counters, gauges and timers,
- * each field once, valid UTF-8, every time within the window the record allows) and returns None
- * for anything else: spans, an unknown or repeated field, a gauge naming a metric twice, bad UTF-8,
+ * each field once, valid UTF-8, every time within the record's window) and returns None for
+ * anything else: spans, an unknown or repeated field, a gauge naming a metric twice, bad UTF-8,
  * an envelope with no message, bytes that are not a batch, a time out of bounds. decode.py then
- * decodes the record with protobuf, which alone words errors and drops (and counts) envelopes
- * out of bounds: rare, and the one place that decides it.
+ * decodes the record with protobuf, which alone words errors and drops what is out of bounds.
  * tests/unit/streams/test_fast_decode.py checks that both give the same rows and points.
  */
 #define PY_SSIZE_T_CLEAN
@@ -15,6 +14,7 @@
 #include <string.h>
 
 #include "protowire.h"
+#include "time_window.h"
 
 #define MAX_TAGS 64     /* more tags than this in one envelope: the slow path */
 #define MAX_METRICS 64  /* gauge readings in one envelope */
@@ -284,34 +284,17 @@ static int add_row(PyObject *rows, PyObject *access_key, const envelope_t *e, Py
     return ok;
 }
 
-/* The times a record accepts (time_bounds.Window), in ns, inclusive. */
-typedef struct {
-    int64_t raw_from, metric_from, until, max_duration;
-} window_t;
-
-static int within(int64_t t, int64_t from, const window_t *w) { return t >= from && t <= w->until; }
-
 /* One envelope into logs, events or points; 0 with or without an exception: the slow path. */
 static int add_envelope(const envelope_t *e, PyObject *out[3], PyObject *access_key, PyObject *partition,
                         PyObject *offset, Py_ssize_t index, const window_t *w) {
     field_t m[4];
-    int64_t took = 0;
-    switch (e->kind) {
-    case 10: /* log */
-    case 14: /* event */
-        if (!within(e->timestamp, w->raw_from, w)) return 0;
-        break;
-    case 13: { /* timer: read here, its times decide */
-        if (!read_fields(e->message, TIMER_WIRES, m)) return 0;
-        int64_t start = (int64_t)m[2].value, stop = (int64_t)m[3].value;
-        if (__builtin_sub_overflow(stop, start, &took) || took < 0 || took > w->max_duration || took > (1ll << 53) ||
-            !within(stop ? stop : e->timestamp, w->metric_from, w))
-            return 0;
-        break;
-    }
-    default: /* counter, gauge */
-        if (!within(e->timestamp, w->metric_from, w)) return 0;
-    }
+    int64_t took = 0; /* a timer's: forwards, within the window's bound and exact as a double */
+    if (e->kind == 13 && (!read_fields(e->message, TIMER_WIRES, m) ||
+                          __builtin_sub_overflow((int64_t)m[3].value, (int64_t)m[2].value, &took) || took < 0 ||
+                          took > w->max_duration || took > (1ll << 53)))
+        return 0;
+    int64_t stored_at = e->kind == 13 && m[3].value ? (int64_t)m[3].value : e->timestamp;
+    if (!within(stored_at, e->kind == 10 || e->kind == 14 ? w->raw_from : w->metric_from, w)) return 0;
     PyObject *tags = tags_of(e);
     if (!tags) return 0;
     int ok = 0;
@@ -365,19 +348,13 @@ PyDoc_STRVAR(decode_doc,
 static PyObject *decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
     if (nargs < 4 || nargs > 5 || !PyBytes_Check(args[0]) || !PyUnicode_Check(args[1]) || !PyLong_Check(args[2]) ||
-        !PyLong_Check(args[3]) || (nargs == 5 && args[4] != Py_None && !PyTuple_Check(args[4]))) {
+        !PyLong_Check(args[3])) {
         PyErr_SetString(PyExc_TypeError,
                         "decode(value: bytes, access_key: str, partition: int, offset: int, window: Window | None)");
         return NULL;
     }
-    window_t w = {INT64_MIN, INT64_MIN, INT64_MAX, INT64_MAX};
-    if (nargs == 5 && args[4] != Py_None) {
-        long long v[4];
-        if (!PyArg_ParseTuple(args[4], "LLLL;decode(): window must be 4 ints (raw_from, metric_from, until, max_duration)",
-                              &v[0], &v[1], &v[2], &v[3]))
-            return NULL;
-        w = (window_t){v[0], v[1], v[2], v[3]};
-    }
+    window_t w = UNBOUNDED_WINDOW;
+    if (nargs == 5 && args[4] != Py_None && !window_arg(args[4], &w, "decode")) return NULL;
     ptr p = (ptr)PyBytes_AS_STRING(args[0]);
     ptr end = p + PyBytes_GET_SIZE(args[0]);
     PyObject *out[3] = {PyList_New(0), PyList_New(0), PyList_New(0)};

@@ -312,9 +312,9 @@ def test_scan_refuses_wrong_arguments() -> None:
     window = BOUNDS.around(NOW)
     with pytest.raises(TypeError, match="data must be bytes"):
         scan(bytearray(b""), window, 1, 1, 1, 1, 1)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="window must be a tuple"):
+    with pytest.raises(TypeError, match=r"scan\(\): window must be a tuple of 4 ints"):
         scan(b"", 0, 1, 1, 1, 1, 1)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="window must be 4 ints"):
+    with pytest.raises(TypeError, match=r"scan\(\): window must be a tuple of 4 ints"):
         scan(b"", (1, 2, 3), 1, 1, 1, 1, 1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_tags must be >= 0"):
         scan(b"", window, 1, 1, -1, 1, 1)

@@ -226,6 +226,8 @@ def test_doubts_go_to_protobuf(name: str, data: bytes) -> None:
 def test_arguments_are_checked() -> None:
     with pytest.raises(TypeError, match="decode"):
         decode(bytearray(b""), KEY, 0, 0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"decode\(\): window must be a tuple of 4 ints"):
+        decode(b"", KEY, 0, 0, (1, 2))  # type: ignore[arg-type]
 
 
 def test_repeated_names_and_tags_are_shared_strings_and_every_string_is_kept_exactly() -> None:
