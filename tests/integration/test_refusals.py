@@ -18,12 +18,14 @@ import grpc
 import jwt
 import pytest
 import pytest_asyncio
+from aiokafka import AIOKafkaProducer
 
 from sluice.client import ClientError, SluiceClient, counter_envelope, event_envelope, log_envelope, timer_envelope
 from sluice.ingress import Gateway, issue_token
+from sluice.kafka import CONTENT_TYPE_BATCH
 from sluice.keys import Limits
 from sluice.settings import Settings
-from sluice.v1.envelope_pb2 import Envelope, Span
+from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch, Span
 from tests.fixtures.stack import WorkerProcess
 from tests.integration.gateway_helpers import add_key, metadata_for, read_topic, scrape
 from tests.integration.protocol_helpers import with_protocols
@@ -137,3 +139,34 @@ async def test_metrics_name_access_keys_only_when_configured(
         assert key not in worker_text and "access_key" not in worker_text
         assert 'sluice_gateway_received_envelopes_total{entry_point="Send"} 3.0' in gateway_text
         assert "sluice_worker_throttle_passed_total 2\n" in worker_text
+
+
+async def test_the_worker_drops_and_counts_times_out_of_bounds_that_bypassed_the_gateway(
+    settings: Settings, worker_process: WorkerProcess, unique: str
+) -> None:
+    """A record written to the raw topic by another producer: its timer stopping in 2262 and its log
+    older than the retention are dropped and counted; no window stays open; SIGTERM stops at once."""
+    key = f"ak_bypass_{unique}"
+    now = time.time_ns() // NS * NS - 5 * NS
+    batch = EnvelopeBatch(batch=[
+        timer_envelope("db", now, INT64_MAX, timestamp=now, source_id="s"),
+        log_envelope("a month ago", timestamp=now - 31 * DAY, source_id="s"),
+        counter_envelope("requests", 1, timestamp=now, source_id="s"),
+    ])
+    worker_process.start()
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.kafka.raw_topic, batch.SerializeToString(), key=key.encode(),
+                                     partition=0, headers=[("content-type", CONTENT_TYPE_BATCH)])
+    finally:
+        await producer.stop()
+    await worker_process.caught_up()  # every window closed
+    counters = worker_process.status()["counters"]
+    assert (counters["out_of_bounds"], counters["points"], counters["logs"]) == (2, 1, 0)
+    assert await worker_process.query(
+        f"SELECT name, sum(count) FROM sluice.metrics_1s WHERE access_key = '{key}' GROUP BY name"
+    ) == [["requests", 1]]
+    started = time.monotonic()
+    assert worker_process.stop(timeout=20) == 0
+    assert time.monotonic() - started < 15
