@@ -4,6 +4,7 @@ and returns result rows (Sluice first, then its references)."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -47,7 +48,7 @@ class Context:
         return Settings(
             data_dir=self.work / unique,
             kafka=kafka | overrides.pop("kafka", {}),
-            auth={"jwt_secret": "bench-secret-0123456789abcdef-0123456789"},
+            auth={"jwt_secret": "bench-secret-" + secrets.token_hex(32)},
             gateway={"listen": "127.0.0.1:0", "metrics_listen": ""} | overrides.pop("gateway", {}),
             worker={"app_id": f"bench-worker-{unique}", "web_port": free_port()} | overrides.pop("worker", {}),
             **overrides,

@@ -16,9 +16,10 @@
 #include <string.h>
 
 #include "protowire.h"
+#include "time_window.h"
 
 typedef struct {
-    int64_t horizon;        /* latest timestamp accepted, ns */
+    window_t w;             /* the times accepted */
     uint64_t max_envelope;  /* bytes of one envelope as received */
     uint64_t max_batch;     /* envelopes of one request */
     uint64_t max_tags;
@@ -30,9 +31,9 @@ typedef struct {
 typedef enum {
     UNKNOWN = 0, /* not in the schema: a doubt */
     ANY_VARINT,  /* uint64, enums */
-    FROM,        /* int64, the start of an interval */
-    TO,          /* int64, its end: not before FROM */
-    TIMESTAMP,   /* int64 in (0, horizon] */
+    FROM,        /* int64 in (0, horizon], the start of an interval */
+    TO,          /* int64 in (0, horizon], its end: not before FROM, at most max_duration after */
+    TIMESTAMP,   /* int64 in (0, horizon], and not before the bound of the envelope's kind */
     FINITE,      /* double, not NaN or infinite */
     ANY_BYTES,
     TEXT,        /* UTF-8 */
@@ -53,11 +54,16 @@ typedef struct {
 
 #define MAX_FIELD 15
 #define BIT(n) (1u << (n))
+/* Which time of a message is stored, and so bounded in the past (time_bounds.py). */
+typedef enum { NO_PAST = 0, RAW_PAST, METRIC_PAST } past_t;
+
 struct schema {
     field_rule_t fields[MAX_FIELD + 1]; /* by field number */
     uint32_t repeated;                  /* fields that may come more than once */
     uint32_t required;                  /* fields that must be set, strings and bytes non-empty */
     uint32_t oneof;                     /* exactly one of these must be set */
+    past_t from_past, to_past;          /* the past bound of its FROM and TO fields */
+    past_t past_of[MAX_FIELD + 1];      /* ENVELOPE: its timestamp's past bound, by message field */
 };
 
 /* envelope.proto, with validate.py's rules. */
@@ -67,12 +73,15 @@ static const schema_t COUNTER = {{[1] = {TEXT}, [2] = {ANY_VARINT}, [3] = {ANY_V
 static const schema_t GAUGE_VALUE = {{[1] = {TEXT}, [2] = {FINITE}}};
 static const schema_t GAUGE_ENTRY = {{[1] = {TEXT}, [2] = {MESSAGE, &GAUGE_VALUE}}, .required = BIT(1)};
 static const schema_t GAUGE = {{[1] = {MESSAGE, &GAUGE_ENTRY}}, .repeated = BIT(1), .required = BIT(1)};
-static const schema_t TIMER = {{[1] = {TEXT}, [2] = {FROM}, [3] = {TO}}, .required = BIT(1)};
+static const schema_t TIMER = {
+    {[1] = {TEXT}, [2] = {FROM}, [3] = {TO}}, .required = BIT(1) | BIT(2) | BIT(3), .to_past = METRIC_PAST,
+};
 static const schema_t EVENT = {{[1] = {TEXT}, [2] = {TEXT}}};
 static const schema_t SPAN = {
     {[1] = {ID16}, [2] = {ID8}, [3] = {ID8_OR_NONE}, [4] = {TEXT}, [5] = {ANY_VARINT}, [6] = {FROM}, [7] = {TO},
      [8] = {ANY_VARINT}, [9] = {TEXT}},
-    .required = BIT(1) | BIT(2) | BIT(4),
+    .required = BIT(1) | BIT(2) | BIT(4) | BIT(6) | BIT(7),
+    .from_past = RAW_PAST,
 };
 static const schema_t ENVELOPE = {
     {[1] = {TIMESTAMP}, [2] = {TEXT}, [3] = {TEXT}, [4] = {TAG, &TAG_ENTRY},
@@ -81,7 +90,13 @@ static const schema_t ENVELOPE = {
     .repeated = BIT(4),
     .required = BIT(1) | BIT(2), /* a timestamp or source to stamp is the slow path's work */
     .oneof = BIT(10) | BIT(11) | BIT(12) | BIT(13) | BIT(14) | BIT(15),
+    .past_of = {[10] = RAW_PAST, [11] = METRIC_PAST, [12] = METRIC_PAST, [13] = METRIC_PAST, [14] = RAW_PAST,
+                [15] = RAW_PAST},
 };
+
+static int in_past_bound(int64_t t, past_t past, const limits_t *L) {
+    return past == RAW_PAST ? t >= L->w.raw_from : past == METRIC_PAST ? t >= L->w.metric_from : 1;
+}
 
 static int nonzero(ptr s, uint64_t n) {
     for (uint64_t i = 0; i < n; i++)
@@ -101,7 +116,8 @@ static int check(const schema_t *m, ptr p, ptr end, const limits_t *L) {
     field_t f;
     uint32_t seen = 0, set = 0;
     uint64_t tags = 0;
-    int64_t from = 0, to = 0;
+    int64_t from = 0, to = 0, timestamp = 0;
+    uint32_t kind = 0; /* the field number of the oneof member set */
     while (p < end) {
         if (!(p = next_field(p, end, &f)) || f.number > MAX_FIELD) return 0;
         const field_rule_t *r = &m->fields[f.number];
@@ -110,12 +126,16 @@ static int check(const schema_t *m, ptr p, ptr end, const limits_t *L) {
         if (seen & bit & ~m->repeated) return 0;
         if ((bit & m->oneof) && (seen & m->oneof)) return 0;
         seen |= bit;
+        if (bit & m->oneof) kind = f.number;
         switch (r->rule) {
-        case FROM: from = (int64_t)f.value; break;
-        case TO: to = (int64_t)f.value; break;
-        case TIMESTAMP:
-            if ((int64_t)f.value <= 0 || (int64_t)f.value > L->horizon) return 0;
+        case FROM:
+        case TO:
+        case TIMESTAMP: {
+            int64_t t = (int64_t)f.value;
+            if (t <= 0 || t > L->w.until) return 0;
+            *(r->rule == FROM ? &from : r->rule == TO ? &to : &timestamp) = t;
             break;
+        }
         case FINITE:
             if (((f.value >> 52) & 0x7FF) == 0x7FF) return 0;
             break;
@@ -149,7 +169,9 @@ static int check(const schema_t *m, ptr p, ptr end, const limits_t *L) {
         }
         if (f.wire != LEN || f.len) set |= bit;
     }
-    return (set & m->required) == m->required && (!m->oneof || (seen & m->oneof)) && to >= from;
+    return (set & m->required) == m->required && (!m->oneof || (seen & m->oneof)) && to >= from &&
+           to - from <= L->w.max_duration && in_past_bound(from, m->from_past, L) && in_past_bound(to, m->to_past, L) &&
+           in_past_bound(timestamp, m->past_of[kind], L);
 }
 
 static int uint_arg(PyObject *arg, uint64_t *out, const char *name) {
@@ -164,10 +186,11 @@ static int uint_arg(PyObject *arg, uint64_t *out, const char *name) {
 }
 
 PyDoc_STRVAR(scan_doc,
-"scan(data, horizon, max_envelope_bytes, max_batch_envelopes, max_tags, max_tag_key_bytes,\n"
+"scan(data, window, max_envelope_bytes, max_batch_envelopes, max_tags, max_tag_key_bytes,\n"
 "     max_tag_value_bytes, /) -> tuple[int, int, bool] | None\n\n"
-"When every envelope of the serialized EnvelopeBatch ``data`` is valid as it is (timestamp in\n"
-"(0, horizon], source_id set, one message, within the limits) and ``data`` holds nothing else:\n"
+"When every envelope of the serialized EnvelopeBatch ``data`` is valid as it is (every time within\n"
+"``window``, a time_bounds.Window; source_id set; one message; within the limits) and ``data`` holds\n"
+"nothing else:\n"
 "how many there are, their total size, and whether ``data`` frames each behind the shortest tag\n"
 "and length (as frames.frame_records does). None when any is not, or when in any doubt.");
 
@@ -191,9 +214,7 @@ static PyObject *scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     limits_t L;
-    long long horizon = PyLong_AsLongLong(args[1]);
-    if (horizon == -1 && PyErr_Occurred()) return NULL;
-    L.horizon = horizon;
+    if (!window_arg(args[1], &L.w, "scan")) return NULL;
     if (!uint_arg(args[2], &L.max_envelope, "max_envelope_bytes") || !uint_arg(args[3], &L.max_batch, "max_batch_envelopes") ||
         !uint_arg(args[4], &L.max_tags, "max_tags") || !uint_arg(args[5], &L.max_key, "max_tag_key_bytes") ||
         !uint_arg(args[6], &L.max_value, "max_tag_value_bytes"))

@@ -2,9 +2,11 @@
 
 from collections.abc import Sequence
 
+from sluice.time_bounds import Window
+
 def scan(
     data: bytes,
-    horizon: int,
+    window: Window,
     max_envelope_bytes: int,
     max_batch_envelopes: int,
     max_tags: int,

@@ -111,6 +111,7 @@ class TokenVerifier:
             )
         except jwt.InvalidTokenError as exc:
             raise Unauthenticated(self._reason(exc)) from exc
+        _check_claim_types(claims)
         lifetime = claims["exp"] - claims["iat"]
         if lifetime > self._max_lifetime:
             raise Unauthenticated(
@@ -168,6 +169,41 @@ class TokenVerifier:
         if isinstance(exc, (jwt.DecodeError, jwt.InvalidIssuedAtError, InvalidJTIError)):
             return f"malformed token: {exc}"
         return f"invalid token: {exc}"
+
+
+MALFORMED = "malformed_claim"  # the auth failures' reason label of the checks below
+_TIME_CLAIMS = ("exp", "iat", "nbf")
+
+
+def _json_type(value: object) -> str:
+    """A JSON value's type, as a client would name it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+def _check_claim_types(claims: dict[str, Any]) -> None:
+    """:class:`Unauthenticated` naming the claim when a time claim is not a finite number of seconds.
+
+    PyJWT takes what ``int()`` takes (``"1700000000"``, ``true``) and compares that, but the
+    lifetime bound and the token cache compute with the claims themselves."""
+    for name in _TIME_CLAIMS:
+        if name not in claims:
+            continue
+        value = claims[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise Unauthenticated(
+                f"malformed token: its {name!r} claim is {_json_type(value)}, not a number of seconds since the epoch",
+                reason=MALFORMED,
+            )
+        if not math.isfinite(value):
+            raise Unauthenticated(f"malformed token: its {name!r} claim is not a finite number", reason=MALFORMED)
 
 
 def metadata_value(metadata: Metadata | None, name: str) -> str | None:

@@ -129,14 +129,3 @@ class Reservation:
             freed, self.held = self.held - cost, cost
             self._budget._release(freed)
 
-
-_default: DecodingBudget | None = None
-
-
-def default_budget() -> DecodingBudget:
-    """The process's budget of the default size, for listeners not given the gateway's own."""
-    global _default
-    if _default is None:
-        defaults = GatewaySettings()
-        _default = DecodingBudget(defaults.max_decoding_bytes, defaults.decoding_timeout)
-    return _default

@@ -2,8 +2,10 @@
 
 Every key is checked against every allowed algorithm: the right family (HMAC secret for HS*,
 RSA for RS*/PS*, EC on the algorithm's curve for ES*) and at least the length RFC 7518 asks
-for (an HMAC secret as long as the hash, RSA of 2048 bits). A bad key is a
-:class:`ConfigurationError` at start, never a surprise on the first call.
+for (an HMAC secret as long as the hash, RSA of 2048 bits). The gateway's HMAC secrets must
+also look random (:mod:`sluice.secret_strength`): a placeholder such as the shipped manifests'
+would let anyone sign tokens. A bad key is a :class:`ConfigurationError` at start, never a
+surprise on the first call.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key, l
 from pydantic import SecretStr
 
 from sluice.exceptions import ConfigurationError
+from sluice.secret_strength import HOW_TO_MAKE_ONE, weakness
 from sluice.settings import AuthSettings
 
 PublicKey = RSAPublicKey | EllipticCurvePublicKey
@@ -98,6 +101,9 @@ def verification_keys(auth: AuthSettings) -> dict[str | None, VerifyingKey]:
             where = setting if kid is None else f"auth.jwt_secrets[{kid!r}]"
             keys[kid] = _secret(value, where)
             _check(keys[kid], auth, where)
+            problem = weakness(value.get_secret_value())
+            if problem is not None:
+                raise ConfigurationError(f"{where} {problem}", hint=HOW_TO_MAKE_ONE)
     else:
         setting = "auth.jwt_public_key_file"
         hint = "set SLUICE_AUTH_JWT_PUBLIC_KEY_FILE to a PEM file"

@@ -1,15 +1,50 @@
 """The gateway's Prometheus metrics, in a registry of its own (several gateways can share a
-process, as in tests), served over HTTP on ``gateway.metrics_listen``."""
+process, as in tests), served over HTTP on ``gateway.metrics_listen``.
+
+Unless ``metrics_key_labels`` is on, ``/metrics`` names no access key: whatever metric has an
+``access_key`` label is served without it, its series that differed only by the key summed
+(:class:`WithoutKeys`), so a counter added with that label complies without more ado.
+"""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Iterator
 from wsgiref.simple_server import WSGIServer
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.metrics_core import Metric
 
 ENTRY_POINTS = ("Send", "Sender", "BatchSender")
+KEY_LABEL = "access_key"
+
+
+def without_key_label(families: Iterable[Metric]) -> Iterator[Metric]:
+    """``families`` with the ``access_key`` label dropped and the series it alone told apart summed
+    (every per-key metric here adds up: counts, bytes, histograms' buckets and sums)."""
+    for family in families:
+        if not any(KEY_LABEL in sample.labels for sample in family.samples):
+            yield family
+            continue
+        merged: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        for sample in family.samples:
+            labels = tuple((k, v) for k, v in sample.labels.items() if k != KEY_LABEL)
+            merged[sample.name, labels] = merged.get((sample.name, labels), 0.0) + sample.value
+        out = Metric(family.name, family.documentation, family.type, family.unit)
+        for (name, labels), value in merged.items():
+            out.add_sample(name, dict(labels), value)
+        yield out
+
+
+class WithoutKeys:
+    """A collector serving another registry's metrics :func:`without_key_label`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        return without_key_label(self._registry.collect())
 
 
 class GatewayMetrics:
@@ -25,7 +60,8 @@ class GatewayMetrics:
     per access key, summed over the other labels (see docs/RELIABILITY.md).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, key_labels: bool = False) -> None:
+        self.key_labels = key_labels  # whether /metrics may name access keys (metrics_key_labels)
         r = self.registry = CollectorRegistry()
         self.received = Counter(
             "sluice_gateway_received_envelopes", "Envelopes read from authenticated calls, valid or not",
@@ -120,9 +156,17 @@ class GatewayMetrics:
         """Count a call (or HTTP request) answered with ``code``."""
         self.rejected_calls.labels(entry_point, code.name).inc()
 
+    def exposed(self) -> CollectorRegistry:
+        """What ``/metrics`` serves: the registry, without key labels unless ``key_labels``."""
+        if self.key_labels:
+            return self.registry
+        exposed = CollectorRegistry(auto_describe=True)  # names (for ?name[]=) read now: all exist
+        exposed.register(WithoutKeys(self.registry))
+        return exposed
+
     def serve(self, host: str, port: int) -> int:
         """Serve ``/metrics`` on host:port in a thread; the bound port."""
-        self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        self._server, self._thread = start_http_server(port, addr=host, registry=self.exposed())
         return int(self._server.server_port)
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ from sluice.crypto import Keyring
 from sluice.exceptions import ConfigurationError
 from sluice.ingress.auth import Authenticator, TokenVerifier
 from sluice.ingress.deadline import DeadlineInterceptor
+from sluice.ingress.decoding import DecodingBudget
 from sluice.ingress.exceptions import BindError
 from sluice.ingress.handlers import add_ingress_to_server
 from sluice.ingress.limits import ByteRateLimiter
@@ -36,6 +37,7 @@ from sluice.kafka import ensure_topics
 from sluice.keys import JsonKeyStore
 from sluice.keys.topic_store import ConfigTopicStore
 from sluice.settings import Settings
+from sluice.time_bounds import TimeBounds
 from sluice.v1 import config_pb2_grpc, ingress_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -69,8 +71,8 @@ class Gateway:
         )
         self._authenticator = Authenticator(TokenVerifier(settings.auth), self.keys)
         self._credentials = server_credentials(settings.tls)
-        self._validator = EnvelopeValidator(gateway)
-        self.metrics = GatewayMetrics()
+        self._validator = EnvelopeValidator(gateway, bounds=TimeBounds.of(settings))
+        self.metrics = GatewayMetrics(key_labels=settings.metrics_key_labels)
         self.publisher = Publisher(
             kafka, gateway, metrics=self.metrics, keyring=Keyring(settings.encryption),
             spool_dir=gateway.spool_dir or settings.data_dir / "spool",
@@ -80,7 +82,11 @@ class Gateway:
             self._validator, self.publisher, self._limiter, self.metrics,
             chunk_envelopes=gateway.stream_batch_envelopes,
         )
-        self.protocols = ProtocolListeners(settings.protocols, self._authenticator, self._ingest, self.keys)
+        # One budget bounds the bytes every protocol decodes at once.
+        self.decoding = DecodingBudget(gateway.max_decoding_bytes, gateway.decoding_timeout)
+        self.protocols = ProtocolListeners(
+            settings.protocols, self._authenticator, self._ingest, self.keys, self.decoding
+        )
         self._health = HealthServicer()
         self._server: grpc.aio.Server | None = None
         self.metrics_port: int | None = None
@@ -145,7 +151,7 @@ class Gateway:
             config_pb2_grpc.add_AgentConfigServicer_to_server(  # type: ignore[no-untyped-call]
                 AgentConfigServicer(self._authenticator, self.metrics, self.keys), server
             )
-            add_otlp_servicers(server, self._authenticator, self._ingest)
+            add_otlp_servicers(server, self._authenticator, self._ingest, self.decoding)
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
             reflection.enable_server_reflection(SERVICE_NAMES, server)
             try:

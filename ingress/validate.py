@@ -19,9 +19,11 @@ from sluice.ingress._scan import scan
 from sluice.ingress.exceptions import InvalidEnvelope, quoted
 from sluice.ingress.frames import Forwarded
 from sluice.settings import GatewaySettings
+from sluice.time_bounds import DAY_NS, NS, TimeBounds, Window
 from sluice.v1.envelope_pb2 import Envelope
 
 KINDS = "log, counter, gauge, timer, event, span"
+RAW_KINDS = frozenset({"log", "event", "span"})  # stored as rows, kept for clickhouse.ttl_days_raw
 
 
 def _not_finite(value: float) -> str:
@@ -29,15 +31,21 @@ def _not_finite(value: float) -> str:
 
 
 class EnvelopeValidator:
-    """Checks envelopes against the gateway's limits, stamps what is missing, and serializes them."""
+    """Checks envelopes against the gateway's limits, stamps what is missing, and serializes them.
 
-    def __init__(self, gateway: GatewaySettings, *, clock: Callable[[], int] = time.time_ns) -> None:
+    Every time an envelope holds is within ``bounds`` (see :mod:`sluice.time_bounds`; by default
+    the gateway section's, with no past bound but the epoch) around the time of receipt.
+    """
+
+    def __init__(
+        self, gateway: GatewaySettings, *, bounds: TimeBounds | None = None, clock: Callable[[], int] = time.time_ns
+    ) -> None:
         self._max_envelope_bytes = gateway.max_envelope_bytes
         self._max_batch = gateway.max_batch_envelopes
         self._max_tags = gateway.max_tags
         self._max_key_bytes = gateway.max_tag_key_bytes
         self._max_value_bytes = gateway.max_tag_value_bytes
-        self._max_future_ns = int(gateway.max_future_seconds * 1e9)
+        self._bounds = bounds or TimeBounds.of_gateway(gateway)
         # A tag's key and value are inside the serialized envelope: an envelope no larger than
         # this cannot hold an oversized one, and its tags need no checking one by one.
         self._tags_fit_bytes = min(self._max_key_bytes, self._max_value_bytes)
@@ -56,7 +64,7 @@ class EnvelopeValidator:
         received); None otherwise, or when in any doubt: then decode the batch and :meth:`validate`
         its envelopes, which words the error."""
         scanned = scan(
-            received, self._clock() + self._max_future_ns, self._max_envelope_bytes, self._max_batch,
+            received, self._bounds.around(self._clock()), self._max_envelope_bytes, self._max_batch,
             self._max_tags, self._max_key_bytes, self._max_value_bytes,
         )
         if scanned is None:
@@ -72,28 +80,25 @@ class EnvelopeValidator:
         ``envelope[<first_index + position>]`` and the offending field.
         """
         now = self._clock()
-        horizon = now + self._max_future_ns
+        window = self._bounds.around(now)
         max_bytes = self._max_envelope_bytes
         encoded: list[bytes] = []
         append = encoded.append
         for index, env in enumerate(envelopes, first_index):
+            kind = env.WhichOneof("message")
             timestamp = env.timestamp
             if timestamp == 0:
                 env.timestamp = now
-            elif timestamp < 0:
-                raise InvalidEnvelope(f"envelope[{index}].timestamp: {timestamp} is negative", reason="timestamp")
-            elif timestamp > horizon:
-                raise InvalidEnvelope(
-                    f"envelope[{index}].timestamp: {timestamp} is more than "
-                    f"{self._max_future_ns / 1e9:g}s in the future", reason="timestamp"
-                )
+            elif timestamp < 0 or timestamp > window.until or timestamp < window.metric_from or (
+                timestamp < window.raw_from and kind in RAW_KINDS
+            ):
+                self._check_time(timestamp, f"envelope[{index}].timestamp", window, kind, "timestamp")
             if not env.source_id:
                 env.source_id = access_key
             # Nothing below changes the envelope: serialize it now, its size bounds its tags'.
             data = env.SerializeToString()
             if env.tags:
                 self._check_tags(env, index, len(data))
-            kind = env.WhichOneof("message")
             if kind is None:
                 raise InvalidEnvelope(f"envelope[{index}]: no message is set (expected one of {KINDS})", reason="no_message")
             if kind == "counter":
@@ -102,9 +107,9 @@ class EnvelopeValidator:
             elif kind == "gauge":
                 self._check_gauge(env, index)
             elif kind == "timer":
-                self._check_timer(env, index)
+                self._check_timer(env, index, window)
             elif kind == "span":
-                self._check_span(env, index)
+                self._check_span(env, index, window)
             if len(data) > max_bytes:
                 raise InvalidEnvelope(
                     f"envelope[{index}]: {len(data)} bytes exceed the limit of {max_bytes} bytes", reason="too_large"
@@ -149,18 +154,48 @@ class EnvelopeValidator:
                     f"{_not_finite(value)} is not allowed", reason="gauge"
                 )
 
-    @staticmethod
-    def _check_timer(env: Envelope, index: int) -> None:
-        timer = env.timer
-        if not timer.name:
-            raise InvalidEnvelope(f"envelope[{index}].timer.name: must not be empty", reason="timer")
-        if timer.stop < timer.start:
+    def _check_time(self, value: int, where: str, window: Window, kind: str | None, reason: str) -> None:
+        """Refuse a time outside ``window``; ``kind`` is what it is the stored time of (None: nothing),
+        which decides its past bound."""
+        if value <= 0:
+            raise InvalidEnvelope(f"{where}: {value} is {'negative' if value else 'not set'}", reason=reason)
+        if value > window.until:
             raise InvalidEnvelope(
-                f"envelope[{index}].timer.stop: {timer.stop} is before start {timer.start}", reason="timer"
+                f"{where}: {value} is more than {self._bounds.future_ns / NS:g}s in the future", reason=reason
+            )
+        if kind in RAW_KINDS and value < window.raw_from:
+            raise InvalidEnvelope(
+                f"{where}: {value} is older than the retention of logs, events and spans "
+                f"({self._bounds.raw_past_ns // DAY_NS} days, clickhouse.ttl_days_raw)", reason="retention"
+            )
+        if kind is not None and kind not in RAW_KINDS and value < window.metric_from:
+            raise InvalidEnvelope(
+                f"{where}: {value} is older than the {self._bounds.metric_past_ns / NS:g}s metric points are "
+                "kept for (worker.max_lateness)", reason="retention"
             )
 
-    @staticmethod
-    def _check_span(env: Envelope, index: int) -> None:
+    def _check_interval(self, where: str, kind: str, start: tuple[str, int], end: tuple[str, int], window: Window) -> None:
+        """Refuse a timer or span that runs backwards, has a time outside ``window`` or lasts longer
+        than ``max_duration``. The stored time (a timer's stop, a span's start) has the past bound."""
+        (start_name, start_ns), (end_name, end_ns) = start, end
+        if end_ns < start_ns:
+            raise InvalidEnvelope(f"{where}.{end_name}: {end_ns} is before {start_name} {start_ns}", reason=kind)
+        self._check_time(start_ns, f"{where}.{start_name}", window, kind if kind == "span" else None, kind)
+        self._check_time(end_ns, f"{where}.{end_name}", window, kind if kind == "timer" else None, kind)
+        if end_ns - start_ns > self._bounds.max_duration_ns:
+            raise InvalidEnvelope(
+                f"{where}: lasts {(end_ns - start_ns) / NS:g}s, longer than "
+                f"{self._bounds.max_duration_ns / NS:g}s (gateway.max_duration_seconds)", reason=kind
+            )
+
+    def _check_timer(self, env: Envelope, index: int, window: Window) -> None:
+        timer = env.timer
+        where = f"envelope[{index}].timer"
+        if not timer.name:
+            raise InvalidEnvelope(f"{where}.name: must not be empty", reason="timer")
+        self._check_interval(where, "timer", ("start", timer.start), ("stop", timer.stop), window)
+
+    def _check_span(self, env: Envelope, index: int, window: Window) -> None:
         span = env.span
         where = f"envelope[{index}].span"
         if len(span.trace_id) != 16 or not any(span.trace_id):
@@ -171,5 +206,4 @@ class EnvelopeValidator:
             raise InvalidEnvelope(f"{where}.parent_span_id: must be 8 bytes or empty", reason="span")
         if not span.name:
             raise InvalidEnvelope(f"{where}.name: must not be empty", reason="span")
-        if span.end < span.start:
-            raise InvalidEnvelope(f"{where}.end: {span.end} is before start {span.start}", reason="span")
+        self._check_interval(where, "span", ("start", span.start), ("end", span.end), window)

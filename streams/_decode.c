@@ -2,9 +2,10 @@
  * metric points of streams/decode.py, with no protobuf objects in between.
  *
  * decode() handles what records nearly always hold (logs, events, counters, gauges and timers,
- * each field once, valid UTF-8) and returns None for anything else: spans, an unknown or repeated
- * field, a gauge naming a metric twice, bad UTF-8, an envelope with no message, bytes that are not
- * a batch. decode.py then decodes the record with protobuf, which alone words errors.
+ * each field once, valid UTF-8, every time within the record's window) and returns None for
+ * anything else: spans, an unknown or repeated field, a gauge naming a metric twice, bad UTF-8,
+ * an envelope with no message, bytes that are not a batch, a time out of bounds. decode.py then
+ * decodes the record with protobuf, which alone words errors and drops what is out of bounds.
  * tests/unit/streams/test_fast_decode.py checks that both give the same rows and points.
  */
 #define PY_SSIZE_T_CLEAN
@@ -13,6 +14,7 @@
 #include <string.h>
 
 #include "protowire.h"
+#include "time_window.h"
 
 #define MAX_TAGS 64     /* more tags than this in one envelope: the slow path */
 #define MAX_METRICS 64  /* gauge readings in one envelope */
@@ -284,10 +286,17 @@ static int add_row(PyObject *rows, PyObject *access_key, const envelope_t *e, Py
 
 /* One envelope into logs, events or points; 0 with or without an exception: the slow path. */
 static int add_envelope(const envelope_t *e, PyObject *out[3], PyObject *access_key, PyObject *partition,
-                        PyObject *offset, Py_ssize_t index) {
+                        PyObject *offset, Py_ssize_t index, const window_t *w) {
+    field_t m[4];
+    int64_t took = 0; /* a timer's: forwards, within the window's bound and exact as a double */
+    if (e->kind == 13 && (!read_fields(e->message, TIMER_WIRES, m) ||
+                          __builtin_sub_overflow((int64_t)m[3].value, (int64_t)m[2].value, &took) || took < 0 ||
+                          took > w->max_duration || took > (1ll << 53)))
+        return 0;
+    int64_t stored_at = e->kind == 13 && m[3].value ? (int64_t)m[3].value : e->timestamp;
+    if (!within(stored_at, e->kind == 10 || e->kind == 14 ? w->raw_from : w->metric_from, w)) return 0;
     PyObject *tags = tags_of(e);
     if (!tags) return 0;
-    field_t m[4];
     int ok = 0;
     PyObject *a = NULL, *b = NULL, *c = NULL;
     switch (e->kind) {
@@ -309,10 +318,8 @@ static int add_envelope(const envelope_t *e, PyObject *out[3], PyObject *access_
     case 12: /* gauge */
         ok = add_gauge(out[2], e->message, tags, e->timestamp);
         break;
-    case 13: { /* timer */
-        if (!read_fields(e->message, TIMER_WIRES, m)) break;
-        int64_t start = (int64_t)m[2].value, stop = (int64_t)m[3].value, took;
-        if (__builtin_sub_overflow(stop, start, &took) || took > (1ll << 53) || took < -(1ll << 53)) break;
+    case 13: { /* timer, read above */
+        int64_t stop = (int64_t)m[3].value;
         a = name_text((bytes_t){m[1].data, m[1].len});
         b = a ? PyFloat_FromDouble((double)took / 1e6) : NULL;
         ok = b && add_point(out[2], a, TIMER, MS, tags, stop ? stop : e->timestamp, b, b);
@@ -333,17 +340,21 @@ static int add_envelope(const envelope_t *e, PyObject *out[3], PyObject *access_
 }
 
 PyDoc_STRVAR(decode_doc,
-"decode(value, access_key, partition, offset, /) -> tuple[list, list, list] | None\n\n"
+"decode(value, access_key, partition, offset, window=None, /) -> tuple[list, list, list] | None\n\n"
 "The log rows, event rows and metric points of the serialized EnvelopeBatch ``value``, as\n"
-"streams/decode.py makes them; None when it holds anything this decoder leaves to protobuf.");
+"streams/decode.py makes them; None when it holds anything this decoder leaves to protobuf,\n"
+"a time outside ``window`` (a time_bounds.Window; None: no bounds) included.");
 
 static PyObject *decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (nargs != 4 || !PyBytes_Check(args[0]) || !PyUnicode_Check(args[1]) || !PyLong_Check(args[2]) ||
+    if (nargs < 4 || nargs > 5 || !PyBytes_Check(args[0]) || !PyUnicode_Check(args[1]) || !PyLong_Check(args[2]) ||
         !PyLong_Check(args[3])) {
-        PyErr_SetString(PyExc_TypeError, "decode(value: bytes, access_key: str, partition: int, offset: int)");
+        PyErr_SetString(PyExc_TypeError,
+                        "decode(value: bytes, access_key: str, partition: int, offset: int, window: Window | None)");
         return NULL;
     }
+    window_t w = UNBOUNDED_WINDOW;
+    if (nargs == 5 && args[4] != Py_None && !window_arg(args[4], &w, "decode")) return NULL;
     ptr p = (ptr)PyBytes_AS_STRING(args[0]);
     ptr end = p + PyBytes_GET_SIZE(args[0]);
     PyObject *out[3] = {PyList_New(0), PyList_New(0), PyList_New(0)};
@@ -354,7 +365,7 @@ static PyObject *decode(PyObject *module, PyObject *const *args, Py_ssize_t narg
     while (p < end) {
         if (!(p = next_field(p, end, &f)) || f.number != 1 || f.wire != LEN) goto doubt;
         if (!read_envelope(f.data, f.data + f.len, &e)) goto doubt;
-        if (!add_envelope(&e, out, args[1], args[2], args[3], index++)) {
+        if (!add_envelope(&e, out, args[1], args[2], args[3], index++, &w)) {
             if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) goto fail;
             goto doubt;
         }

@@ -35,6 +35,7 @@ from sluice.streams.sinks.clickhouse import ClickHouseSink
 from sluice.streams.sinks.files import FileSink
 from sluice.streams.state import FaustTableState, state_table
 from sluice.streams.windows import TumblingWindows
+from sluice.time_bounds import TimeBounds
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ class Worker:
             dead_letter=self._dead_letter,
             routes=self.config.get,
             flush_state=self._flush_producer,
+            bounds=TimeBounds.of(settings),
             keyring=Keyring(settings.encryption),
             positions=Positions(self._state("positions")),
             max_lateness=worker.max_lateness,
@@ -229,7 +231,7 @@ class Worker:
         @app.page("/metrics")
         class MetricsView(View):
             async def get(self, request: Request) -> Response:
-                return self.text(render(owner.status()), content_type="text/plain; version=0.0.4")
+                return self.text(render(owner.status(), key_labels=owner.settings.metrics_key_labels), content_type="text/plain; version=0.0.4")
 
         @app.page("/query")
         class QueryView(View):

@@ -2,6 +2,11 @@
 
 A record carries one ``EnvelopeBatch`` of one access key. Decoders are registered by the
 record's ``content-type`` header, so new wire formats (OTLP, line protocols) plug in here.
+
+The gateway refuses envelopes whose times are out of bounds (:mod:`sluice.time_bounds`); a
+decoder drops and counts those that got in anyway (an older gateway, another producer), judged
+against the window around the record's time: a timer stopping in 2262 would keep a window
+open for ever, a log older than the table's TTL would never be seen.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 from sluice.kafka import CONTENT_TYPE_BATCH
 from sluice.streams._decode import decode
 from sluice.streams.exceptions import DecodeError
+from sluice.time_bounds import UNBOUNDED, Window
 from sluice.v1 import envelope_pb2
 
 LOG_TYPES = {envelope_pb2.Log.OUT: "OUT", envelope_pb2.Log.ERR: "ERR"}
@@ -56,22 +62,40 @@ class Decoded:
     events: list[list[Any]] = field(default_factory=list)
     points: list[MetricPoint] = field(default_factory=list)
     spans: list[list[Any]] = field(default_factory=list)
+    out_of_bounds: int = 0  # envelopes dropped: a time outside the record's window
 
 
-def decode_batch(value: bytes, access_key: str, partition: int, offset: int) -> Decoded:
+def decode_batch(value: bytes, access_key: str, partition: int, offset: int, window: Window = UNBOUNDED) -> Decoded:
     """Decode an ``EnvelopeBatch`` record: from its wire bytes (``_decode.c``) when it holds only
-    logs, events and metrics, each field once; else with protobuf (:func:`decode_with_protobuf`),
-    which words the errors. Both give the same rows and points."""
-    fast = decode(value, access_key, partition, offset)
+    logs, events and metrics, each field once, every time within ``window``; else with protobuf
+    (:func:`decode_with_protobuf`), which words the errors and drops what is out of bounds. Both
+    give the same rows and points."""
+    fast = decode(value, access_key, partition, offset, window)
     if fast is None:
-        return decode_with_protobuf(value, access_key, partition, offset)
+        return decode_with_protobuf(value, access_key, partition, offset, window)
     logs, events, points = fast
     return Decoded(logs, events, points)
 
 
-def decode_with_protobuf(value: bytes, access_key: str, partition: int, offset: int) -> Decoded:
+def _within(window: Window, env: envelope_pb2.Envelope, kind: str) -> bool:
+    """Whether every time of an envelope of this kind is within ``window`` (``_decode.c`` agrees)."""
+    raw_from, metric_from, until, max_duration = window
+    ts = env.timestamp
+    if kind == "timer":
+        t = env.timer
+        took = t.stop - t.start
+        return 0 <= took <= max_duration and metric_from <= (t.stop or ts) <= until
+    if kind == "span":
+        sp = env.span
+        took = sp.end - sp.start
+        return 0 <= took <= max_duration and raw_from <= (sp.start or ts) <= until and sp.end <= until
+    return (raw_from if kind in ("log", "event") else metric_from) <= ts <= until
+
+
+def decode_with_protobuf(value: bytes, access_key: str, partition: int, offset: int, window: Window = UNBOUNDED) -> Decoded:
     """Decode an ``EnvelopeBatch`` record with protobuf: every record, spans included;
-    :class:`DecodeError` for one that is not a batch or has an envelope with no message."""
+    :class:`DecodeError` for one that is not a batch or has an envelope with no message.
+    Envelopes with a time outside ``window`` are dropped and counted in ``out_of_bounds``."""
     batch = envelope_pb2.EnvelopeBatch()
     try:
         batch.ParseFromString(value)
@@ -81,6 +105,11 @@ def decode_with_protobuf(value: bytes, access_key: str, partition: int, offset: 
     logs, events, points = out.logs, out.events, out.points
     for i, env in enumerate(batch.batch):
         kind = env.WhichOneof("message")
+        if kind is None:
+            raise DecodeError(f"envelope[{i}] has no message")
+        if not _within(window, env, kind):
+            out.out_of_bounds += 1
+            continue
         ts = env.timestamp
         m = env.tags
         tags = {k: m[k] for k in m} if m else {}  # dict(m) walks a Python KeysView: twice as slow
@@ -109,7 +138,7 @@ def decode_with_protobuf(value: bytes, access_key: str, partition: int, offset: 
                 access_key, ts, env.source_id, env.instance_id, ev.title, ev.body, tags,
                 partition, offset, i,
             ])
-        elif kind == "span":
+        else:
             sp = env.span
             out.spans.append([
                 access_key, sp.start or ts, env.source_id, env.instance_id, sp.trace_id.hex(), sp.span_id.hex(),
@@ -117,12 +146,10 @@ def decode_with_protobuf(value: bytes, access_key: str, partition: int, offset: 
                 max(0, sp.end - sp.start), SPAN_STATUSES.get(sp.status, "UNSET"), sp.status_message, tags,
                 partition, offset, i,
             ])
-        else:
-            raise DecodeError(f"envelope[{i}] has no message")
     return out
 
 
-Decoder = Callable[[bytes, str, int, int], Decoded]
+Decoder = Callable[[bytes, str, int, int, Window], Decoded]
 
 DECODERS: dict[bytes, Decoder] = {CONTENT_TYPE_BATCH: decode_batch}
 

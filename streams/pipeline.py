@@ -29,6 +29,7 @@ from sluice.streams.sinks.clickhouse import ClickHouseSink
 from sluice.streams.sinks.files import FileSink
 from sluice.streams.throttle import Throttler
 from sluice.streams.windows import METRIC_COLUMNS, ClosedWindow, TumblingWindows, series_ids
+from sluice.time_bounds import UNBOUNDED, TimeBounds
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class Counters:
     dead_letters: int = 0
     throttled: int = 0
     late: int = 0
+    out_of_bounds: int = 0  # envelopes dropped by the decoder: a time out of bounds (sluice.time_bounds)
     windows_closed: int = 0
     metric_rows: int = 0
 
@@ -158,6 +160,7 @@ class Pipeline:
         keyring: Keyring | None = None,
         positions: Positions | None = None,
         max_lateness: float = 0.0,
+        bounds: TimeBounds | None = None,
     ) -> None:
         if not windows:
             raise ValueError("the pipeline needs at least one window size")
@@ -169,6 +172,9 @@ class Pipeline:
         self._routes = routes
         self.throttler = Throttler(routes)
         self._max_late_ns = int(max_lateness * 1e9)
+        # Times out of ``bounds`` are dropped by the decoder; metric points older than max_lateness
+        # by _drop_late, counted per key as late.
+        self._bounds = None if bounds is None else bounds.in_worker()
         self.late: dict[str, int] = {}  # metric points dropped as too late, per access key
         self._flush_state = flush_state
         self._keyring = keyring or Keyring(EncryptionSettings())
@@ -257,13 +263,15 @@ class Pipeline:
                 kid = record.header(H_KEY_ID)
                 if kid is not None:
                     value = self._keyring.decrypt(access_key, kid.decode("utf-8", "replace"), value)
+                window = UNBOUNDED if self._bounds is None else self._bounds.around(record.timestamp_ns or time.time_ns())
                 decoded = decoder_for(record.header(H_CONTENT_TYPE))(
-                    value, access_key, record.partition, record.offset
+                    value, access_key, record.partition, record.offset, window
                 )
             except (DecodeError, DecryptError) as exc:
                 counters.dead_letters += 1
                 batch.dead.append((record, str(exc)))
                 continue
+            counters.out_of_bounds += decoded.out_of_bounds
             counters.envelopes += len(decoded.logs) + len(decoded.events) + len(decoded.points) + len(decoded.spans)
             if decoded.logs or decoded.events:
                 self._throttle(record, decoded)

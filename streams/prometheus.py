@@ -1,4 +1,8 @@
-"""The worker's ``/status`` in the Prometheus text exposition format (``/metrics``)."""
+"""The worker's ``/status`` in the Prometheus text exposition format (``/metrics``).
+
+Unless ``metrics_key_labels`` is on, no sample names an access key: a family's ``access_key``
+label is dropped and the samples it alone told apart are summed, whatever family has one.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,28 @@ from collections.abc import Mapping
 from typing import Any
 
 _PREFIX = "sluice_worker_"
+KEY_LABEL = "access_key"
 
 
 def _label(value: object) -> str:
     return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def _family(name: str, kind: str, help: str, samples: list[tuple[dict[str, object], float]]) -> list[str]:
+Samples = list[tuple[dict[str, object], float]]
+
+
+def _without_keys(samples: Samples) -> Samples:
+    merged: dict[tuple[tuple[str, object], ...], float] = {}
+    for labels, value in samples:
+        rest = tuple((k, v) for k, v in labels.items() if k != KEY_LABEL)
+        merged[rest] = merged.get(rest, 0) + value
+    return [(dict(labels), value) for labels, value in merged.items()]
+
+
+def family(name: str, kind: str, help: str, samples: Samples, *, key_labels: bool) -> list[str]:
+    """One metric family's lines, without key labels unless ``key_labels``."""
+    if not key_labels and any(KEY_LABEL in labels for labels, _ in samples):
+        samples = _without_keys(samples)
     lines = [f"# HELP {_PREFIX}{name} {help}", f"# TYPE {_PREFIX}{name} {kind}"]
     for labels, value in samples:
         inner = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
@@ -20,9 +39,14 @@ def _family(name: str, kind: str, help: str, samples: list[tuple[dict[str, objec
     return lines
 
 
-def render(status: Mapping[str, Any]) -> str:
-    """Counters and gauges of a worker status (see ``Worker.status``)."""
+def render(status: Mapping[str, Any], *, key_labels: bool = False) -> str:
+    """Counters and gauges of a worker status (see ``Worker.status``); access keys are named only
+    with ``key_labels`` (``metrics_key_labels``)."""
     lines: list[str] = []
+
+    def _family(name: str, kind: str, help: str, samples: Samples) -> list[str]:
+        return family(name, kind, help, samples, key_labels=key_labels)
+
     for name, value in sorted(status["counters"].items()):
         lines += _family(f"{name}_total", "counter", f"pipeline counter {name}", [({}, value)])
     lines += _family(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sluice.ingress.auth import Authenticator
-from sluice.ingress.decoding import DecodingBudget, default_budget
+from sluice.ingress.decoding import DecodingBudget
 from sluice.ingress.exceptions import BindError
 from sluice.ingress.listen import parse_listen
 from sluice.ingress.protocols import influx
@@ -25,7 +25,7 @@ class ProtocolListeners:
 
     def __init__(
         self, settings: ProtocolsSettings, authenticator: Authenticator, ingest: Ingest, keys: AccessKeyStore,
-        decoding: DecodingBudget | None = None,
+        decoding: DecodingBudget,
     ) -> None:
         self.statsd: UdpListener | None = None
         self.influx_udp: UdpListener | None = None
@@ -43,7 +43,7 @@ class ProtocolListeners:
         if settings.http_listen:
             host, port = _split(settings.http_listen, "protocols.http_listen")
             self.http = HttpWrites(
-                host, port, authenticator, ingest, settings=settings, decoding=decoding or default_budget()
+                host, port, authenticator, ingest, settings=settings, decoding=decoding
             )
 
     async def start(self) -> None:

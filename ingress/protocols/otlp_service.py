@@ -25,7 +25,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_pb
 
 from sluice.exceptions import SluiceError
 from sluice.ingress.auth import Authenticator
-from sluice.ingress.decoding import COST_FACTOR, DecodingBudget, DecodingBusy, TooLargeToDecode, default_budget
+from sluice.ingress.decoding import COST_FACTOR, DecodingBudget, DecodingBusy, TooLargeToDecode
 from sluice.ingress.protocols.ingest import Ingest
 from sluice.ingress.protocols.lines import Malformed
 from sluice.ingress.protocols.otlp import Groups, log_groups, metrics_groups, span_groups
@@ -108,11 +108,11 @@ class Exporter:
 
 
 def add_otlp_servicers(
-    server: grpc.aio.Server, authenticator: Authenticator, ingest: Ingest, decoding: DecodingBudget | None = None
+    server: grpc.aio.Server, authenticator: Authenticator, ingest: Ingest, decoding: DecodingBudget
 ) -> None:
     """Register the OTLP collector services on ``server``; their requests are decoded within
     ``decoding`` (the gateway's budget, shared with the HTTP writes)."""
-    budget = decoding or default_budget()
+    budget = decoding
     server.add_generic_rpc_handlers(tuple(
         grpc.method_handlers_generic_handler(signal.service, {
             "Export": grpc.unary_unary_rpc_method_handler(

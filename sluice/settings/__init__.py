@@ -20,6 +20,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from sluice.secret_strength import check_secret
 from sluice.settings.gateway import GatewaySettings, ProtocolsSettings
 from sluice.settings.security import (
     AuthSettings,
@@ -60,6 +61,7 @@ class Settings(BaseSettings):
         env_nested_delimiter="_",
         env_nested_max_split=1,
         extra="forbid",
+        hide_input_in_errors=True,  # an error must not print a secret it was given
     )
 
     data_dir: Path = Field(Path("sluice-data"), description="files, chDB, state, dev secrets")
@@ -99,6 +101,16 @@ class Settings(BaseSettings):
     def _default_paths(self) -> Settings:
         if self.keys_file is None:
             self.keys_file = self.data_dir / "keys.json"
+        return self
+
+    @model_validator(mode="after")
+    def _strong_secrets(self) -> Settings:
+        """The query API's admin token and the encryption keys must look random (the JWT secrets
+        are checked where they are used, by the gateway: see sluice.ingress.jwt_keys)."""
+        if self.query.admin_token is not None:
+            check_secret(self.query.admin_token, "query.admin_token")
+        for kid, key in self.encryption.keys.items():
+            check_secret(key, f"encryption.keys[{kid!r}]")
         return self
 
     @property

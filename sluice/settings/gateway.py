@@ -21,6 +21,9 @@ class GatewaySettings(BaseModel):
     max_future_seconds: float = Field(
         600.0, ge=0, description="reject envelopes stamped further in the future than this"
     )
+    max_duration_seconds: float = Field(
+        86400.0, gt=0, description="longest timer (stop - start) or span (end - start) accepted, in seconds"
+    )
     stream_batch_envelopes: int = Field(
         5000, ge=1, description="a Sender/BatchSender stream is published in batches this large (each record "
         "stays within kafka.max_record_bytes)"

@@ -90,7 +90,7 @@ def gateway_process(
             "influx_udp_listen": f"127.0.0.1:{free_port()}", "influx_udp_access_key": keys[0],
             "http_listen": f"127.0.0.1:{free_port()}", **protocols,
         },
-        **sections,
+        **{"metrics_key_labels": True, **sections},  # the tests account per key
     )
     store = JsonKeyStore(settings.access_keys_path)
     for key in keys:

@@ -4,6 +4,7 @@ publishes nothing but what decodes to valid envelopes, and accounts for every en
 from __future__ import annotations
 
 import random
+import time
 
 import grpc
 import pytest
@@ -53,7 +54,7 @@ async def test_random_requests_get_a_status_and_publish_nothing(settings: Settin
             "Error parsing message with type 'sluice.v1.EnvelopeBatch': Wire format was corrupt",
         )
         async with SluiceClient(gateway.address, key, issue_token(settings.auth, key, 60)) as client:
-            assert await client.send([log_envelope("still serving", timestamp=1)]) == 1
+            assert await client.send([log_envelope("still serving", timestamp=time.time_ns())]) == 1
         assert gateway.metrics_port
         await assert_accounted(
             gateway.metrics_port, key, sent=sent + 1, acknowledged=acknowledged + 1,

@@ -81,12 +81,13 @@ async def test_bound_port_is_exposed(gateway: Gateway) -> None:
 async def test_send_publishes_one_record_acknowledged_by_kafka(
     gateway: Gateway, client: SluiceClient, key: str
 ) -> None:
+    earlier = time.time_ns() - 3600 * 10**9  # an hour ago: within every retention
     sent = [
         log_envelope("hello", tags={"level": "info"}),
-        log_envelope(b"oops", error=True, source_id="web", instance_id="2", timestamp=123),
+        log_envelope(b"oops", error=True, source_id="web", instance_id="2", timestamp=earlier),
         counter_envelope("requests", 5, total=42),
         gauge_envelope({"cpu": (0.25, "ratio"), "rss": 1024.0}),
-        timer_envelope("db.query", 1_000, 2_500),
+        timer_envelope("db.query", earlier - 1_500, earlier),
         event_envelope("deployed", "v1.2.3"),
     ]
     before = time.time_ns()
@@ -109,7 +110,7 @@ async def test_send_publishes_one_record_acknowledged_by_kafka(
     assert_stored(stored, sent, key, before, after)
     stamped = stored[0].timestamp
     assert [e.source_id for e in stored] == [key, "web", key, key, key, key]
-    assert [e.timestamp for e in stored] == [stamped, 123, stamped, stamped, stamped, stamped]
+    assert [e.timestamp for e in stored] == [stamped, earlier, stamped, stamped, stamped, stamped]
 
 
 async def test_sender_stream_of_single_envelopes_becomes_three_records(

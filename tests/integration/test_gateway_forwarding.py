@@ -33,7 +33,7 @@ async def test_unchanged_envelopes_are_forwarded_byte_for_byte_sharded_and_encry
     sources = [f"host-{i}" for i in range(6)]
     sent = [as_sent(i, sources[i % 6]) for i in range(40)]
     assert Envelope.FromString(sent[0]).SerializeToString() != sent[0]
-    unstamped = Envelope(timestamp=7)  # no source: stamped with the key, so re-encoded
+    unstamped = Envelope(timestamp=time.time_ns())  # no source: stamped with the key, so re-encoded
     unstamped.log.payload = b"stamp me"
     requests = [b"".join(prefix(len(e)) + e for e in sent[i : i + 10]) for i in range(0, 40, 10)]
     requests.append(EnvelopeBatch(batch=[unstamped]).SerializeToString())

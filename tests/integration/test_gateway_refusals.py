@@ -50,6 +50,7 @@ def shared_settings(tansu: Tansu, tmp_path_factory: pytest.TempPathFactory) -> S
         },
         auth={"jwt_secret": "shared-secret-" + os.urandom(32).hex()},
         gateway={"listen": "127.0.0.1:0", "metrics_listen": "127.0.0.1:0"},
+        metrics_key_labels=True,  # the tests account per key
     )  # type: ignore[arg-type]
 
 

@@ -125,8 +125,8 @@ async def test_mtls_refuses_a_certificate_of_another_ca(
 
 # --- JWT key rotation by kid ------------------------------------------------------------
 
-OLD = "rotation-old-" + "0123456789abcdef" * 3
-NEW = "rotation-new-" + "fedcba9876543210" * 3
+OLD = "rotation-old-ac325b7f9fa10085b6e0a50e960a9ed1a9f4fab98913eeeb"
+NEW = "rotation-new-6b0b77b282606c636ff97b55951b2c9585eece3ca5a13c5a"
 
 
 async def test_token_rotation_by_kid(settings: Settings) -> None:

@@ -21,7 +21,7 @@ async def test_a_flooding_tenant_does_not_starve_another(settings: Settings, uni
     async with Gateway(settings) as gateway:
         flood = await add_key(gateway.keys, f"ak_flood_{unique}", limits=Limits(bytes_per_second=20_000))
         calm = await add_key(gateway.keys, f"ak_calm_{unique}", limits=Limits(bytes_per_second=20_000))
-        line = log_envelope(b"x" * 900, timestamp=1, source_id="s")
+        line = log_envelope(b"x" * 900, timestamp=time.time_ns(), source_id="s")
         refused = accepted_flood = 0
         stop = asyncio.Event()
 

@@ -31,6 +31,8 @@ from tests.integration.protocol_helpers import with_protocols
 
 pytestmark = pytest.mark.slow
 
+T_S = int(time.time()) - 60  # a minute ago, in seconds: within every retention
+
 
 @pytest_asyncio.fixture
 async def gateway(settings: Settings, unique: str) -> AsyncIterator[Gateway]:
@@ -107,7 +109,7 @@ async def test_influx_http_throughput(gateway: Gateway, unique: str) -> None:
     url = f"http://127.0.0.1:{gateway.protocols.http.port}/api/v2/write?precision=s"
     headers = {"Authorization": f"Token {issue_token(gateway.settings.auth, key, 600)}"}
     requests, lines = 40, 5_000
-    body = "\n".join(f"cpu,host=h{i % 50} usage={i / 7:.3f},n={i}i 1700000000" for i in range(lines)).encode()
+    body = "\n".join(f"cpu,host=h{i % 50} usage={i / 7:.3f},n={i}i {T_S}" for i in range(lines)).encode()
     start = time.perf_counter()
     await post_concurrently(url, body, headers, requests)
     report("Influx HTTP /api/v2/write (5000 lines/request, 4 concurrent)", requests * lines, time.perf_counter() - start)
@@ -123,7 +125,7 @@ async def test_remote_write_throughput(gateway: Gateway, unique: str) -> None:
         series.labels.add(name="__name__", value="http_requests_total")
         series.labels.add(name="pod", value=f"p{s}")
         for i in range(10):
-            series.samples.add(value=float(i), timestamp=1_700_000_000_000 + i)
+            series.samples.add(value=float(i), timestamp=T_S * 1000 + i)
     body = snappy.compress(request.SerializeToString())
     headers = {"Authorization": f"Bearer {issue_token(gateway.settings.auth, key, 600)}", "x-access-key": key}
     url = f"http://127.0.0.1:{gateway.protocols.http.port}/api/v1/write"
@@ -136,7 +138,7 @@ async def test_remote_write_throughput(gateway: Gateway, unique: str) -> None:
 
 async def test_otlp_logs_throughput(gateway: Gateway, unique: str) -> None:
     key = await add_key(gateway.keys, f"ak_bench_{unique}")
-    records = [logs_pb2.LogRecord(time_unix_nano=1_700_000_000_000_000_000 + i, body=AnyValue(string_value=f"line {i}"))
+    records = [logs_pb2.LogRecord(time_unix_nano=T_S * 10**9 + i, body=AnyValue(string_value=f"line {i}"))
                for i in range(2_000)]
     request = ls.ExportLogsServiceRequest(resource_logs=[logs_pb2.ResourceLogs(scope_logs=[logs_pb2.ScopeLogs(log_records=records)])])
     metadata = (("authorization", f"Bearer {issue_token(gateway.settings.auth, key, 600)}"), ("x-access-key", key))

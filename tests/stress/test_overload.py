@@ -97,7 +97,7 @@ async def flood(settings: Settings, key: str, seconds: float) -> tuple[int, dict
     """Eight clients sending 200-envelope batches back to back for ``seconds``: the envelopes
     acknowledged, the calls refused by code."""
     token = issue_token(settings.auth, key, 3600)
-    batch = [log_envelope(b"y" * 200, timestamp=1, source_id="s") for _ in range(200)]
+    batch = [log_envelope(b"y" * 200, timestamp=time.time_ns(), source_id="s") for _ in range(200)]
     acknowledged = 0
     refused: dict[str, int] = {}
     deadline = time.monotonic() + seconds
@@ -128,7 +128,7 @@ async def recovery(settings: Settings, key: str) -> tuple[float, int]:
         while True:
             attempts += 1
             try:
-                assert await c.send([log_envelope("after", timestamp=1, source_id="s") for _ in range(10)]) == 10
+                assert await c.send([log_envelope("after", timestamp=time.time_ns(), source_id="s") for _ in range(10)]) == 10
                 return time.monotonic() - started, attempts
             except ClientError as exc:
                 assert exc.code == grpc.StatusCode.UNAVAILABLE and time.monotonic() - started < 30, exc

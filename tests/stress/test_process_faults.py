@@ -56,7 +56,7 @@ async def test_gateway_killed_mid_stream(settings: Settings, unique: str) -> Non
         for i in range(40):
             if i == 20:
                 await killed.wait()  # the second half goes to a gateway that was killed and restarted
-            yield [counter_envelope("n", i * 100 + j, timestamp=1, source_id="s") for j in range(100)]
+            yield [counter_envelope("n", i * 100 + j, timestamp=T0, source_id="s") for j in range(100)]
 
     retry = RetryPolicy(max_attempts=None, max_elapsed=60, initial_backoff=0.1, max_backoff=1.0)
     try:

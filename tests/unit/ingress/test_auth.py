@@ -21,8 +21,9 @@ from sluice.ingress.exceptions import PermissionDenied, Unauthenticated
 from sluice.keys import AccessKeyConfig, InvalidAccessKey, JsonKeyStore
 from sluice.settings import AuthSettings
 
-SECRET = "unit-test-secret-" + "0123456789abcdef" * 4
+SECRET = "unit-test-secret-4f8de291985e9f5748daa5d071870fdceb5e10c1d9908c07"
 KEY = "ak_unit_me"
+HEX_64 = "0b155127946717f3d3a3c47fd35cb15c33f135a326cc05299bcc0f211bdd4aa9"
 
 
 def hs(**kw: object) -> AuthSettings:
@@ -92,7 +93,7 @@ def test_malformed_token() -> None:
 
 
 def test_bad_signature() -> None:
-    other = AuthSettings(jwt_secret="another-secret-" + "0123456789abcdef" * 4)  # type: ignore[arg-type]
+    other = AuthSettings(jwt_secret="another-secret-fcb5036e6c4d0ed173bef170002104b6310cd5253acb4218")  # type: ignore[arg-type]
     assert reason(TokenVerifier(hs()), bearer(issue_token(other, KEY, 60))) == "token signature is invalid"
 
 
@@ -148,6 +149,23 @@ def test_issue_token_refuses_a_lifetime_over_the_limit() -> None:
 )
 def test_claims_of_the_wrong_type(overrides: dict[str, object], message: str) -> None:
     token = jwt.encode(claims(**overrides), SECRET, algorithm="HS256")
+    assert reason(TokenVerifier(hs()), bearer(token)) == message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"exp": str(int(time.time()) + 60)}, "malformed token: its 'exp' claim is a string, not a number of seconds since the epoch"),
+        ({"iat": str(int(time.time()))}, "malformed token: its 'iat' claim is a string, not a number of seconds since the epoch"),
+        ({"nbf": str(int(time.time()))}, "malformed token: its 'nbf' claim is a string, not a number of seconds since the epoch"),
+        ({"iat": True}, "malformed token: its 'iat' claim is a boolean, not a number of seconds since the epoch"),
+        ({"exp": float("inf")}, "malformed token: Expiration Time claim (exp) must be an integer."),
+        ({"nbf": [1]}, "malformed token: Not Before claim (nbf) must be an integer."),
+    ],
+)
+def test_signed_time_claims_that_only_look_like_numbers(overrides: dict[str, object], message: str) -> None:
+    """PyJWT takes what int() takes; the lifetime bound and the cache need numbers: refused, not a TypeError."""
+    token = hmac_token(claims(**overrides), SECRET.encode())
     assert reason(TokenVerifier(hs()), bearer(token)) == message
 
 
@@ -222,8 +240,8 @@ def test_garbage_tokens(token: str, message: str) -> None:
 
 # --- key ids (kid) and rotation --------------------------------------------------------
 
-OLD = "old-secret-" + "0123456789abcdef" * 3
-NEW = "new-secret-" + "fedcba9876543210" * 3
+OLD = "old-secret-ac325b7f9fa10085b6e0a50e960a9ed1a9f4fab98913eeeb"
+NEW = "new-secret-6b0b77b282606c636ff97b55951b2c9585eece3ca5a13c5a"
 
 
 def keyed(*kids: str, current: str | None = None, default: str | None = None) -> AuthSettings:
@@ -290,8 +308,8 @@ def test_short_hmac_secrets_are_refused() -> None:
         "the minimum recommended length of 32 bytes for SHA256. See RFC 7518 Section 3.2."
     )
     with pytest.raises(ConfigurationError, match=r"^auth.jwt_secret is too weak for HS512: The HMAC key is 63"):
-        TokenVerifier(AuthSettings(jwt_secret="y" * 63, algorithms=["HS512"]))  # type: ignore[arg-type]
-    assert TokenVerifier(AuthSettings(jwt_secret="y" * 64, algorithms=["HS512"]))  # type: ignore[arg-type]
+        TokenVerifier(AuthSettings(jwt_secret=HEX_64[:63], algorithms=["HS512"]))  # type: ignore[arg-type]
+    assert TokenVerifier(AuthSettings(jwt_secret=HEX_64, algorithms=["HS512"]))  # type: ignore[arg-type]
 
 
 def test_empty_kid_is_refused_by_the_settings() -> None:

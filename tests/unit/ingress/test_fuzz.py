@@ -3,6 +3,12 @@ error (a precise status) and never with anything else."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
+import time
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from google.protobuf.message import DecodeError
@@ -15,7 +21,8 @@ from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch
 
 NOW = 1_700_000_000_000_000_000
 VALIDATOR = EnvelopeValidator(GatewaySettings(max_tags=8, max_envelope_bytes=2048), clock=lambda: NOW)
-VERIFIER = TokenVerifier(AuthSettings(jwt_secret="fuzz-secret-that-is-long-enough-000"))  # type: ignore[arg-type]
+FUZZ_SECRET = "fuzz-secret-d45d4496a16a22b08f0ece455e40e447faf200fe8185024a"
+VERIFIER = TokenVerifier(AuthSettings(jwt_secret=FUZZ_SECRET))  # type: ignore[arg-type]
 
 texts = st.text(max_size=40)
 numbers = st.floats(allow_nan=True, allow_infinity=True)
@@ -78,3 +85,53 @@ def test_any_authorization_is_refused_as_unauthenticated(token: str, scheme: str
         assert str(exc)
     else:
         raise AssertionError(f"accepted {token!r}")
+
+
+# Any JSON value, NaN and the infinities included (Python's json reads them), and times near now
+# as numbers and as strings (which PyJWT's own checks take).
+near_now = st.integers(min_value=-120, max_value=120).map(lambda d: int(time.time()) + d)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats() | st.text(max_size=12)
+    | near_now | near_now.map(str) | near_now.map(float),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+CLAIMS = ("exp", "iat", "nbf", "sub", "aud", "iss", "jti")
+
+
+def signed(header: dict[str, object], payload: object) -> str:
+    """A token correctly signed with the verifier's secret, whatever its header and payload hold."""
+
+    def b64(data: bytes) -> bytes:
+        return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+    signing_input = b64(json.dumps(header).encode()) + b"." + b64(json.dumps(payload).encode())
+    signature = hmac.new(FUZZ_SECRET.encode(), signing_input, hashlib.sha256).digest()
+    return (signing_input + b"." + b64(signature)).decode()
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.dictionaries(st.sampled_from(CLAIMS), json_values, max_size=4),
+       st.dictionaries(st.sampled_from(["kid", "typ", "crit", "cty"]), json_values, max_size=2),
+       st.sets(st.sampled_from(CLAIMS), max_size=3))
+def test_signed_tokens_with_any_claim_values_are_accepted_or_unauthenticated(
+    overrides: dict[str, object], header: dict[str, object], removed: set[str]
+) -> None:
+    now = int(time.time())
+    payload: dict[str, object] = {"sub": "ak_fuzz", "iat": now, "exp": now + 60} | overrides
+    token = signed({"alg": "HS256"} | header, {k: v for k, v in payload.items() if k not in removed})
+    try:
+        assert VERIFIER.verify(f"Bearer {token}", "ak_fuzz") == "ak_fuzz"
+    except Unauthenticated as exc:
+        assert str(exc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_signed_tokens_whose_payload_is_any_json_are_unauthenticated(payload: object) -> None:
+    try:
+        VERIFIER.verify(f"Bearer {signed({'alg': 'HS256'}, payload)}", "ak_fuzz")
+    except Unauthenticated as exc:
+        assert str(exc)
+    else:
+        raise AssertionError(f"accepted {payload!r}")

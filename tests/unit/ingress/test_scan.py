@@ -17,6 +17,7 @@ from sluice.ingress.exceptions import InvalidEnvelope
 from sluice.ingress.frames import envelope_bytes, frame_records, prefix
 from sluice.ingress.validate import EnvelopeValidator
 from sluice.settings import GatewaySettings
+from sluice.time_bounds import DAY_NS, TimeBounds
 from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch
 
 NOW = 1_700_000_000_000_000_000
@@ -24,8 +25,11 @@ KEY = "ak_received"
 LIMITS = GatewaySettings(
     max_tags=3, max_tag_key_bytes=6, max_tag_value_bytes=40, max_envelope_bytes=160, max_batch_envelopes=5
 )
-VALIDATOR = EnvelopeValidator(LIMITS, clock=lambda: NOW)
+# Logs, events and spans kept 30 days, metric points 1 day; timers and spans last at most an hour.
+BOUNDS = TimeBounds(future_ns=600 * 10**9, max_duration_ns=3600 * 10**9, raw_past_ns=30 * DAY_NS, metric_past_ns=DAY_NS)
+VALIDATOR = EnvelopeValidator(LIMITS, bounds=BOUNDS, clock=lambda: NOW)
 HORIZON = NOW + 600 * 10**9
+RAW_FROM, METRIC_FROM, HOUR = NOW - 30 * DAY_NS, NOW - DAY_NS, 3600 * 10**9
 
 
 def slow(data: bytes) -> tuple[str, str] | tuple[list[bytes], bool]:
@@ -56,9 +60,13 @@ def agree(data: bytes, *, canonical: bool) -> list[bytes] | None:
 
 # Mostly valid values, so that whole batches are often valid but for one thing.
 texts = st.sampled_from(["a"] * 4 + ["", "abcdef", "abcdefg", "é" * 3, "\U0001f600", "x" * 45])
-timestamps = st.sampled_from([NOW] * 8 + [0, -1, 1, HORIZON, HORIZON + 1, -(2**63)])
+edges = [0, -1, 1, HORIZON, HORIZON + 1, -(2**63), RAW_FROM, RAW_FROM - 1, METRIC_FROM, METRIC_FROM - 1]
+timestamps = st.sampled_from([NOW] * 8 + edges)
 values = st.sampled_from([0.0, 1.5, -2.0, 1e308, -0.0, 5e-324] * 2 + [float("nan"), float("inf"), float("-inf")])
-int64 = st.sampled_from([0, 1, 2, 3, -1, 2**63 - 1, -(2**63)])
+# Times of timers and spans: within a duration of each other and of every bound, or far off.
+int64 = st.sampled_from(
+    [NOW, NOW - 1, NOW - HOUR, NOW - HOUR - 1, HORIZON - HOUR] + edges + [2, 2**63 - 1] + [NOW] * 5
+)
 
 
 @st.composite
@@ -215,10 +223,32 @@ def test_limits(extra: bytes, forwarded: bool) -> None:
 
 
 @pytest.mark.parametrize(("timestamp", "forwarded"), [
-    (1, True), (HORIZON, True), (HORIZON + 1, False), (0, False), (-1, False), (-(2**63), False), (2**63 - 1, False),
+    (METRIC_FROM, True), (HORIZON, True), (HORIZON + 1, False), (METRIC_FROM - 1, False), (1, False), (0, False),
+    (-1, False), (-(2**63), False), (2**63 - 1, False),
 ])
 def test_timestamps(timestamp: int, forwarded: bool) -> None:
     data = batch_of(ts(timestamp) + field(2, b"app") + COUNTER)
+    assert (VALIDATOR.forward(data) is not None) is forwarded
+    agree(data, canonical=True)
+
+
+@pytest.mark.parametrize(("timestamp", "forwarded"), [
+    (RAW_FROM, True), (METRIC_FROM - 1, True), (RAW_FROM - 1, False), (HORIZON + 1, False),
+])
+def test_log_timestamps_are_bounded_by_their_retention(timestamp: int, forwarded: bool) -> None:
+    data = batch_of(ts(timestamp) + field(2, b"app") + field(10, field(1, b"line")))
+    assert (VALIDATOR.forward(data) is not None) is forwarded
+    agree(data, canonical=True)
+
+
+@pytest.mark.parametrize(("start", "stop", "forwarded"), [
+    (NOW - HOUR, NOW, True), (METRIC_FROM - HOUR, METRIC_FROM, True), (HORIZON, HORIZON, True),
+    (NOW - HOUR - 1, NOW, False), (NOW, NOW - 1, False), (NOW, HORIZON + 1, False), (HORIZON + 1, HORIZON + 1, False),
+    (METRIC_FROM - 2, METRIC_FROM - 1, False), (0, NOW, False), (NOW, 2**63 - 1, False), (-(2**63), NOW, False),
+])
+def test_timer_times(start: int, stop: int, forwarded: bool) -> None:
+    env = Envelope(timestamp=NOW, source_id="app", timer={"name": "t", "start": start, "stop": stop})
+    data = EnvelopeBatch(batch=[env]).SerializeToString()
     assert (VALIDATOR.forward(data) is not None) is forwarded
     agree(data, canonical=True)
 
@@ -279,19 +309,26 @@ def test_source_ids_are_read_from_forwarded_envelopes() -> None:
 
 
 def test_scan_refuses_wrong_arguments() -> None:
+    window = BOUNDS.around(NOW)
     with pytest.raises(TypeError, match="data must be bytes"):
-        scan(bytearray(b""), 0, 1, 1, 1, 1, 1)  # type: ignore[arg-type]
+        scan(bytearray(b""), window, 1, 1, 1, 1, 1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"scan\(\): window must be a tuple of 4 ints"):
+        scan(b"", 0, 1, 1, 1, 1, 1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"scan\(\): window must be a tuple of 4 ints"):
+        scan(b"", (1, 2, 3), 1, 1, 1, 1, 1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_tags must be >= 0"):
-        scan(b"", 0, 1, 1, -1, 1, 1)
+        scan(b"", window, 1, 1, -1, 1, 1)
     with pytest.raises(TypeError, match="takes 7 arguments"):
         scan(b"")  # type: ignore[call-arg]
 
 
-SPAN = {"trace_id": b"t" * 16, "span_id": b"s" * 8, "parent_span_id": b"", "name": "GET", "start": 1, "end": 2}
+SPAN = {"trace_id": b"t" * 16, "span_id": b"s" * 8, "parent_span_id": b"", "name": "GET", "start": NOW - 1, "end": NOW}
 
 
 @pytest.mark.parametrize(("change", "forwarded"), [
-    ({}, True), ({"parent_span_id": b"p" * 8}, True), ({"end": 1}, True),
+    ({}, True), ({"parent_span_id": b"p" * 8}, True), ({"end": NOW - 1}, True),
+    ({"start": RAW_FROM, "end": RAW_FROM + HOUR}, True), ({"start": RAW_FROM - 1}, False),
+    ({"start": NOW - HOUR - 1}, False), ({"end": HORIZON + 1}, False), ({"start": 0, "end": 1}, False),
     ({"parent_span_id": b"p"}, False), ({"parent_span_id": b"p" * 9}, False),
     ({"trace_id": b"\0" * 16}, False), ({"trace_id": b"t" * 15}, False), ({"trace_id": b""}, False),
     ({"span_id": b"\0" * 8}, False), ({"span_id": b"s" * 7}, False), ({"name": ""}, False), ({"end": 0}, False),
@@ -304,8 +341,8 @@ def test_spans(change: dict[str, object], forwarded: bool) -> None:
 
 @pytest.mark.parametrize(("message", "forwarded"), [
     ({"counter": {"name": "c"}}, True), ({"counter": {"delta": 1}}, False),
-    ({"timer": {"name": "t", "start": 1, "stop": 1}}, True), ({"timer": {"name": "t", "start": 2, "stop": 1}}, False),
-    ({"timer": {"start": 1, "stop": 2}}, False),
+    ({"timer": {"name": "t", "start": NOW, "stop": NOW}}, True),
+    ({"timer": {"name": "t", "start": NOW, "stop": NOW - 1}}, False), ({"timer": {"start": NOW - 1, "stop": NOW}}, False),
     ({"gauge": {}}, False), ({"gauge": {"metrics": {"": {"value": 1.0}}}}, False),
     ({"gauge": {"metrics": {"cpu": {}}}}, True),
     ({"log": {}}, True), ({"event": {}}, True), ({}, False),

@@ -7,7 +7,8 @@ import pytest
 
 from sluice.ingress.exceptions import InvalidEnvelope
 from sluice.ingress.validate import EnvelopeValidator
-from sluice.settings import GatewaySettings
+from sluice.settings import GatewaySettings, Settings
+from sluice.time_bounds import TimeBounds
 from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch
 
 NOW = 1_700_000_000_000_000_000
@@ -205,3 +206,73 @@ def test_invalid_spans(span: dict[str, object], message: str) -> None:
 def test_a_valid_span() -> None:
     span = Envelope(span={"trace_id": b"t" * 16, "span_id": b"s" * 8, "name": "x", "start": 1, "end": 2})  # type: ignore[arg-type]
     assert validator().validate([span], "ak_x") == [span.SerializeToString()]
+
+
+# --- every time bounded: the future, the retention of what it is stored as, durations ----------
+
+DAY = 86_400 * 10**9
+RETAINED = TimeBounds.of(Settings(clickhouse={"ttl_days_raw": 30}, worker={"max_lateness": 86400.0},  # type: ignore[arg-type]
+                                  gateway={"max_duration_seconds": 3600.0}))
+INT64_MAX = 2**63 - 1
+SPAN = {"trace_id": b"t" * 16, "span_id": b"s" * 8, "name": "GET"}
+
+
+def refused(env: Envelope) -> tuple[str, str]:
+    with pytest.raises(InvalidEnvelope) as info:
+        EnvelopeValidator(GatewaySettings(), bounds=RETAINED, clock=lambda: NOW).validate([env], KEY)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    return str(info.value), info.value.reason
+
+
+def test_bounds_come_from_the_settings() -> None:
+    assert RETAINED == TimeBounds(future_ns=600 * 10**9, max_duration_ns=3600 * 10**9, raw_past_ns=30 * DAY,
+                                  metric_past_ns=DAY)
+    assert RETAINED.around(NOW) == (NOW - 30 * DAY, NOW - DAY, NOW + 600 * 10**9, 3600 * 10**9)
+    forever = TimeBounds.of(Settings(clickhouse={"ttl_days_raw": 0}, worker={"max_lateness": 0}))  # type: ignore[arg-type]
+    assert forever.around(NOW) == (1, 1, NOW + 600 * 10**9, 86_400 * 10**9)
+
+
+@pytest.mark.parametrize(("env", "message", "reason"), [
+    (Envelope(timer={"name": "t", "start": NOW, "stop": INT64_MAX}),
+     f"envelope[0].timer.stop: {INT64_MAX} is more than 600s in the future", "timer"),
+    (Envelope(timer={"name": "t", "start": NOW + 601 * 10**9, "stop": NOW + 601 * 10**9}),
+     f"envelope[0].timer.start: {NOW + 601 * 10**9} is more than 600s in the future", "timer"),
+    (Envelope(timer={"name": "t", "stop": NOW}), "envelope[0].timer.start: 0 is not set", "timer"),
+    (Envelope(timer={"name": "t", "start": -(2**63), "stop": NOW}), f"envelope[0].timer.start: {-(2**63)} is negative", "timer"),
+    (Envelope(timer={"name": "t", "start": NOW - 3601 * 10**9, "stop": NOW}),
+     "envelope[0].timer: lasts 3601s, longer than 3600s (gateway.max_duration_seconds)", "timer"),
+    (Envelope(timer={"name": "t", "start": NOW - DAY - 2, "stop": NOW - DAY - 1}),
+     f"envelope[0].timer.stop: {NOW - DAY - 1} is older than the 86400s metric points are kept for (worker.max_lateness)",
+     "retention"),
+    (Envelope(timestamp=NOW - DAY - 1, counter={"name": "c"}),
+     f"envelope[0].timestamp: {NOW - DAY - 1} is older than the 86400s metric points are kept for (worker.max_lateness)",
+     "retention"),
+    (Envelope(timestamp=NOW - 31 * DAY, log={"payload": b"old"}),
+     f"envelope[0].timestamp: {NOW - 31 * DAY} is older than the retention of logs, events and spans (30 days, "
+     "clickhouse.ttl_days_raw)", "retention"),
+    (Envelope(timestamp=NOW - 30 * DAY - 1, event={"title": "old"}),
+     f"envelope[0].timestamp: {NOW - 30 * DAY - 1} is older than the retention of logs, events and spans (30 days, "
+     "clickhouse.ttl_days_raw)", "retention"),
+    (Envelope(span=SPAN | {"start": NOW - 30 * DAY - 1, "end": NOW - 30 * DAY}),
+     f"envelope[0].span.start: {NOW - 30 * DAY - 1} is older than the retention of logs, events and spans (30 days, "
+     "clickhouse.ttl_days_raw)", "retention"),
+    (Envelope(span=SPAN | {"start": NOW, "end": INT64_MAX}), f"envelope[0].span.end: {INT64_MAX} is more than 600s in the future", "span"),
+    (Envelope(span=SPAN | {"end": NOW}), "envelope[0].span.start: 0 is not set", "span"),
+    (Envelope(span=SPAN | {"start": NOW - 3601 * 10**9, "end": NOW}),
+     "envelope[0].span: lasts 3601s, longer than 3600s (gateway.max_duration_seconds)", "span"),
+])
+def test_times_outside_their_bounds_are_refused_naming_the_field(env: Envelope, message: str, reason: str) -> None:
+    assert refused(env) == (message, reason)
+
+
+def test_times_at_their_bounds_are_accepted() -> None:
+    accepted = [
+        Envelope(timestamp=NOW - 30 * DAY, log={"payload": b"x"}),
+        Envelope(timestamp=NOW - 30 * DAY, event={"title": "x"}),
+        Envelope(timestamp=NOW - DAY, counter={"name": "c"}),
+        Envelope(timestamp=NOW + 600 * 10**9, gauge={"metrics": {"cpu": {"value": 1.0}}}),
+        Envelope(timer={"name": "t", "start": NOW - DAY - 3600 * 10**9, "stop": NOW - DAY}),
+        Envelope(span=SPAN | {"start": NOW - 30 * DAY, "end": NOW - 30 * DAY + 3600 * 10**9}),
+    ]
+    validated = EnvelopeValidator(GatewaySettings(), bounds=RETAINED, clock=lambda: NOW).validate(accepted, KEY)
+    assert len(validated) == 6

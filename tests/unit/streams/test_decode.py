@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from sluice.streams._decode import decode
 from sluice.streams.decode import Decoded, decode_batch, decode_with_protobuf
 from sluice.streams.exceptions import DecodeError
+from sluice.time_bounds import UNBOUNDED, TimeBounds, Window
 from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch
 
 KEY = "ak_decode"
@@ -30,7 +31,7 @@ def test_rows_and_points_are_exact() -> None:
         Envelope(timestamp=6, tags={"h": "b"}, counter={"name": "req", "delta": 3, "total": 2**64 - 1}),
         Envelope(timestamp=7, gauge={"metrics": {"cpu": {"unit": "%", "value": 0.5}}}),
         Envelope(timestamp=8, timer={"name": "t", "start": 1_000_000, "stop": 3_500_000}),
-        Envelope(timestamp=9, timer={"name": "u", "start": 1_000_000}),
+        Envelope(timestamp=9, timer={"name": "u"}),
         Envelope(timestamp=10, source_id="s", event={"title": "deploy", "body": "v2"}),
     )
     for decoded in (decode_batch(data, KEY, 4, 99), decode_with_protobuf(data, KEY, 4, 99)):
@@ -39,10 +40,11 @@ def test_rows_and_points_are_exact() -> None:
             ("req", "counter", "", {"h": "b"}, 6, 3.0, float(2**64 - 1)),
             ("cpu", "gauge", "%", {}, 7, 0.5, 0.5),
             ("t", "timer", "ms", {}, 3_500_000, 2.5, 2.5),
-            ("u", "timer", "ms", {}, 9, -1.0, -1.0),  # no stop: the envelope's timestamp
+            ("u", "timer", "ms", {}, 9, 0.0, 0.0),  # no stop: the envelope's timestamp
         ]
         assert decoded.events == [[KEY, 10, "s", "", "deploy", "v2", {}, 4, 99, 5]]
         assert decoded.spans == []
+        assert decoded.out_of_bounds == 0
 
 
 def test_spans_are_decoded_by_protobuf() -> None:
@@ -109,37 +111,93 @@ def envelopes(draw: st.DrawFn) -> Envelope:
     return env
 
 
-def agree(data: bytes, *, canonical: bool) -> None:
-    fast = decode(data, KEY, 2, 40)
+def agree(data: bytes, *, canonical: bool, window: Window = UNBOUNDED) -> None:
+    fast = decode(data, KEY, 2, 40, window)
     try:
-        slow: Decoded | str = decode_with_protobuf(data, KEY, 2, 40)
+        slow: Decoded | str = decode_with_protobuf(data, KEY, 2, 40, window)
     except DecodeError as exc:
         slow = str(exc)
     if fast is not None:
         assert isinstance(slow, Decoded), slow
-        assert normal(Decoded(*fast)) == normal(slow)
-        assert normal(decode_batch(data, KEY, 2, 40)) == normal(slow)
+        assert normal(Decoded(*fast)) == normal(slow) and slow.out_of_bounds == 0
+        assert normal(decode_batch(data, KEY, 2, 40, window)) == normal(slow)
     else:
         if isinstance(slow, str):
             with pytest.raises(DecodeError) as info:
-                decode_batch(data, KEY, 2, 40)
+                decode_batch(data, KEY, 2, 40, window)
             assert str(info.value) == slow
+        else:
+            both = decode_batch(data, KEY, 2, 40, window)
+            assert normal(both) == normal(slow) and both.out_of_bounds == slow.out_of_bounds
         if canonical:  # protobuf's own encoding of logs, events and metrics: always decoded here
-            assert not all(map(_fast_kind, EnvelopeBatch.FromString(data).batch)), "left to protobuf"
+            assert not all(_fast_kind(e, window) for e in EnvelopeBatch.FromString(data).batch), "left to protobuf"
 
 
-def _fast_kind(env: Envelope) -> bool:
-    """Whether the wire-level decoder reads an envelope of this content."""
+def _fast_kind(env: Envelope, window: Window) -> bool:
+    """Whether the wire-level decoder reads an envelope of this content: not a span, every time
+    within the window (a timer forwards, at most 2**53 ns long)."""
+    raw_from, metric_from, until, max_duration = window
     kind = env.WhichOneof("message")
     if kind == "timer":
-        return abs(env.timer.stop - env.timer.start) <= 2**53
-    return kind in ("log", "counter", "gauge", "event")
+        took = env.timer.stop - env.timer.start
+        return 0 <= took <= min(max_duration, 2**53) and metric_from <= (env.timer.stop or env.timestamp) <= until
+    if kind in ("log", "event"):
+        return raw_from <= env.timestamp <= until
+    return kind in ("counter", "gauge") and metric_from <= env.timestamp <= until
 
 
 @settings(max_examples=1500, deadline=None)
 @given(st.lists(envelopes(), max_size=6))
 def test_both_decoders_agree_on_generated_records(batch: list[Envelope]) -> None:
     agree(EnvelopeBatch(batch=batch).SerializeToString(), canonical=True)
+
+
+# A record taken at AT, logs kept 30 days, metric points 1 day, timers at most an hour.
+AT = 1_700_000_000_000_000_000
+DAY, HOUR = 86_400 * 10**9, 3_600 * 10**9
+WINDOW = TimeBounds(future_ns=600 * 10**9, max_duration_ns=HOUR, raw_past_ns=30 * DAY, metric_past_ns=DAY).around(AT)
+near = st.sampled_from([
+    AT, AT - 1, AT - HOUR, AT - HOUR - 1, WINDOW.until, WINDOW.until + 1, WINDOW.raw_from, WINDOW.raw_from - 1,
+    WINDOW.metric_from, WINDOW.metric_from - 1, 0, 2**63 - 1, -(2**63),
+])
+
+
+@st.composite
+def bounded_envelopes(draw: st.DrawFn) -> Envelope:
+    env = draw(envelopes())
+    env.timestamp = draw(near)
+    if env.HasField("timer"):
+        env.timer.start, env.timer.stop = draw(near), draw(near)
+    elif env.HasField("span"):
+        env.span.start, env.span.end = draw(near), draw(near)
+    return env
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(bounded_envelopes(), max_size=6))
+def test_both_decoders_agree_on_what_is_out_of_bounds(batch: list[Envelope]) -> None:
+    agree(EnvelopeBatch(batch=batch).SerializeToString(), canonical=True, window=WINDOW)
+
+
+@pytest.mark.parametrize(("env", "kept"), [
+    (Envelope(timestamp=AT, timer={"name": "t", "start": AT, "stop": 2**63 - 1}), False),  # would never close
+    (Envelope(timestamp=AT, timer={"name": "t", "start": AT - HOUR, "stop": AT}), True),
+    (Envelope(timestamp=AT, timer={"name": "t", "start": AT - HOUR - 1, "stop": AT}), False),
+    (Envelope(timestamp=AT, timer={"name": "t", "start": AT, "stop": AT - 1}), False),
+    (Envelope(timestamp=WINDOW.until + 1, counter={"name": "c"}), False),
+    (Envelope(timestamp=WINDOW.metric_from - 1, counter={"name": "c"}), False),
+    (Envelope(timestamp=WINDOW.metric_from, gauge={"metrics": {"g": {"value": 1.0}}}), True),
+    (Envelope(timestamp=WINDOW.raw_from - 1, log={"payload": b"old"}), False),
+    (Envelope(timestamp=WINDOW.raw_from, event={"title": "old"}), True),
+    (Envelope(timestamp=AT, span={"trace_id": b"t" * 16, "span_id": b"s" * 8, "start": AT, "end": 2**63 - 1}), False),
+    (Envelope(timestamp=AT, span={"trace_id": b"t" * 16, "span_id": b"s" * 8, "start": AT - 1, "end": AT}), True),
+])
+def test_envelopes_out_of_bounds_are_dropped_and_counted(env: Envelope, kept: bool) -> None:
+    good = Envelope(timestamp=AT, log={"payload": b"ok"})
+    decoded = decode_batch(record(good, env, good), KEY, 0, 7, WINDOW)
+    assert len(decoded.logs + decoded.events + decoded.points + decoded.spans) == (3 if kept else 2)
+    assert decoded.out_of_bounds == (0 if kept else 1)
+    assert [row[-1] for row in decoded.logs] == ([0, 1, 2] if env.HasField("log") and kept else [0, 2])
 
 
 @settings(max_examples=1500, deadline=None)
@@ -158,6 +216,7 @@ def test_both_decoders_agree_on_any_bytes(data: bytes) -> None:
     ("a gauge naming a metric twice", b"\x0a\x14\x62\x12" + b"\x0a\x07\x0a\x01a\x12\x02\x0a\x00" * 2),
     ("an unknown envelope field", b"\x0a\x05\xa0\x01\x05\x52\x00"),
     ("a timer longer than 2**53 ns", record(Envelope(timer={"name": "t", "start": -(2**62), "stop": 2**62}))),
+    ("a timer running backwards", record(Envelope(timer={"name": "t", "start": 2, "stop": 1}))),
 ])
 def test_doubts_go_to_protobuf(name: str, data: bytes) -> None:
     assert decode(data, KEY, 0, 0) is None, name
@@ -167,6 +226,8 @@ def test_doubts_go_to_protobuf(name: str, data: bytes) -> None:
 def test_arguments_are_checked() -> None:
     with pytest.raises(TypeError, match="decode"):
         decode(bytearray(b""), KEY, 0, 0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"decode\(\): window must be a tuple of 4 ints"):
+        decode(b"", KEY, 0, 0, (1, 2))  # type: ignore[arg-type]
 
 
 def test_repeated_names_and_tags_are_shared_strings_and_every_string_is_kept_exactly() -> None:

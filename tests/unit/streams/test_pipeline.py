@@ -17,6 +17,7 @@ from sluice.streams.positions import Positions
 from sluice.streams.sinks.clickhouse import ClickHouseSink
 from sluice.streams.sinks.files import FileSink
 from sluice.streams.windows import TumblingWindows, series_id
+from sluice.time_bounds import TimeBounds
 from sluice.v1.envelope_pb2 import EnvelopeBatch
 from tests.unit.streams.test_windows import DictState
 
@@ -74,7 +75,7 @@ async def test_a_batch_is_routed_tokened_and_committed(tmp_path: Path) -> None:
     assert [json.loads(x)["payload"] for x in (tmp_path / "k" / "logs.jsonl").read_text().splitlines()] == ["hi"]
     assert pipeline.counters.as_dict() == {
         "records": 3, "steps": 1, "envelopes": 3, "logs": 1, "events": 0, "spans": 0, "points": 2, "replayed_records_skipped": 0,
-        "dead_letters": 1, "throttled": 0, "late": 0, "windows_closed": 2, "metric_rows": 2,
+        "dead_letters": 1, "throttled": 0, "late": 0, "out_of_bounds": 0, "windows_closed": 2, "metric_rows": 2,
     }
     assert pipeline.positions.as_dict() == {0: 5}
     assert pipeline.open_windows([0]) == {"metrics_1s": 0, "metrics_1m": 0}
@@ -239,3 +240,18 @@ def test_steps_cut_a_batch_by_the_bytes_of_its_records() -> None:
     even = [sized(i, 10) for i in range(10)]
     assert [len(step) for step in steps(even, 90)] == [5, 5]
     assert [len(step) for step in steps(even, 40)] == [4, 4, 2]
+
+
+async def test_times_out_of_bounds_are_dropped_counted_and_open_no_window(tmp_path: Path) -> None:
+    fake = FakeClickHouse()
+    bounds = TimeBounds(future_ns=600 * NS, max_duration_ns=3600 * NS, raw_past_ns=30 * 86_400 * NS)
+    pipeline, dead = make(tmp_path, fake, bounds=bounds)
+    forever = timer_envelope("db", T, 2**63 - 1, timestamp=T)  # its window would never close
+    old_log = log_envelope("a month ago", timestamp=T - 31 * 86_400 * NS)
+    kept = counter_envelope("c", 1, timestamp=T)
+    taken = Record("raw", 0, 0, b"k", EnvelopeBatch(batch=[forever, old_log, kept]).SerializeToString(), CT, timestamp_ns=T)
+    await pipeline.handle([taken], [0])
+    assert (pipeline.counters.out_of_bounds, pipeline.counters.points, pipeline.counters.logs, dead) == (2, 1, 0, [])
+    await pipeline.tick([0], force=True)
+    assert pipeline.open_windows([0]) == {"metrics_1s": 0, "metrics_1m": 0}
+    assert sorted((t, [r[1] for r in rows]) for t, rows, _ in fake.inserts) == [("metrics_1m", ["c"]), ("metrics_1s", ["c"])]
