@@ -126,8 +126,14 @@ def test_the_renderer_refuses_templates_outside_its_subset(tmp_path: Path) -> No
     assert helm.render({"a": {"b": 0}}, chart=tmp_path) == [("x.yaml", "\nv: none\nm:\n  b: 0\nb: 0\n")]
 
 
-def test_helm_template_renders_what_the_renderer_does() -> None:
-    rendered = helm.helm_documents(EVERYTHING)
+@pytest.mark.parametrize("overrides", [{}, EVERYTHING], ids=["defaults", "servicemonitor"])
+def test_helm_renders_what_the_renderer_does(overrides: dict[str, Any]) -> None:
+    """Where Helm is installed (its binary, or its Go SDK from the helm-python-sdk package), it
+    renders the same objects, and the SDK the same text, as the tests' renderer."""
+    rendered = helm.helm_documents(overrides)
     if rendered is None:
-        pytest.skip("helm is not installed: the chart is rendered by the tests' renderer only")
-    assert sorted(map(str, rendered)) == sorted(map(str, helm.documents(EVERYTHING)))
+        pytest.skip("neither helm nor helm-python-sdk is installed: the chart is rendered by the tests' renderer only")
+    assert sorted(map(str, rendered)) == sorted(map(str, helm.documents(overrides)))
+    texts = helm.helm_sdk_render(overrides)
+    if texts is not None:
+        assert texts == helm.render(overrides)
