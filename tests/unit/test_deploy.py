@@ -273,7 +273,7 @@ def test_kubernetes_ships_no_secret_and_wires_each_key() -> None:
     """No Secret object (a placeholder would be applied as a credential); the manifests and the
     chart's README say how to create it, and the pods read exactly the keys that command creates."""
     assert k8s("Secret") == [] and k8s("Secret", "helm/") == []
-    comment = (DEPLOY / "k8s" / "sluice.yaml").read_text()
+    comment = (DEPLOY / "k8s" / "config.yaml").read_text()
     created = set(re.findall(r"--from-literal=(\w+)=", comment))
     assert "kubectl create secret generic sluice-secrets" in comment
     readme = (helm.CHART / "README.md").read_text()

@@ -30,9 +30,10 @@ def named(docs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def test_deploy_k8s_is_the_chart_rendered_with_its_defaults() -> None:
-    assert (DEPLOY / "k8s" / "sluice.yaml").read_text() == helm.generated(), (
-        "deploy/k8s/sluice.yaml is stale: python -m tests.fixtures.helm > deploy/k8s/sluice.yaml")
-    assert sorted(p.name for p in (DEPLOY / "k8s").iterdir()) == ["sluice.yaml"]
+    expected = helm.generated()
+    assert sorted(expected) == ["config.yaml", "gateway.yaml", "worker.yaml"]
+    assert {p.name: p.read_text() for p in (DEPLOY / "k8s").iterdir()} == expected, (
+        "deploy/k8s is stale: python -m tests.fixtures.helm deploy/k8s")
 
 
 @pytest.mark.parametrize("overrides", [{}, EVERYTHING], ids=["defaults", "servicemonitor"])
