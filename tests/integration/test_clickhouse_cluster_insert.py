@@ -32,8 +32,9 @@ async def shards(tmp_path: Path) -> AsyncIterator[list[ClickHouse]]:
     try:
         for ch in found:
             await ch.start()
+            client = await ch._run(ch._connected)
             for table in ("logs", "metrics_1s"):
-                await ch.query(f"CREATE TABLE {ch.database}.{table}_local AS {ch.database}.{table}", readonly=False)
+                await ch._run(client.command, f"CREATE TABLE {ch.database}.{table}_local AS {ch.database}.{table}")
         yield found
     finally:
         for ch in found:
