@@ -18,7 +18,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from sluice.settings import Settings
-from sluice.streams import native
+from sluice.streams import native, schema
 from sluice.streams.exceptions import ClickHouseUnavailable, QueryError
 
 log = logging.getLogger(__name__)
@@ -64,25 +64,23 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-def migrate(client: Client, database: str) -> list[str]:
-    """Create the database and apply the migrations not applied yet; returns their names."""
-    client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
-    client.command(
-        f"CREATE TABLE IF NOT EXISTS {database}.schema_migrations "
-        "(version UInt32, name String, applied_at DateTime DEFAULT now()) "
-        "ENGINE = ReplacingMergeTree ORDER BY version"
-    )
-    done = {r[0] for r in client.query(f"SELECT version FROM {database}.schema_migrations").result_rows}
+def migrate(client: Client, database: str, *, cluster: str = "", deduplication_window: int = 10_000) -> list[str]:
+    """Create the database and apply the migrations not applied yet, for one server or for
+    ``cluster`` (:mod:`~sluice.streams.schema`); returns their names."""
+    layout = schema.Layout(database, cluster, deduplication_window)
+    for statement in schema.bootstrap(layout):
+        client.command(statement)
+    table = f"{database}.{schema.MIGRATIONS_TABLE}"
+    done = {r[0] for r in client.query(f"SELECT version FROM {table}").result_rows}
     applied = []
     for version, name, sql in migrations():
         if version in done:
             continue
-        for statement in (s.strip() for s in sql.format(db=database).split(";\n")):
-            body = "\n".join(l for l in statement.splitlines() if not l.lstrip().startswith("--"))
-            if body.strip():
-                client.command(body)
+        for statement in schema.statements(sql, layout):
+            client.command(statement)
         client.insert(
-            f"{database}.schema_migrations", [[version, name]], column_names=["version", "name"]
+            table, [[version, name]], column_names=["version", "name"],
+            settings={"insert_deduplication_token": f"{version}:{name}"},
         )
         applied.append(name)
         log.info("applied ClickHouse migration %s", name)

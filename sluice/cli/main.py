@@ -1,4 +1,4 @@
-"""The ``sluice`` command: dev, gateway, worker, send, query, dlq, keys, topics, audit, token, bench."""
+"""The ``sluice`` command: dev, gateway, worker, send, query, dlq, keys, topics, audit, plan, token, bench."""
 
 from __future__ import annotations
 
@@ -225,12 +225,25 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--profile-gil", action="store_true",
                        help="with --profile: sample only the thread holding the GIL (where the interpreter's time goes, no waits)")
 
+    from sluice.cli.plan import add_arguments as add_plan_arguments
+
+    add_plan_arguments(command(
+        "plan", cmd_plan,
+        "size a deployment for a load: gateways, workers, partitions, Kafka brokers, ClickHouse shards",
+    ), duration)
+
     token = command("token", cmd_token, "issue access tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     issue = token_sub.add_parser("issue", help="issue a JWT for an access key")
     issue.add_argument("--access-key", required=True)
     issue.add_argument("--ttl", type=duration, default=3600.0, help="lifetime, e.g. 15m, 1h, 7d (default 1h)")
     return parser
+
+
+def cmd_plan(settings: Settings, args: argparse.Namespace) -> int:
+    from sluice.cli.plan import run
+
+    return run(settings, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,19 +10,30 @@ tuple per row, and on a worker's heap of millions of objects those tuples set of
 collections that made the pivot ~37% of an insert. :func:`columns_of` builds one list per column
 (in C, ``_columns.c``) and allocates nothing per row; :mod:`~sluice.streams.native` encodes the
 columns for the insert.
+
+On a ClickHouse cluster (``clickhouse.cluster``) a block is inserted synchronously into the
+replicated ``<table>_local`` of one shard, never through the ``Distributed`` table (whose
+asynchronous forwarding re-cuts blocks, so a replay's token would not meet its first copy).
+Rows carrying a Kafka partition go to that partition's shard (:func:`~sluice.streams.schema.shard_of`),
+so a replay cut into other blocks still lands on the tables that replace its first copy; a
+block without one (a metric emission group, whose token never changes) goes to the shard its
+token names. Each shard's part carries the token and the shard's number.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sluice.settings import Settings
 from sluice.streams._columns import columns
 from sluice.streams.clickhouse import ClickHouse
 from sluice.streams.exceptions import ClickHouseUnavailable
+from sluice.streams.schema import LOCAL_SUFFIX, shard_of
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +56,42 @@ class Block:
     data: list[list[Any]]  # one list per column
     rows: int
     token: str
+    shard: int | None = None  # on a cluster: the shard whose <table>_local it goes to
+
+
+def shard_clients(settings: Settings) -> list[ClickHouse]:
+    """One connection per shard of ``clickhouse.shard_urls``, in order (none for one server)."""
+    ch = settings.clickhouse
+    return [
+        ClickHouse(settings.model_copy(update={"clickhouse": ch.model_copy(update={"url": url})}))
+        for url in ch.shard_urls
+    ]
+
+
+def split_by_shard(columns: Sequence[str], rows: Sequence[Sequence[Any]], token: str, shards: int) -> dict[int, list[Sequence[Any]]]:
+    """``rows`` by the shard they are inserted into: their Kafka partition's, else the token's."""
+    if "kafka_partition" not in columns:
+        digest = hashlib.blake2b(token.encode(), digest_size=8).digest()
+        return {int.from_bytes(digest, "big") % shards: list(rows)}
+    at = list(columns).index("kafka_partition")
+    parts: dict[int, list[Sequence[Any]]] = {}
+    for row in rows:
+        parts.setdefault(shard_of(row[at], shards), []).append(row)
+    return parts
 
 
 class ClickHouseSink:
-    """Inserts blocks in the order they were added, retrying each until it is stored."""
+    """Inserts blocks in the order they were added, retrying each until it is stored; with
+    ``shards`` (a cluster), each into one shard's local table."""
 
-    def __init__(self, clickhouse: ClickHouse, *, backoff: float = 0.2, max_backoff: float = 5.0) -> None:
+    def __init__(
+        self, clickhouse: ClickHouse, *, shards: Sequence[ClickHouse] = (), backoff: float = 0.2,
+        max_backoff: float = 5.0,
+    ) -> None:
         if not 0 < backoff <= max_backoff:
             raise ValueError(f"need 0 < backoff <= max_backoff, got {backoff} and {max_backoff}")
         self.clickhouse = clickhouse
+        self.shards = list(shards)
         self._backoff = backoff
         self._max_backoff = max_backoff
         self._pending: list[Block] = []
@@ -62,8 +100,14 @@ class ClickHouseSink:
 
     def add(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], token: str) -> None:
         """Queue ``rows`` (values in ``columns`` order) as one block; empty blocks are ignored."""
-        if rows:
+        if not rows:
+            return
+        if not self.shards:
             self._pending.append(Block(table, columns, columns_of(rows, len(columns)), len(rows), token))
+            return
+        for shard, part in sorted(split_by_shard(columns, rows, token, len(self.shards)).items()):
+            block = Block(table, columns, columns_of(part, len(columns)), len(part), f"{token}/{shard}", shard)
+            self._pending.append(block)
 
     @property
     def pending_rows(self) -> int:
@@ -84,7 +128,12 @@ class ClickHouseSink:
         delay = self._backoff
         while True:
             try:
-                await self.clickhouse.insert_columns(block.table, block.data, block.columns, block.token)
+                if block.shard is None:
+                    await self.clickhouse.insert_columns(block.table, block.data, block.columns, block.token)
+                else:
+                    await self.shards[block.shard].insert_columns(
+                        block.table + LOCAL_SUFFIX, block.data, block.columns, block.token
+                    )
                 return
             except ClickHouseUnavailable as exc:
                 self.retries += 1

@@ -25,10 +25,13 @@ from pydantic import BaseModel, SecretStr
 
 from sluice.cli.main import build_parser
 from sluice.settings import Settings
+from tests.fixtures import helm
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 # ${NAME:?message}: compose refuses to start without NAME (deploy/.env, from make-secrets.sh).
 REQUIRED = re.compile(r"^\$\{(\w+):\?[^}]+\}$")
+SERVICE_MONITOR = {"metrics": {"serviceMonitor": {"enabled": True}}}
+KUBERNETES = ("k8s/", "helm/")
 
 
 def setting_names() -> set[str]:
@@ -43,10 +46,18 @@ def setting_names() -> set[str]:
 
 
 def documents() -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every YAML document shipped, the Helm chart's templates as rendered with the ServiceMonitor
+    on (their sources are templates, not YAML; deploy/k8s is the chart with its defaults)."""
     for path in sorted(DEPLOY.rglob("*.y*ml")):
+        if path.is_relative_to(helm.CHART):
+            continue
         for doc in yaml.safe_load_all(path.read_text()):
             if doc:
                 yield str(path.relative_to(DEPLOY)), doc
+    for name, text in helm.render(SERVICE_MONITOR):
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                yield f"helm/sluice/templates/{name}", doc
 
 
 def variables(node: Any) -> Iterator[tuple[str, Any]]:
@@ -89,8 +100,9 @@ def environment(service: dict[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in service.get("environment", {}).items()}
 
 
-def k8s(kind: str) -> list[dict[str, Any]]:
-    return [doc for where, doc in documents() if where.startswith("k8s/") and doc["kind"] == kind]
+def k8s(kind: str, where: str = "k8s/") -> list[dict[str, Any]]:
+    """deploy/k8s's objects of ``kind`` (or the rendered chart's, with ``where="helm/"``)."""
+    return [doc for found, doc in documents() if found.startswith(where) and doc["kind"] == kind]
 
 
 def commands(node: Any) -> Iterator[list[str]]:
@@ -157,7 +169,7 @@ def test_no_credential_is_written_in_a_manifest() -> None:
     credentials = [(where, name, value) for where, name, value in found if name in secret]
     assert len(credentials) >= 10
     for where, name, value in credentials:
-        if where.startswith("k8s/"):
+        if where.startswith(KUBERNETES):
             assert value is None, f"{where}: {name} is written in the manifest"
         else:
             assert REQUIRED.match(str(value)), f"{where}: {name}={value!r} is not a required variable"
@@ -167,6 +179,7 @@ def test_every_command_is_a_sluice_subcommand() -> None:
     subcommands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     found = [(where, cmd) for where, doc in documents() for cmd in commands(doc)]
     assert {cmd[0] for _, cmd in found} == {"gateway", "worker"}
+    assert {where.split("/")[0] for where, _ in found} == {"docker-compose.yml", "k8s", "helm"}
     assert all(cmd[0] in subcommands for _, cmd in found)
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["sluice"]' in dockerfile
@@ -257,12 +270,15 @@ def test_make_secrets_generates_every_required_variable(tmp_path: Path) -> None:
 
 
 def test_kubernetes_ships_no_secret_and_wires_each_key() -> None:
-    """No Secret object (a placeholder would be applied as a credential); config.yaml says how
-    to create it, and the pods read exactly the keys that command creates."""
-    assert k8s("Secret") == []
+    """No Secret object (a placeholder would be applied as a credential); the manifests and the
+    chart's README say how to create it, and the pods read exactly the keys that command creates."""
+    assert k8s("Secret") == [] and k8s("Secret", "helm/") == []
     comment = (DEPLOY / "k8s" / "config.yaml").read_text()
     created = set(re.findall(r"--from-literal=(\w+)=", comment))
     assert "kubectl create secret generic sluice-secrets" in comment
+    readme = (helm.CHART / "README.md").read_text()
+    assert "kubectl create secret generic sluice-secrets" in readme
+    assert set(re.findall(r"--from-literal=(\w+)=", readme)) == created
     assert created == {"SLUICE_AUTH_JWT_SECRET", "SLUICE_QUERY_ADMIN_TOKEN", "SLUICE_CLICKHOUSE_PASSWORD",
                        "SLUICE_ENCRYPTION_KEYS"}
     wired: dict[str, set[str]] = {}
@@ -280,16 +296,22 @@ def test_kubernetes_ships_no_secret_and_wires_each_key() -> None:
     }
 
 
-def test_kubernetes_services_are_internal_and_carry_no_metrics() -> None:
+@pytest.mark.parametrize("where", KUBERNETES)
+def test_kubernetes_services_are_internal_and_carry_no_metrics(where: str) -> None:
     """No LoadBalancer or NodePort; the gateway's Service carries only gRPC (the metrics port,
-    bound to the pod's 0.0.0.0, is scraped from the pods), the worker's is headless."""
-    services = {doc["metadata"]["name"]: doc["spec"] for doc in k8s("Service")}
+    bound to the pod's 0.0.0.0, is scraped from the pods, or with the chart's ServiceMonitor
+    through a headless Service of its own), the worker's is headless."""
+    services = {doc["metadata"]["name"]: doc["spec"] for doc in k8s("Service", where)}
+    metrics_only = services.pop("sluice-gateway-metrics", None)
+    assert (metrics_only is not None) == (where == "helm/")
+    if metrics_only is not None:
+        assert metrics_only["clusterIP"] == "None" and [p["name"] for p in metrics_only["ports"]] == ["metrics"]
     assert {name: spec.get("type") for name, spec in services.items()} == {
         "sluice-gateway": "ClusterIP", "sluice-worker": "ClusterIP"
     }
     assert services["sluice-gateway"]["ports"] == [{"name": "grpc", "port": 4317, "targetPort": "grpc"}]
     assert services["sluice-worker"]["clusterIP"] == "None"
-    (settings,) = [doc["data"] for doc in k8s("ConfigMap") if doc["metadata"]["name"] == "sluice-settings"]
+    (settings,) = [doc["data"] for doc in k8s("ConfigMap", where) if doc["metadata"]["name"] == "sluice-settings"]
     metrics_port = int(settings["SLUICE_GATEWAY_METRICS_LISTEN"].rsplit(":", 1)[1])
     assert all(metrics_port not in (p["port"], p.get("targetPort")) and p.get("targetPort") != "metrics"
                for spec in services.values() for p in spec["ports"])
