@@ -408,7 +408,7 @@ async def e2e(ctx: Context) -> list[Row]:
 
     rate = 2_000 if ctx.quick else 20_000
     duration = 2.0 if ctx.quick else 10.0
-    settings = ctx.settings("e2e", worker={"session_timeout": 6.0}, query={"admin_token": uuid.uuid4().hex * 2})
+    settings = ctx.settings("e2e", worker={"session_timeout": 6.0}, query={"admin_token": secrets.token_hex(32)})
     settings.data_dir.mkdir(parents=True)
     env = settings.to_env()
     gw = Child("bench.gateway_server", [], env, settings.data_dir / "gateway.log")

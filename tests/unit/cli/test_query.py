@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from pathlib import Path
 
 import pytest
@@ -104,5 +105,6 @@ def test_the_admin_credential_is_the_setting_else_the_dev_file(tmp_path: Path) -
     assert admin_credential(Settings(data_dir=tmp_path)) is None
     (tmp_path / DEV_QUERY_TOKEN_FILE).write_text("from-dev\n")
     assert admin_credential(Settings(data_dir=tmp_path)) == "from-dev"
-    configured = Settings(data_dir=tmp_path, query={"admin_token": "a" * 32})
-    assert admin_credential(configured) == "a" * 32
+    token = secrets.token_urlsafe(32)
+    configured = Settings(data_dir=tmp_path, query={"admin_token": token})
+    assert admin_credential(configured) == token

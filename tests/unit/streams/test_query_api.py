@@ -4,6 +4,7 @@ read is answered; with a fake reader (the real one is in tests/integration/test_
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from sluice.settings import QuerySettings, Settings
 from sluice.streams.query_api import QueryApi
 from sluice.streams.reader import ReadRefused, refusal, session_settings
 
-ADMIN = "admin-credential-0123456789abcdef-0123456789"
+ADMIN = "admin-" + secrets.token_hex(32)
 KEYS = {"ak_a": AccessKeyConfig(access_key="ak_a"), "ak_off": AccessKeyConfig(access_key="ak_off", enabled=False)}
 
 
@@ -36,7 +37,7 @@ class FakeReader:
 @pytest.fixture
 def settings(tmp_path: Any) -> Settings:
     return Settings(
-        data_dir=tmp_path, auth={"jwt_secret": "unit-secret-0123456789abcdef-0123456789"},
+        data_dir=tmp_path, auth={"jwt_secret": "unit-secret-" + secrets.token_hex(32)},
         query={"admin_token": ADMIN},
     )
 
