@@ -67,16 +67,16 @@ class KeyQuotas:
     def open(self, access_key: str, *, streaming: bool) -> Slot:
         """A slot for one more call of ``access_key`` (and one more stream if ``streaming``), or
         :class:`QuotaExceeded` (counted) when the key is at its quota."""
-        if self._calls.get(access_key, 0) >= self.max_calls:
-            raise self.refuse(
-                access_key, "calls",
-                f"access key {access_key!r} has {self.max_calls} calls open, its quota (gateway.max_calls_per_key)",
-            )
         if streaming and self._streams.get(access_key, 0) >= self.max_streams:
             raise self.refuse(
                 access_key, "streams",
                 f"access key {access_key!r} has {self.max_streams} streams open, its quota "
                 "(gateway.max_streams_per_key)",
+            )
+        if self._calls.get(access_key, 0) >= self.max_calls:
+            raise self.refuse(
+                access_key, "calls",
+                f"access key {access_key!r} has {self.max_calls} calls open, its quota (gateway.max_calls_per_key)",
             )
         self._calls[access_key] = self._calls.get(access_key, 0) + 1
         if streaming:

@@ -63,7 +63,7 @@ async def abort(
     ``accepted`` goes to the ``x-accepted`` trailer, a rate limit's wait to ``retry-after``."""
     code = grpc_status(exc)
     metrics.reject_call(entry_point, code)
-    if code in _CLIENT_ERRORS:
+    if code in _CLIENT_ERRORS or isinstance(exc, (RateLimited, QuotaExceeded)):  # the client's doing
         log.debug("refused call from %s: %s %s", context.peer(), code.name, exc)
     elif code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED):
         log.warning("call from %s failed: %s", context.peer(), exc)
