@@ -101,9 +101,13 @@ class ByteRateLimiter:
             )
 
     async def pace(
-        self, config: AccessKeyConfig, nbytes: int, *, before_wait: Callable[[], Awaitable[None]] | None = None
+        self,
+        config: AccessKeyConfig,
+        nbytes: int,
+        *,
+        before_wait: Callable[[float], Awaitable[None]] | None = None,
     ) -> float:
-        """Charge a stream's next ``nbytes``, waiting until they fit (after ``before_wait()``,
+        """Charge a stream's next ``nbytes``, waiting until they fit (after ``before_wait(wait)``,
         if it must wait); the seconds waited. A wait cut short (the call fails or is cancelled)
         gives the bytes back."""
         key = config.access_key
@@ -114,7 +118,7 @@ class ByteRateLimiter:
             self._metrics.rate_delayed.labels(key).inc(wait)
         try:
             if before_wait is not None:
-                await before_wait()
+                await before_wait(wait)
             await self._sleep(wait)
         except BaseException:
             self.refund(key, nbytes, config.limits)

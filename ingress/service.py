@@ -252,8 +252,10 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
                     sizes.append(encoded.nbytes if isinstance(encoded, Forwarded) else sum(map(len, encoded)))
             since = loop.time() if any(map(len, pending.values())) else None
 
-        async def publish_pending() -> None:
-            await flush(1)
+        async def lingered(wait: float = 0.0) -> None:
+            """Publish what is pending if it would have waited its linger ``wait`` seconds from now."""
+            if since is not None and loop.time() + wait >= since + self._linger:
+                await flush(1)
 
         items = (
             paced(requests, lambda: None if since is None else since + self._linger, self._idle_timeout)
@@ -280,8 +282,7 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
                     nbytes = sum(map(len, encoded))
                     sources = [env.source_id for env in envelopes] if shards > 1 else []
                 if streaming:
-                    # What is pending must not wait out the rate's delay beyond its linger.
-                    await self._limiter.pace(config, nbytes, before_wait=publish_pending)
+                    await self._limiter.pace(config, nbytes, before_wait=lingered)
                 else:
                     self._limiter.admit(config, nbytes)
                 charged += nbytes
@@ -295,6 +296,8 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
                 else:
                     pending.setdefault(0, Pending()).add(encoded)
                 await flush(self._chunk if streaming else sys.maxsize)
+                if streaming:
+                    await lingered()  # a stream that never falls silent (e.g. one held to its rate)
             if streaming:
                 # A stream the client cancelled ends like a finished one; the cancellation is
                 # delivered at the next await, before its tail is queued for Kafka.
