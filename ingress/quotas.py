@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import grpc
 
-from sluice.ingress.exceptions import IngressError
+from sluice.ingress.exceptions import RateLimited
 from sluice.ingress.metrics import GatewayMetrics
 from sluice.settings import GatewaySettings
 
@@ -19,17 +19,16 @@ from sluice.settings import GatewaySettings
 QUOTA_RETRY_AFTER = 1.0
 
 
-class QuotaExceeded(IngressError):
-    """An access key is at one of its quotas (``quota``: calls, streams or buffer)."""
+class QuotaExceeded(RateLimited):
+    """An access key is at one of its quotas (``quota``: calls, streams or buffer). Answered
+    like the byte rate (RESOURCE_EXHAUSTED, ``retry-after``; HTTP 429, ``Retry-After``)."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "quota"
-    retriable = True
 
     def __init__(self, message: str, *, quota: str, retry_after: float = QUOTA_RETRY_AFTER) -> None:
-        super().__init__(f"{message}; retry in {retry_after:g}s")
+        super().__init__(f"{message}; retry in {retry_after:g}s", retry_after=retry_after)
         self.quota = quota
-        self.retry_after = retry_after
 
 
 class Slot:

@@ -80,7 +80,7 @@ class Gateway:
         self._limiter = ByteRateLimiter(self.metrics)
         self.quotas = KeyQuotas(gateway, self.metrics)
         self._ingest = Ingest(
-            self._validator, self.publisher, self._limiter, self.metrics,
+            self._validator, self.publisher, self._limiter, self.metrics, self.quotas,
             chunk_envelopes=gateway.stream_batch_envelopes,
         )
         self.protocols = ProtocolListeners(settings.protocols, self._authenticator, self._ingest, self.keys)

@@ -60,10 +60,10 @@ async def abort(
     accepted: int | None = None,
 ) -> NoReturn:
     """End the call with the status of ``exc`` (counted as a rejected call of ``entry_point``);
-    ``accepted`` goes to the ``x-accepted`` trailer, a rate limit's wait to ``retry-after``."""
+    ``accepted`` goes to the ``x-accepted`` trailer, a rate limit's or quota's wait to ``retry-after``."""
     code = grpc_status(exc)
     metrics.reject_call(entry_point, code)
-    if code in _CLIENT_ERRORS or isinstance(exc, (RateLimited, QuotaExceeded)):  # the client's doing
+    if code in _CLIENT_ERRORS or isinstance(exc, RateLimited):  # a rate or a quota: the client's doing
         log.debug("refused call from %s: %s %s", context.peer(), code.name, exc)
     elif code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED):
         log.warning("call from %s failed: %s", context.peer(), exc)
@@ -72,7 +72,7 @@ async def abort(
     trailer: list[tuple[str, str]] = []
     if accepted is not None:
         trailer.append((ACCEPTED, str(accepted)))
-    if isinstance(exc, (RateLimited, QuotaExceeded)):
+    if isinstance(exc, RateLimited):
         trailer.append((RETRY_AFTER, f"{exc.retry_after:.3f}"))
     await context.abort(code, str(exc), trailing_metadata=tuple(trailer))
     raise AssertionError("unreachable: ServicerContext.abort() raises")

@@ -21,6 +21,7 @@ from sluice.ingress.exceptions import InvalidEnvelope
 from sluice.ingress.limits import ByteRateLimiter
 from sluice.ingress.metrics import GatewayMetrics
 from sluice.ingress.publisher import Publisher
+from sluice.ingress.quotas import KeyQuotas
 from sluice.ingress.validate import EnvelopeValidator
 from sluice.keys import AccessKeyConfig
 from sluice.v1.envelope_pb2 import Envelope
@@ -44,6 +45,7 @@ class Ingest:
         publisher: Publisher,
         limiter: ByteRateLimiter,
         metrics: GatewayMetrics,
+        quotas: KeyQuotas,
         *,
         chunk_envelopes: int,
     ) -> None:
@@ -53,6 +55,7 @@ class Ingest:
         self.publisher = publisher
         self._limiter = limiter
         self.metrics = metrics
+        self._quotas = quotas
         self._chunk = chunk_envelopes
 
     def validate(self, config: AccessKeyConfig, envelopes: Sequence[Envelope]) -> tuple[list[bytes], Admitted]:
@@ -77,10 +80,16 @@ class Ingest:
         """Store the valid ones of ``envelopes`` once Kafka acknowledged them.
 
         :class:`~sluice.ingress.exceptions.RateLimited` (nothing stored, nothing charged) when
-        the key is over its byte rate;
+        the key is over its byte rate, :class:`~sluice.ingress.quotas.QuotaExceeded` (nothing
+        read) when it has ``max_calls_per_key`` calls open already (the request holds one of
+        them until it is answered);
         :class:`~sluice.ingress.exceptions.PublishFailed` and the buffer's errors as for native calls.
         Every envelope is accounted for in the metrics (see :mod:`sluice.ingress.accounting`).
         """
+        with self._quotas.open(config.access_key, streaming=False):
+            return await self._publish(config, envelopes, entry_point)
+
+    async def _publish(self, config: AccessKeyConfig, envelopes: Sequence[Envelope], entry_point: str) -> Admitted:
         key = config.access_key
         account = CallAccount(self.metrics, entry_point, key)
         account.read(len(envelopes))

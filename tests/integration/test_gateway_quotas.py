@@ -8,8 +8,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
+import aiohttp
 import grpc
 import pytest
+from opentelemetry.proto.collector.metrics.v1 import (
+    metrics_service_pb2 as metrics_pb,
+    metrics_service_pb2_grpc as metrics_grpc,
+)
 
 from sluice.client import ClientError, SluiceClient, counter_envelope, log_envelope
 from sluice.client.retry import RetryPolicy
@@ -29,6 +34,7 @@ from tests.integration.gateway_helpers import (
     read_topic,
     scrape,
 )
+from tests.integration.protocol_helpers import with_protocols
 from tests.integration.test_gateway_limits import HeldStream
 
 T = 1_700_000_000_000_000_000
@@ -310,3 +316,36 @@ async def test_an_undecodable_config_request_is_invalid_argument(settings: Setti
             (("code", "UNAUTHENTICATED"), ("entry_point", "GetConfig")): 1,
         }
         assert gateway.quotas.open_calls(key) == (0, 0)
+
+
+async def test_http_and_otlp_requests_hold_a_call_of_their_key(settings: Settings, unique: str) -> None:
+    """Whole requests of the other protocols count against max_calls_per_key: HTTP 429 with
+    Retry-After, OTLP/gRPC RESOURCE_EXHAUSTED with retry-after; another key's go through."""
+    settings.gateway.max_calls_per_key = 1
+    async with Gateway(with_protocols(settings, unique)) as gateway:
+        busy = await add_key(gateway.keys, f"ak_busy_{unique}")
+        other = await add_key(gateway.keys, f"ak_other_{unique}")
+        assert gateway.protocols.http is not None
+        url = f"http://127.0.0.1:{gateway.protocols.http.port}/api/v2/write"
+        async with grpc.aio.insecure_channel(gateway.address) as channel:
+            held = HeldStream(channel, metadata_for(settings, busy), numbered(busy, 1))
+            await held.sent.wait()
+            async with aiohttp.ClientSession() as http:
+                answers = []
+                for key in (busy, other):
+                    token = issue_token(settings.auth, key, 60)
+                    async with http.post(url, data=b"up v=1", headers={"Authorization": f"Token {token}"}) as r:
+                        answers.append((r.status, r.headers.get("Retry-After"), await r.text()))
+            assert answers[0][:2] == (429, "1")
+            assert f"access key '{busy}' has 1 calls open, its quota (gateway.max_calls_per_key)" in answers[0][2]
+            assert answers[1][:2] == (204, None)
+            export = metrics_grpc.MetricsServiceStub(channel).Export
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await export(metrics_pb.ExportMetricsServiceRequest(), metadata=metadata_for(settings, busy))
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert trailers(info.value) == {"retry-after": "1.000"}
+            await export(metrics_pb.ExportMetricsServiceRequest(), metadata=metadata_for(settings, other))
+            held.release()
+            assert (await held.call).accepted == 1
+        assert quota_refusals(gateway, busy, "calls") == 2
+        assert quota_refusals(gateway, other, "calls") == 0
