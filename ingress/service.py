@@ -63,7 +63,7 @@ async def abort(
     ``accepted`` goes to the ``x-accepted`` trailer, a rate limit's or quota's wait to ``retry-after``."""
     code = grpc_status(exc)
     metrics.reject_call(entry_point, code)
-    if code in _CLIENT_ERRORS or isinstance(exc, RateLimited):  # a rate or a quota: the client's doing
+    if code in _CLIENT_ERRORS or isinstance(exc, (RateLimited, StreamIdle)):  # the client's doing too
         log.debug("refused call from %s: %s %s", context.peer(), code.name, exc)
     elif code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED):
         log.warning("call from %s failed: %s", context.peer(), exc)

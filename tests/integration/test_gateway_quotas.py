@@ -5,6 +5,7 @@ stream is ended; an undecodable config request is refused precisely."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -56,6 +57,11 @@ def trailers(error: grpc.aio.AioRpcError) -> dict[str, str]:
     return {k: str(v) for k, v in error.trailing_metadata() or ()}
 
 
+def loud(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What the gateway logged at WARNING or above: a refusal the client caused is not news."""
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("sluice")]
+
+
 def p99(latencies: list[float]) -> float:
     ordered = sorted(latencies)
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
@@ -72,7 +78,9 @@ async def timed_sends(stub: ingress_pb2_grpc.IngressStub, metadata: CallMetadata
     return latencies
 
 
-async def test_a_thousand_idle_streams_of_one_key_leave_another_key_unaffected(settings: Settings, unique: str) -> None:
+async def test_a_thousand_idle_streams_of_one_key_leave_another_key_unaffected(
+    settings: Settings, unique: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """Issue #19 finding 5: with the default settings, 1,000 streams of one key that send once
     and go quiet no longer lock every other key out (max_concurrent_rpcs is 1,000 too)."""
     async with Gateway(settings) as gateway:
@@ -116,6 +124,7 @@ async def test_a_thousand_idle_streams_of_one_key_leave_another_key_unaffected(s
             for c in floods:
                 await c.close()
         assert quota_refusals(gateway, flood, "streams") == 1000 - quota
+        assert loud(caplog) == []
         assert gateway.quotas.open_calls(flood) == (0, 0)
         assert gateway.metrics_port
         await assert_accounted(gateway.metrics_port, calm, sent=300, acknowledged=300, rejected={})
@@ -242,7 +251,9 @@ async def test_a_key_over_its_buffer_share_is_refused_while_another_gets_in(
     assert sorted(stored, key=lambda e: e.source_id) == three(full) + three(other)
 
 
-async def test_a_quiet_stream_is_ended_once_what_it_sent_is_stored(settings: Settings, unique: str) -> None:
+async def test_a_quiet_stream_is_ended_once_what_it_sent_is_stored(
+    settings: Settings, unique: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """A stream silent for stream_idle_timeout ends DEADLINE_EXCEEDED, its envelopes stored and
     acknowledged in x-accepted; a stream the gateway holds to its byte rate longer is not quiet."""
     settings.gateway.stream_idle_timeout = 0.5
@@ -277,6 +288,7 @@ async def test_a_quiet_stream_is_ended_once_what_it_sent_is_stored(settings: Set
         idle = {key: samples.get(("sluice_gateway_idle_streams_ended_total", (("access_key", key),)), 0)
                 for key in (quiet, slow)}
         assert idle == {quiet: 1, slow: 0}
+        assert loud(caplog) == []
         await assert_accounted(gateway.metrics_port, quiet, sent=3, acknowledged=3, rejected={},
                                refused_calls={"DEADLINE_EXCEEDED": 1})
     stored = envelopes_of(await read_topic(settings.kafka.bootstrap, settings.kafka.raw_topic))
