@@ -240,8 +240,10 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
 
         async def flush(upto: int) -> None:
             nonlocal since
+            taken = False
             for shard, queued in pending.items():
                 while len(queued) >= upto and queued:
+                    taken = True
                     encoded, framed = queued.take(self._chunk)
                     chunk = await self._publisher.enqueue(
                         key, encoded, encrypt=config.encrypt, record_key=record_key(key, shard, shards),
@@ -250,7 +252,11 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
                     account.enqueued(chunk.envelopes)
                     chunks.append(chunk)
                     sizes.append(encoded.nbytes if isinstance(encoded, Forwarded) else sum(map(len, encoded)))
-            since = loop.time() if any(map(len, pending.values())) else None
+            # The linger counts from the oldest pending envelope's arrival (about now for a rest).
+            if not any(map(len, pending.values())):
+                since = None
+            elif taken:
+                since = loop.time()
 
         async def lingered(wait: float = 0.0) -> None:
             """Publish what is pending if it would have waited its linger ``wait`` seconds from now."""

@@ -11,15 +11,25 @@ import sys
 import time
 from collections.abc import AsyncIterator
 
+import grpc
 import pytest
 
-from sluice.client import SluiceClient, log_envelope
+from sluice.client import SluiceClient, counter_envelope, log_envelope
 from sluice.client.retry import RetryPolicy
 from sluice.ingress import Gateway, issue_token
 from sluice.keys import Limits
 from sluice.settings import Settings
+from sluice.v1 import ingress_pb2_grpc
 from sluice.v1.envelope_pb2 import Envelope
-from tests.integration.gateway_helpers import add_key, assert_accounted, envelopes_of, read_topic, scrape
+from tests.integration.gateway_helpers import (
+    add_key,
+    assert_accounted,
+    envelopes_of,
+    metadata_for,
+    read_topic,
+    scrape,
+    singles,
+)
 
 RATE = 100_000  # bytes/s
 T = 1_700_000_000_000_000_000
@@ -97,3 +107,25 @@ async def test_sluice_send_completes_at_about_the_rate(settings: Settings, uniqu
     assert 0.95 * at_rate <= elapsed <= 1.1 * at_rate + 4, (elapsed, at_rate)
     stored = envelopes_of(await read_topic(settings.kafka.bootstrap, settings.kafka.raw_topic))
     assert len(stored) == count
+
+
+async def test_a_stream_held_to_its_rate_is_published_within_its_linger(settings: Settings, unique: str) -> None:
+    """Single envelopes (Sender) held to the rate never fall silent, yet are on the topic within
+    stream_linger of being read, several to a record, each once and in order."""
+    envelopes = [counter_envelope("n", i, timestamp=T, source_id="app") for i in range(300)]
+    size = sum(e.ByteSize() for e in envelopes)
+    async with Gateway(settings) as gateway:
+        key = await add_key(gateway.keys, f"ak_{unique}", limits=Limits(bytes_per_second=2000, bytes_burst=200))
+        async with grpc.aio.insecure_channel(gateway.address) as channel:
+            started = time.monotonic()
+            call = ingress_pb2_grpc.IngressStub(channel).Sender(singles(envelopes), metadata=metadata_for(settings, key))
+            await asyncio.sleep(1.0)
+            early = envelopes_of(await read_topic(settings.kafka.bootstrap, settings.kafka.raw_topic))
+            assert not call.done()
+            assert (await call).accepted == 300
+            elapsed = time.monotonic() - started
+    assert elapsed >= 0.95 * (size - 200) / 2000 > 3, (elapsed, size)
+    assert 0 < len(early) < 300
+    records = await read_topic(settings.kafka.bootstrap, settings.kafka.raw_topic)
+    assert envelopes_of(records) == envelopes
+    assert len(records) <= 300 / 5, len(records)
