@@ -83,6 +83,32 @@ async def test_a_stream_over_its_rate_is_acknowledged_at_the_rate(settings: Sett
     assert stored == envelopes  # each once, in order
 
 
+async def test_sends_over_the_rate_retried_after_their_retry_after_get_the_rate(settings: Settings, unique: str) -> None:
+    """Unary Sends are refused, uncharged, over the rate; a client waiting the retry-after it is
+    told gets through each time, at the rate."""
+    envelopes = lines(400)
+    batches = [envelopes[i : i + 10] for i in range(0, 400, 10)]
+    size = sum(e.ByteSize() for e in envelopes)
+    burst = sum(e.ByteSize() for e in batches[0])
+    async with Gateway(settings) as gateway:
+        key = await add_key(gateway.keys, f"ak_{unique}", limits=Limits(bytes_per_second=RATE, bytes_burst=burst))
+        async with SluiceClient(gateway.address, key, issue_token(settings.auth, key, 60),
+                                retry=RetryPolicy(max_attempts=5, max_elapsed=10)) as client:
+            started = time.monotonic()
+            for batch in batches:
+                assert await client.send(batch) == 10
+            elapsed = time.monotonic() - started
+        rate = (size - burst) / elapsed
+        assert 0.9 * RATE <= rate <= 1.05 * RATE, rate
+        assert gateway.metrics_port
+        refused = scrape(gateway.metrics_port)[("sluice_gateway_rate_limited_requests_total", (("access_key", key),))]
+        assert 39 <= refused <= 80, refused  # about once per batch after the first: each wait was enough
+        await assert_accounted(gateway.metrics_port, key, sent=400 + 10 * int(refused), acknowledged=400,
+                               rejected={"RESOURCE_EXHAUSTED": 10 * int(refused)})
+    stored = envelopes_of(await read_topic(settings.kafka.bootstrap, settings.kafka.raw_topic))
+    assert stored == envelopes
+
+
 async def test_sluice_send_completes_at_about_the_rate(settings: Settings, unique: str) -> None:
     """`sluice send --metrics N` against a key with a small byte rate: every envelope is
     acknowledged, in about the time the rate takes (issue #19: none were, in 58 s)."""
