@@ -11,7 +11,8 @@ from sluice.ingress.exceptions import (
 )
 from sluice.ingress.publisher import Publisher
 from sluice.ingress.server import Gateway, run_gateway
-from sluice.ingress.service import AgentConfigServicer, IngressServicer
+from sluice.ingress.config_service import AgentConfigServicer
+from sluice.ingress.service import IngressServicer
 from sluice.ingress.validate import EnvelopeValidator
 
 __all__ = [

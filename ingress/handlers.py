@@ -1,4 +1,5 @@
-"""gRPC method handlers of ``sluice.v1.Ingress`` that keep undecodable requests.
+"""gRPC method handlers of ``sluice.v1.Ingress`` and ``sluice.v1.AgentConfig`` that keep
+undecodable requests.
 
 The generated registration deserializes with ``FromString``; bytes that are not the message
 then fail inside grpc, before any handler runs, as UNKNOWN "Unexpected DecodeError". Here a
@@ -17,10 +18,11 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from sluice.v1 import ingress_pb2
+from sluice.v1 import config_pb2, ingress_pb2
 from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch
 
 SERVICE = "sluice.v1.Ingress"
+CONFIG_SERVICE = "sluice.v1.AgentConfig"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,3 +73,18 @@ def add_ingress_to_server(servicer: Any, server: grpc.aio.Server) -> None:
         ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+
+
+def add_agent_config_to_server(servicer: Any, server: grpc.aio.Server) -> None:
+    """Register ``servicer``'s GetConfig and WatchConfig with tolerant deserializers."""
+    decode = tolerant(config_pb2.GetConfigRequest)
+    respond = config_pb2.AgentConfigResponse.SerializeToString
+    handlers = {
+        "GetConfig": grpc.unary_unary_rpc_method_handler(
+            servicer.GetConfig, request_deserializer=decode, response_serializer=respond
+        ),
+        "WatchConfig": grpc.unary_stream_rpc_method_handler(
+            servicer.WatchConfig, request_deserializer=decode, response_serializer=respond
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(CONFIG_SERVICE, handlers),))

@@ -96,6 +96,19 @@ class GatewayMetrics:
             "sluice_gateway_rate_limited_requests", "Requests refused over the key's byte rate",
             ["access_key"], registry=r,
         )
+        self.rate_delayed = Counter(
+            "sluice_gateway_rate_delayed_seconds", "Seconds streams were held back to the key's byte rate",
+            ["access_key"], registry=r,
+        )
+        self.quota_refused = Counter(
+            "sluice_gateway_quota_refused_calls",
+            "Calls refused RESOURCE_EXHAUSTED at a per-key quota (calls, streams, buffer)",
+            ["access_key", "quota"], registry=r,
+        )
+        self.idle_streams = Counter(
+            "sluice_gateway_idle_streams_ended", "Streams ended after sending nothing for stream_idle_timeout",
+            ["access_key"], registry=r,
+        )
         self.dropped = Counter(
             "sluice_gateway_dropped_envelopes", "Envelopes dropped by the buffer policy",
             ["access_key", "policy", "reason"], registry=r,

@@ -27,6 +27,7 @@ from sluice.ingress.buffer import Chunk, Diode
 from sluice.ingress.exceptions import PublishFailed
 from sluice.ingress.frames import frame_records as frame_records  # re-exported: the publisher frames records
 from sluice.ingress.metrics import GatewayMetrics
+from sluice.ingress.quotas import QuotaExceeded
 from sluice.shards import access_key_of
 from sluice.ingress.spool import Spool
 from sluice.ingress.spooler import Spooler
@@ -83,6 +84,7 @@ class Publisher:
         self.diode = Diode(
             gateway.buffer_bytes, gateway.buffer_policy,
             block_timeout=gateway.block_timeout, on_drop=self._dropped,
+            key_capacity=gateway.max_buffer_bytes_per_key,
         )
         self._alert = RateLimitedLog(log, gateway.alert_interval)
         self._in_flight = asyncio.Semaphore(gateway.max_in_flight_chunks)
@@ -181,7 +183,11 @@ class Publisher:
             record_key or access_key.encode(), records, len(encoded), kid, entry_point=entry_point, lane=lane
         )
         if self.spooler is None:
-            await self.diode.put(chunk)
+            try:
+                await self.diode.put(chunk)
+            except QuotaExceeded:
+                self._metrics.quota_refused.labels(access_key, "buffer").inc()
+                raise
         elif self.spooler.active or not await self.diode.try_put(chunk):
             await self.spooler.add(chunk)  # behind what is spooled already, or no room in memory
         self._metrics.buffer_bytes.set(self.diode.used)

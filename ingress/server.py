@@ -21,7 +21,8 @@ from sluice.ingress.auth import Authenticator, TokenVerifier
 from sluice.ingress.deadline import DeadlineInterceptor
 from sluice.ingress.decoding import DecodingBudget
 from sluice.ingress.exceptions import BindError
-from sluice.ingress.handlers import add_ingress_to_server
+from sluice.ingress.config_service import AgentConfigServicer
+from sluice.ingress.handlers import add_agent_config_to_server, add_ingress_to_server
 from sluice.ingress.limits import ByteRateLimiter
 from sluice.ingress.listen import parse_listen as parse_listen  # re-exported
 from sluice.ingress.metrics import GatewayMetrics
@@ -29,8 +30,9 @@ from sluice.ingress.protocols.ingest import Ingest
 from sluice.ingress.protocols.listeners import ProtocolListeners
 from sluice.ingress.protocols.otlp_service import SERVICE_NAMES as OTLP_SERVICE_NAMES, add_otlp_servicers
 from sluice.ingress.publisher import Publisher
+from sluice.ingress.quotas import KeyQuotas
 from sluice.ingress.server_options import server_options
-from sluice.ingress.service import AgentConfigServicer, IngressServicer
+from sluice.ingress.service import IngressServicer
 from sluice.ingress.tls import server_credentials
 from sluice.ingress.validate import EnvelopeValidator
 from sluice.kafka import ensure_topics
@@ -38,7 +40,6 @@ from sluice.keys import JsonKeyStore
 from sluice.keys.topic_store import ConfigTopicStore
 from sluice.settings import Settings
 from sluice.time_bounds import TimeBounds
-from sluice.v1 import config_pb2_grpc, ingress_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +78,11 @@ class Gateway:
             kafka, gateway, metrics=self.metrics, keyring=Keyring(settings.encryption),
             spool_dir=gateway.spool_dir or settings.data_dir / "spool",
         )
-        self._limiter = ByteRateLimiter()  # one per gateway: a key's byte rate spans all protocols
+        # One of each per gateway: a key's byte rate and quotas span all protocols.
+        self._limiter = ByteRateLimiter(self.metrics)
+        self.quotas = KeyQuotas(gateway, self.metrics)
         self._ingest = Ingest(
-            self._validator, self.publisher, self._limiter, self.metrics,
+            self._validator, self.publisher, self._limiter, self.metrics, self.quotas,
             chunk_envelopes=gateway.stream_batch_envelopes,
         )
         # One budget bounds the bytes every protocol decodes at once.
@@ -143,13 +146,15 @@ class Gateway:
                     self.publisher,
                     metrics=self.metrics,
                     limiter=self._limiter,
+                    quotas=self.quotas,
                     stream_batch_envelopes=gateway.stream_batch_envelopes,
                     stream_linger=gateway.stream_linger,
+                    stream_idle_timeout=gateway.stream_idle_timeout,
                 ),
                 server,
             )
-            config_pb2_grpc.add_AgentConfigServicer_to_server(  # type: ignore[no-untyped-call]
-                AgentConfigServicer(self._authenticator, self.metrics, self.keys), server
+            add_agent_config_to_server(
+                AgentConfigServicer(self._authenticator, self.metrics, self.keys, self.quotas), server
             )
             add_otlp_servicers(server, self._authenticator, self._ingest, self.decoding)
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

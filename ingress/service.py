@@ -1,11 +1,13 @@
-"""The gRPC services: ``sluice.v1.Ingress`` (Send, Sender, BatchSender) and ``sluice.v1.AgentConfig``.
+"""The gRPC service ``sluice.v1.Ingress`` (Send, Sender, BatchSender), and the steps every
+gRPC service of the gateway shares (:func:`authenticate`, :func:`abort`).
 
 All three ingress entry points go through :meth:`IngressServicer._ingest`: authenticate from the
-call's metadata before any request message is read, validate envelopes as they arrive, publish.
-Streams are published in chunks of ``gateway.stream_batch_envelopes``, so a stream of single
-envelopes becomes few large records. A failing call is aborted with the error's status; after
-authentication the trailing metadata ``x-accepted`` says how many envelopes (from the start of
-the call) Kafka had acknowledged before the failure.
+call's metadata before any request message is read, take a slot of the key's quotas, validate
+envelopes as they arrive, hold them to the key's byte rate, publish. Streams are published in
+chunks of ``gateway.stream_batch_envelopes``, so a stream of single envelopes becomes few large
+records. A failing call is aborted with the error's status; after authentication the trailing
+metadata ``x-accepted`` says how many envelopes (from the start of the call) Kafka had
+acknowledged before the failure.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import asyncio
 import itertools
 import logging
 import sys
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
-from typing import Any, NoReturn, TypeVar, cast
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from typing import NoReturn, TypeVar, cast
 
 import grpc
 
@@ -24,25 +26,19 @@ from sluice.ingress.accounting import CallAccount, status_of
 from sluice.ingress.auth import Authenticator
 from sluice.ingress.buffer import Chunk
 from sluice.ingress.deadline import past_deadline
-from sluice.ingress.exceptions import (
-    IngressError,
-    InvalidEnvelope,
-    PermissionDenied,
-    RateLimited,
-    grpc_status,
-    quoted,
-)
+from sluice.ingress.exceptions import IngressError, InvalidEnvelope, RateLimited, grpc_status
 from sluice.ingress._scan import source_ids
 from sluice.ingress.frames import Forwarded, Pending
 from sluice.ingress.handlers import Malformed, Received
 from sluice.ingress.limits import ByteRateLimiter
 from sluice.ingress.metrics import GatewayMetrics
 from sluice.ingress.publisher import Publisher
+from sluice.ingress.quotas import KeyQuotas, QuotaExceeded
+from sluice.ingress.stream_reader import FLUSH, IDLE, StreamIdle, paced
 from sluice.shards import record_key, shard_for
 from sluice.ingress.validate import EnvelopeValidator
 from sluice.keys import AccessKeyConfig
-from sluice.keys.topic_store import ConfigTopicStore
-from sluice.v1 import config_pb2, config_pb2_grpc, ingress_pb2, ingress_pb2_grpc
+from sluice.v1 import ingress_pb2, ingress_pb2_grpc
 from sluice.v1.envelope_pb2 import Envelope
 from sluice.wire import ACCEPTED, RETRY_AFTER
 
@@ -64,10 +60,10 @@ async def abort(
     accepted: int | None = None,
 ) -> NoReturn:
     """End the call with the status of ``exc`` (counted as a rejected call of ``entry_point``);
-    ``accepted`` goes to the ``x-accepted`` trailer, a rate limit's wait to ``retry-after``."""
+    ``accepted`` goes to the ``x-accepted`` trailer, a rate limit's or quota's wait to ``retry-after``."""
     code = grpc_status(exc)
     metrics.reject_call(entry_point, code)
-    if code in _CLIENT_ERRORS:
+    if code in _CLIENT_ERRORS or isinstance(exc, (RateLimited, StreamIdle)):  # the client's doing too
         log.debug("refused call from %s: %s %s", context.peer(), code.name, exc)
     elif code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED):
         log.warning("call from %s failed: %s", context.peer(), exc)
@@ -103,48 +99,8 @@ def well_formed(message: M | Malformed, where: str) -> M:
     return message
 
 
-_FLUSH = object()  # from _paced: the oldest pending envelope has waited long enough
-
-
 # Decoded envelopes to validate, or the bytes of envelopes already checked (EnvelopeValidator.forward).
 Request = Sequence[Envelope] | Forwarded
-
-
-async def _paced(
-    requests: AsyncIterator[Request], deadline: Callable[[], float | None]
-) -> AsyncIterator[Request | object]:
-    """``requests``, with :data:`_FLUSH` in between whenever ``deadline()`` passes in silence."""
-    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=1)
-
-    async def pump() -> None:
-        try:
-            async for item in requests:
-                await queue.put(("item", item))
-            await queue.put(("end", None))
-        except Exception as exc:  # handed to the reader, which raises it
-            await queue.put(("error", exc))
-
-    reader = asyncio.ensure_future(pump())
-    loop = asyncio.get_running_loop()
-    try:
-        while True:
-            due = deadline()
-            try:
-                # Not asyncio.wait_for: on 3.11 it can swallow a cancellation that arrives as
-                # the item does, and a cancelled call must not reach the final flush.
-                async with asyncio.timeout(None if due is None else max(0.0, due - loop.time())):
-                    kind, item = await queue.get()
-            except TimeoutError:
-                yield _FLUSH
-                continue
-            if kind == "end":
-                return
-            if kind == "error":
-                raise item
-            yield item
-    finally:
-        reader.cancel()
-        await asyncio.gather(reader, return_exceptions=True)
 
 
 class IngressServicer(ingress_pb2_grpc.IngressServicer):
@@ -158,8 +114,10 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
         *,
         metrics: GatewayMetrics,
         limiter: ByteRateLimiter,
+        quotas: KeyQuotas,
         stream_batch_envelopes: int,
         stream_linger: float,
+        stream_idle_timeout: float,
     ) -> None:
         if stream_batch_envelopes < 1:
             raise ValueError(f"stream_batch_envelopes must be >= 1, got {stream_batch_envelopes}")
@@ -170,8 +128,10 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
         self._publisher = publisher
         self._metrics = metrics
         self._limiter = limiter
+        self._quotas = quotas
         self._chunk = stream_batch_envelopes
         self._linger = stream_linger
+        self._idle_timeout = stream_idle_timeout
         self._lanes = itertools.count()  # each call publishes through the next producer
 
     async def Send(
@@ -234,30 +194,56 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
         *,
         streaming: bool,
     ) -> ingress_pb2.SendResponse:
-        """The one path of every entry point; ``requests`` is not read before authentication.
+        """The one path of every entry point; ``requests`` is not read before authentication,
+        nor when the key is at its quotas (see :mod:`.quotas`)."""
+        config = await authenticate(self._authenticator, context, self._metrics, account.entry_point)
+        account.access_key = config.access_key
+        try:
+            slot = self._quotas.open(config.access_key, streaming=streaming)
+        except QuotaExceeded as exc:
+            await abort(context, exc, account.entry_point, self._metrics, accepted=0)
+        with slot:
+            return await self._admit(context, config, requests, account, streaming=streaming)
 
-        Envelopes are validated (and stamped) as they arrive, charged to the key's byte rate,
+    async def _admit(
+        self,
+        context: grpc.aio.ServicerContext,
+        config: AccessKeyConfig,
+        requests: AsyncIterator[Request],
+        account: CallAccount,
+        *,
+        streaming: bool,
+    ) -> ingress_pb2.SendResponse:
+        """Envelopes are validated (and stamped) as they arrive, charged to the key's byte rate,
         and queued for Kafka ``stream_batch_envelopes`` at a time, or as soon as the oldest has
         waited ``stream_linger`` seconds; a unary ``Send`` is queued whole. The answer waits for
         Kafka's acknowledgement of everything queued (unless the buffer policy is lossy).
+
+        A stream over its byte rate is not read further until its last request fits (it gets
+        its rate); a ``Send`` over it is refused, uncharged. A stream silent for
+        ``stream_idle_timeout`` ends (DEADLINE_EXCEEDED) once what it sent is stored. Bytes
+        charged for envelopes that are not stored in the end are given back to the rate.
         ``account`` counts what becomes of every envelope read.
         """
         metrics = self._metrics
-        config = await authenticate(self._authenticator, context, metrics, account.entry_point)
-        key = account.access_key = config.access_key
+        key = config.access_key
         received = 0
+        charged = 0  # bytes taken from the key's byte rate
         shards = config.shards
         pending: dict[int, Pending] = {}  # by shard
         since: float | None = None
         chunks: list[Chunk] = []
+        sizes: list[int] = []  # bytes of each chunk's envelopes, as charged
         loop = asyncio.get_running_loop()
         lane = next(self._lanes)
         received_bytes = metrics.received_bytes.labels(key, account.entry_point)
 
         async def flush(upto: int) -> None:
             nonlocal since
+            taken = False
             for shard, queued in pending.items():
                 while len(queued) >= upto and queued:
+                    taken = True
                     encoded, framed = queued.take(self._chunk)
                     chunk = await self._publisher.enqueue(
                         key, encoded, encrypt=config.encrypt, record_key=record_key(key, shard, shards),
@@ -265,31 +251,47 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
                     )
                     account.enqueued(chunk.envelopes)
                     chunks.append(chunk)
-            since = loop.time() if any(map(len, pending.values())) else None
+                    sizes.append(encoded.nbytes if isinstance(encoded, Forwarded) else sum(map(len, encoded)))
+            # The linger counts from the oldest pending envelope's arrival (about now for a rest).
+            if not any(map(len, pending.values())):
+                since = None
+            elif taken:
+                since = loop.time()
 
-        items = _paced(requests, lambda: None if since is None else since + self._linger) if streaming else requests
+        async def lingered(wait: float = 0.0) -> None:
+            """Publish what is pending if it would have waited its linger ``wait`` seconds from now."""
+            if since is not None and loop.time() + wait >= since + self._linger:
+                await flush(1)
+
+        items = (
+            paced(requests, lambda: None if since is None else since + self._linger, self._idle_timeout)
+            if streaming else requests
+        )
         try:
             async for item in items:
-                if item is _FLUSH:
+                if item is FLUSH:
                     await flush(1)
                     continue
+                if item is IDLE:
+                    metrics.idle_streams.labels(key).inc()
+                    await flush(1)
+                    raise StreamIdle(
+                        f"the stream sent nothing for {self._idle_timeout:g}s (gateway.stream_idle_timeout)"
+                    )
                 encoded: Sequence[bytes]
                 if isinstance(item, Forwarded):
                     encoded, nbytes = item, item.nbytes
                     sources = source_ids(item.items()) if shards > 1 else []
                 else:
-                    envelopes = cast(Sequence[Envelope], item)  # the rest of Request (not _FLUSH)
+                    envelopes = cast(Sequence[Envelope], item)  # the rest of Request (not FLUSH)
                     encoded = self._validator.validate(envelopes, key, first_index=received)
                     nbytes = sum(map(len, encoded))
                     sources = [env.source_id for env in envelopes] if shards > 1 else []
-                wait = self._limiter.take(key, nbytes, config.limits)
-                if wait:
-                    metrics.rate_limited.labels(key).inc()
-                    raise RateLimited(
-                        f"access key {key!r} is over its limit of {config.limits.bytes_per_second} bytes/s; "
-                        f"retry in {wait:.2f}s",
-                        retry_after=wait,
-                    )
+                if streaming:
+                    await self._limiter.pace(config, nbytes, before_wait=lingered)
+                else:
+                    self._limiter.admit(config, nbytes)
+                charged += nbytes
                 received_bytes.inc(nbytes)
                 received += len(encoded)
                 if since is None:
@@ -300,6 +302,8 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
                 else:
                     pending.setdefault(0, Pending()).add(encoded)
                 await flush(self._chunk if streaming else sys.maxsize)
+                if streaming:
+                    await lingered()  # a stream that never falls silent (e.g. one held to its rate)
             if streaming:
                 # A stream the client cancelled ends like a finished one; the cancellation is
                 # delivered at the next await, before its tail is queued for Kafka.
@@ -315,76 +319,26 @@ class IngressServicer(ingress_pb2_grpc.IngressServicer):
             if isinstance(exc, InvalidEnvelope):
                 metrics.invalid.labels(exc.reason).inc()
             account.fail(grpc_status(exc))
-            await abort(context, exc, account.entry_point, metrics, accepted=await self._acknowledged(chunks))
+            accepted, stored = await self._acknowledged(chunks, sizes)
+            self._limiter.refund(key, charged - stored, config.limits)
+            await abort(context, exc, account.entry_point, metrics, accepted=accepted)
         except BaseException as exc:  # cancelled (by the client or the gateway's deadline), or a bug
             code = status_of(exc, cancelled_by_client=not past_deadline())
             account.fail(code)
             metrics.reject_call(account.entry_point, code)
+            self._limiter.refund(key, charged - sum(sizes), config.limits)  # what was queued goes on
             raise
         return ingress_pb2.SendResponse(accepted=accepted)
 
-    async def _acknowledged(self, chunks: Sequence[Chunk]) -> int:
-        """Envelopes in the leading chunks Kafka acknowledged (waiting for those in flight)."""
-        accepted = 0
-        for chunk in chunks:
+    async def _acknowledged(self, chunks: Sequence[Chunk], sizes: Sequence[int]) -> tuple[int, int]:
+        """Envelopes (and their bytes) in the leading chunks Kafka acknowledged, waiting for
+        those in flight."""
+        accepted = stored = 0
+        for chunk, size in zip(chunks, sizes):
             try:
                 await self._publisher.wait(chunk)
             except SluiceError:
                 break
             accepted += chunk.envelopes
-        return accepted
-
-
-def config_response(config: AccessKeyConfig) -> config_pb2.AgentConfigResponse:
-    """An access key's configuration as the wire message."""
-    return config_pb2.AgentConfigResponse(
-        access_key=config.access_key,
-        enabled=config.enabled,
-        shards=config.shards,
-        limits=config_pb2.Limits(
-            bytes_per_second=config.limits.bytes_per_second,
-            events_per_second=config.limits.events_per_second,
-        ),
-        routes=[config_pb2.Route(stream=s, sinks=sinks) for s, sinks in sorted(config.routes.items())],
-        version=config.version,
-    )
-
-
-class AgentConfigServicer(config_pb2_grpc.AgentConfigServicer):
-    """``sluice.v1.AgentConfig``: an agent reads the configuration of its own access key."""
-
-    def __init__(self, authenticator: Authenticator, metrics: GatewayMetrics, keys: ConfigTopicStore) -> None:
-        self._authenticator = authenticator
-        self._metrics = metrics
-        self._keys = keys
-
-    async def _caller(
-        self, request: config_pb2.GetConfigRequest, context: grpc.aio.ServicerContext, entry_point: str
-    ) -> AccessKeyConfig:
-        """The caller's configuration; a call for another key's is refused."""
-        config = await authenticate(self._authenticator, context, self._metrics, entry_point)
-        if request.access_key and request.access_key != config.access_key:
-            await abort(
-                context,
-                PermissionDenied(
-                    f"access key {config.access_key!r} may not read the configuration of "
-                    f"{quoted(request.access_key)}",
-                    reason="foreign_key",
-                ),
-                entry_point,
-                self._metrics,
-            )
-        return config
-
-    async def GetConfig(
-        self, request: config_pb2.GetConfigRequest, context: grpc.aio.ServicerContext
-    ) -> config_pb2.AgentConfigResponse:
-        return config_response(await self._caller(request, context, "GetConfig"))
-
-    async def WatchConfig(
-        self, request: config_pb2.GetConfigRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[config_pb2.AgentConfigResponse]:
-        """The configuration now, then every new version until the client goes away."""
-        config = await self._caller(request, context, "WatchConfig")
-        async for version in self._keys.watch(config.access_key):
-            yield config_response(version)
+            stored += size
+        return accepted, stored

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from sluice.exceptions import SluiceError
 from sluice.ingress.accounting import CallAccount, status_of
 from sluice.ingress.buffer import Chunk
-from sluice.ingress.exceptions import InvalidEnvelope, RateLimited
+from sluice.ingress.exceptions import InvalidEnvelope
 from sluice.ingress.limits import ByteRateLimiter
 from sluice.ingress.metrics import GatewayMetrics
 from sluice.ingress.publisher import Publisher
+from sluice.ingress.quotas import KeyQuotas
 from sluice.ingress.validate import EnvelopeValidator
 from sluice.keys import AccessKeyConfig
 from sluice.v1.envelope_pb2 import Envelope
@@ -43,6 +45,7 @@ class Ingest:
         publisher: Publisher,
         limiter: ByteRateLimiter,
         metrics: GatewayMetrics,
+        quotas: KeyQuotas,
         *,
         chunk_envelopes: int,
     ) -> None:
@@ -52,6 +55,7 @@ class Ingest:
         self.publisher = publisher
         self._limiter = limiter
         self.metrics = metrics
+        self._quotas = quotas
         self._chunk = chunk_envelopes
 
     def validate(self, config: AccessKeyConfig, envelopes: Sequence[Envelope]) -> tuple[list[bytes], Admitted]:
@@ -75,10 +79,17 @@ class Ingest:
     async def publish(self, config: AccessKeyConfig, envelopes: Sequence[Envelope], entry_point: str) -> Admitted:
         """Store the valid ones of ``envelopes`` once Kafka acknowledged them.
 
-        :class:`RateLimited` (nothing stored) when the key is over its byte rate;
+        :class:`~sluice.ingress.exceptions.RateLimited` (nothing stored, nothing charged) when
+        the key is over its byte rate, :class:`~sluice.ingress.quotas.QuotaExceeded` (nothing
+        read) when it has ``max_calls_per_key`` calls open already (the request holds one of
+        them until it is answered);
         :class:`~sluice.ingress.exceptions.PublishFailed` and the buffer's errors as for native calls.
         Every envelope is accounted for in the metrics (see :mod:`sluice.ingress.accounting`).
         """
+        with self._quotas.open(config.access_key, streaming=False):
+            return await self._publish(config, envelopes, entry_point)
+
+    async def _publish(self, config: AccessKeyConfig, envelopes: Sequence[Envelope], entry_point: str) -> Admitted:
         key = config.access_key
         account = CallAccount(self.metrics, entry_point, key)
         account.read(len(envelopes))
@@ -87,27 +98,29 @@ class Ingest:
         if not encoded:
             return admitted
         chunks: list[Chunk] = []
+        nbytes = sum(map(len, encoded))
+        charged = queued = 0  # bytes taken from the byte rate, and of the envelopes in chunks
         try:
-            nbytes = sum(map(len, encoded))
-            wait = self._limiter.take(key, nbytes, config.limits)
-            if wait:
-                self.metrics.rate_limited.labels(key).inc()
-                raise RateLimited(
-                    f"access key {key!r} is over its limit of {config.limits.bytes_per_second} bytes/s; "
-                    f"retry in {wait:.2f}s",
-                    retry_after=wait,
-                )
+            self._limiter.admit(config, nbytes)
+            charged = nbytes
             self.metrics.received_bytes.labels(key, entry_point).inc(nbytes)
             for start in range(0, len(encoded), self._chunk):
-                chunk = await self.publisher.enqueue(
-                    key, encoded[start : start + self._chunk], encrypt=config.encrypt, entry_point=entry_point
-                )
+                part = encoded[start : start + self._chunk]
+                chunk = await self.publisher.enqueue(key, part, encrypt=config.encrypt, entry_point=entry_point)
                 account.enqueued(chunk.envelopes)
                 chunks.append(chunk)
+                queued += sum(map(len, part))
         except BaseException as exc:
             account.fail(status_of(exc))
+            self._limiter.refund(key, charged - queued, config.limits)  # what queued goes on
             raise
-        for chunk in chunks:
-            await self.publisher.wait(chunk)
+        stored = 0
+        try:
+            for chunk in chunks:
+                await self.publisher.wait(chunk)
+                stored += chunk.envelopes
+        except SluiceError:  # Kafka failed the rest
+            self._limiter.refund(key, sum(map(len, encoded[stored:])), config.limits)
+            raise
         admitted.accepted = len(encoded)
         return admitted

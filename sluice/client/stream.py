@@ -71,7 +71,9 @@ class StreamSender:
     A call ends after ``max_envelopes`` envelopes or ``max_seconds`` seconds (None: no time
     limit), and a new one starts with the next batch. When a call fails with a retriable status
     the envelopes it did not get acknowledged are resent on the next call, after the backoff of
-    ``retrying``. Delivery is at-least-once: when a broken call says nothing of what it stored
+    ``retrying`` (at least the ``retry-after`` the gateway asked for); a call that stored some
+    before failing counts as progress, so a client refused again and again (a quota, a deadline)
+    while its envelopes get through never gives up. Delivery is at-least-once: when a broken call says nothing of what it stored
     (no ``x-accepted`` trailer, e.g. the connection dropped), all of it is resent.
     """
 
@@ -168,6 +170,8 @@ class StreamSender:
         if error.accepted is not None:
             self._settle(call, error.accepted)
             self.accepted += error.accepted
+            if error.accepted:  # the call stored some: attempts and time are counted afresh
+                self._retrying.progressed()
             error.accepted = self.accepted
         self._backlog = call.sent + self._backlog
         await self._retrying.failed(error)

@@ -94,7 +94,9 @@ class GatewaySettings(BaseModel):
     )
     max_buffer_bytes_per_key: int = Field(
         16 * 1024 * 1024, ge=1024, description="bytes of one access key held between receiving and Kafka's "
-        "acknowledgement; a call over it waits (block) or is answered RESOURCE_EXHAUSTED"
+        "acknowledgement (queued or in flight); a call over it waits for room (block, up to block_timeout) "
+        "or is answered RESOURCE_EXHAUSTED with a retry-after (then, and at once under the lossy policies); "
+        "under spool it is spooled"
     )
     max_decoding_bytes: int = Field(
         128 * 1024 * 1024, ge=1024, description="memory that decoding OTLP exports and HTTP writes may take at "

@@ -212,3 +212,24 @@ async def test_a_stream_ended_early_by_the_server_keeps_its_status(fake: tuple[F
                 await c.send_stream(batches(50, 10))
             codes.append((info.value.code, info.value.accepted))
     assert codes == [(UNAVAILABLE, 10)] * 200
+
+
+async def test_a_stream_refused_after_storing_some_each_time_never_gives_up(
+    fake: tuple[FakeGateway, str], time_: FakeTime
+) -> None:
+    """Calls ended RESOURCE_EXHAUSTED (a quota) that each stored part of what they read are
+    progress: more refusals than max_attempts still get everything through, after each
+    retry-after."""
+    gateway, address = fake
+    exhausted = Failure(grpc.StatusCode.RESOURCE_EXHAUSTED, after=20, store=10, retry_after="1.5")
+    gateway.failures = [exhausted] * 4
+    acks: list[int] = []
+    async with client(address, time_, max_attempts=2) as c:
+        assert await c.send_stream(batches(10, 10), on_ack=acks.append) == 100
+    assert gateway.stored == envelopes(100)
+    assert acks == [10, 10, 10, 10, 60]
+    assert time_.sleeps == [1.5] * 4
+    gateway.failures = [Failure(grpc.StatusCode.RESOURCE_EXHAUSTED, after=20, store=0, retry_after="1.5")] * 2
+    async with client(address, time_, max_attempts=2) as c:
+        with pytest.raises(ClientError, match="gave up after 2 attempts"):
+            await c.send_stream(batches(10, 10))

@@ -9,6 +9,7 @@ import pytest
 from sluice.ingress.buffer import Chunk, Diode
 from sluice.ingress.exceptions import BufferFull
 from sluice.ingress.limits import ByteRateLimiter
+from sluice.ingress.quotas import QuotaExceeded
 from sluice.keys import Limits
 
 
@@ -92,3 +93,56 @@ def test_a_request_larger_than_the_burst_passes_on_a_full_bucket_and_leaves_a_de
     limits = Limits(bytes_per_second=100)
     assert limiter.take("k", 500, limits) == 0.0
     assert limiter.take("k", 1, limits) == pytest.approx(4.01)
+
+
+def keyed(key: str, n: int, size: int = 100) -> Chunk:
+    record = bytes([n]) * (size - len(key))
+    return Chunk(key.encode(), [record], envelopes=1)
+
+
+def shared(policy: str, capacity: int = 1000, key_capacity: int = 200) -> Diode:
+    return Diode(capacity, policy, block_timeout=0.05, on_drop=lambda c, r: None,  # type: ignore[arg-type]
+                 key_capacity=key_capacity)
+
+
+async def test_block_waits_for_the_keys_share_then_refuses_it_while_other_keys_get_in() -> None:
+    d = shared("block")
+    assert await d.put(keyed("a", 0)) and await d.put(keyed("a:1", 1))  # a shard's record key counts as its key
+    assert d.held("a") == 200
+    with pytest.raises(QuotaExceeded) as info:
+        await d.put(keyed("a", 2))
+    assert str(info.value) == (
+        "access key 'a' holds 200 bytes in the gateway's buffer, at its quota of 200 "
+        "(gateway.max_buffer_bytes_per_key); retry in 1s"
+    )
+    assert info.value.quota == "buffer"
+    assert await d.put(keyed("b", 0))
+    assert (d.used, d.held("b")) == (300, 100)
+    taken = await d.get()
+    waiting = asyncio.ensure_future(d.put(keyed("a", 3)))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    await d.release(taken)
+    assert await waiting
+    assert d.held("a") == 200
+
+
+@pytest.mark.parametrize("policy", ["drop-newest", "drop-oldest"])
+async def test_lossy_policies_refuse_a_key_over_its_share_and_drop_nothing(policy: str) -> None:
+    dropped: list[str] = []
+    d = Diode(1000, policy, block_timeout=0.05, key_capacity=200,  # type: ignore[arg-type]
+              on_drop=lambda c, reason: dropped.append(reason))
+    for n in range(2):
+        assert await d.put(keyed("a", n))
+    with pytest.raises(QuotaExceeded):
+        await d.put(keyed("a", 2))
+    assert (dropped, d.depth, d.held("a")) == ([], 2, 200)
+
+
+async def test_a_chunk_larger_than_a_keys_share_goes_alone_and_try_put_respects_the_share() -> None:
+    d = shared("spool")
+    assert await d.try_put(keyed("a", 0, size=500))
+    assert not await d.try_put(keyed("a", 1))  # the spool policy spools it instead
+    assert await d.try_put(keyed("b", 0))
+    await d.release(await d.get())
+    assert d.held("a") == 0 and d.held("b") == 100
