@@ -1,4 +1,7 @@
-"""Kafka plumbing shared by the gateway, the worker and the CLI: topics and record headers."""
+"""Kafka plumbing shared by the gateway, the worker and the CLI: topics and reading them.
+
+What a raw-topic record holds (headers, content types) is :mod:`sluice.records`.
+"""
 
 from __future__ import annotations
 
@@ -16,14 +19,9 @@ from sluice.exceptions import RetriableError, SluiceError
 
 log = logging.getLogger(__name__)
 
+# The content type of an EnvelopeBatch value; read it from sluice.records (defined here only
+# because streams/decode.py, which sluice.records imports, still imports it from here).
 CONTENT_TYPE_BATCH = b"application/x-sluice-batch+proto"
-SCHEMA_VERSION = b"1"
-
-# Record header names.
-H_CONTENT_TYPE = "content-type"
-H_SCHEMA_VERSION = "schema-version"
-H_BATCH_ID = "batch-id"
-H_ACCESS_KEY = "access-key"
 
 
 class KafkaUnavailable(RetriableError):
