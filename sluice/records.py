@@ -7,13 +7,15 @@ AES-256-GCM encrypted when its access key asks for it. Its headers:
 - ``content-type``: the value's format; :data:`DECODERS` maps it to a decoder (a record
   without one is an ``EnvelopeBatch``, as the first gateways wrote it).
 - ``batch-id``: a random id per record, so a record appended twice (the producer is not
-  idempotent: a retried send can land twice; a DLQ replay keeps the original's id) is
-  recognised as one by the audit.
-- ``encryption`` and ``key-id``: the algorithm and the master key's id of an encrypted value.
+  idempotent: a send it retries can land twice; a DLQ replay keeps the original's id) is
+  recognised as one by the audit. A chunk the gateway's spool sends again gets new ids.
+- ``encryption`` and ``key-id``: the algorithm (a record of one this worker does not know is
+  dead-lettered, naming it) and the master key's id of an encrypted value.
 
 Records of earlier gateways also carry ``schema-version`` and ``access-key``; nothing reads
 them (the content type names the format, the record key the access key), so they are no
-longer written. The dead-letter topic adds the ``dlq-*`` headers (:mod:`sluice.streams.dlq`).
+longer written. The dead-letter topic adds the ``dlq-*`` headers named here
+(:func:`sluice.streams.dlq.dead_letter_headers`).
 """
 
 from __future__ import annotations
