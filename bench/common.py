@@ -18,7 +18,7 @@ from typing import IO, Any
 import psutil
 
 from sluice.ingress.publisher import frame_records
-from sluice.kafka import CONTENT_TYPE_BATCH, H_CONTENT_TYPE
+from sluice.records import CONTENT_TYPE_BATCH, H_CONTENT_TYPE
 from sluice.tansu import terminate
 from sluice.v1.envelope_pb2 import Envelope
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import MiB, SelfMeter, envelopes, encoded, records_of
-from sluice.kafka import CONTENT_TYPE_BATCH, H_CONTENT_TYPE
+from sluice.records import CONTENT_TYPE_BATCH, H_CONTENT_TYPE
 from sluice.runtime import WORKER_GC_MIDDLE, tune_process
 from sluice.settings import Settings, WorkerSettings, load_settings
 from sluice.streams.clickhouse import ClickHouse

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import grpc
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from sluice.crypto import ALGORITHM, H_ENCRYPTION, H_KEY_ID, Keyring
+from sluice.crypto import Keyring
 from sluice.exceptions import ConfigurationError
 from sluice.ingress.alerts import RateLimitedLog
 from sluice.ingress.buffer import Chunk, Diode
@@ -31,15 +30,8 @@ from sluice.ingress.quotas import QuotaExceeded
 from sluice.shards import access_key_of
 from sluice.ingress.spool import Spool
 from sluice.ingress.spooler import Spooler
-from sluice.kafka import (
-    CONTENT_TYPE_BATCH,
-    H_ACCESS_KEY,
-    H_BATCH_ID,
-    H_CONTENT_TYPE,
-    H_SCHEMA_VERSION,
-    SCHEMA_VERSION,
-    KafkaUnavailable,
-)
+from sluice.kafka import KafkaUnavailable
+from sluice.records import raw_headers
 from sluice.settings import GatewaySettings, KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -214,7 +206,7 @@ class Publisher:
         producer = self._producers[0]
         async with asyncio.timeout(self._timeout):
             acks = [
-                await producer.send(self.topic, record, key=key, headers=self._headers(key, kid))
+                await producer.send(self.topic, record, key=key, headers=raw_headers(kid))
                 for record in records
             ]
             await asyncio.gather(*acks)
@@ -238,7 +230,7 @@ class Publisher:
             try:
                 acks = [
                     await producer.send(
-                        self.topic, record, key=chunk.key, headers=self._headers(chunk.key, chunk.kid)
+                        self.topic, record, key=chunk.key, headers=raw_headers(chunk.kid)
                     )
                     for record in chunk.records
                 ]
@@ -289,15 +281,3 @@ class Publisher:
         self._alert.warning(
             "dropped %d envelope(s) of %r (policy %s, %s)", chunk.envelopes, key, self.diode.policy, reason
         )
-
-    @staticmethod
-    def _headers(key: bytes, kid: str = "") -> list[tuple[str, bytes]]:
-        headers = [
-            (H_CONTENT_TYPE, CONTENT_TYPE_BATCH),
-            (H_SCHEMA_VERSION, SCHEMA_VERSION),
-            (H_BATCH_ID, uuid.uuid4().hex.encode()),
-            (H_ACCESS_KEY, key),
-        ]
-        if kid:
-            headers += [(H_ENCRYPTION, ALGORITHM), (H_KEY_ID, kid.encode())]
-        return headers

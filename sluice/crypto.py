@@ -23,9 +23,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sluice.exceptions import ConfigurationError, SluiceError
 from sluice.settings import EncryptionSettings
 
-ALGORITHM = b"aes-256-gcm"
-H_ENCRYPTION = "encryption"
-H_KEY_ID = "key-id"
+ALGORITHM = b"aes-256-gcm"  # the value of a record's ``encryption`` header (sluice.records)
 _NONCE = 12
 
 

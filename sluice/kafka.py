@@ -1,4 +1,7 @@
-"""Kafka plumbing shared by the gateway, the worker and the CLI: topics and record headers."""
+"""Kafka plumbing shared by the gateway, the worker and the CLI: topics and reading them.
+
+What a raw-topic record holds (headers, content types) is :mod:`sluice.records`.
+"""
 
 from __future__ import annotations
 
@@ -15,16 +18,6 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from sluice.exceptions import RetriableError, SluiceError
 
 log = logging.getLogger(__name__)
-
-CONTENT_TYPE_BATCH = b"application/x-sluice-batch+proto"
-SCHEMA_VERSION = b"1"
-
-# Record header names.
-H_CONTENT_TYPE = "content-type"
-H_SCHEMA_VERSION = "schema-version"
-H_BATCH_ID = "batch-id"
-H_ACCESS_KEY = "access-key"
-
 
 class KafkaUnavailable(RetriableError):
     """The broker did not answer or did not acknowledge in time."""

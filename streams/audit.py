@@ -3,8 +3,11 @@ should hold, and compare it with what ClickHouse and the files hold.
 
 The raw topic is what the gateway acknowledged (it answers only once Kafka did), so a window
 whose counts differ names a loss or a double count, unless the difference is a deliberate,
-counted drop (throttling), which the report says how to check. Encrypted records are decrypted
-with the configured keys.
+counted drop (throttling), which the report says how to check. Records are read as the worker
+reads them (:func:`sluice.records.decode_record`: encrypted ones with the configured keys); a
+record the worker cannot read either is in the dead-letter topic (``sluice dlq list``), not
+counted here. A record appended twice (same ``batch-id``: a retried send, or a replay of a dead
+letter that now decodes) is expected once, so a worker that stored it twice shows as a double.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-from sluice.crypto import H_KEY_ID, Keyring
+from sluice.crypto import Keyring
 from sluice.kafka import records_since
 from sluice.keys import validate_access_key
+from sluice.records import H_BATCH_ID, decode_record, header
 from sluice.settings import Settings
 from sluice.shards import access_key_of
-from sluice.streams.decode import POINT_TIMESTAMP, decoder_for
+from sluice.streams.decode import POINT_TIMESTAMP
+from sluice.streams.exceptions import DecodeError
 from sluice.time_bounds import TimeBounds
 
 NS = 1_000_000_000
@@ -60,6 +65,7 @@ async def expected_counts(settings: Settings, access_key: str, start: int) -> di
     keyring = Keyring(settings.encryption)
     bounds = TimeBounds.of(settings).in_worker()  # what the worker drops as out of bounds is not expected
     counts: dict[int, Counter[str]] = defaultdict(Counter)
+    seen: set[bytes] = set()  # batch ids
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -67,12 +73,15 @@ async def expected_counts(settings: Settings, access_key: str, start: int) -> di
             for r in records:
                 if access_key_of(r.key) != access_key:
                     continue
-                headers = dict(r.headers)
-                value = r.value
-                if H_KEY_ID in headers:
-                    value = keyring.decrypt(access_key, headers[H_KEY_ID].decode(), value)
-                window = bounds.around(r.timestamp * 1_000_000)
-                decoded = decoder_for(headers.get("content-type"))(value, access_key, r.partition, r.offset, window)
+                batch_id = header(r.headers, H_BATCH_ID)
+                if batch_id is not None:
+                    if batch_id in seen:
+                        continue
+                    seen.add(batch_id)
+                try:
+                    decoded = decode_record(r, keyring, bounds.around(r.timestamp * 1_000_000))
+                except DecodeError:
+                    continue  # dead-lettered by the worker: not stored, nor expected
                 stamps = [("logs", row[1]) for row in decoded.logs] + [("events", row[1]) for row in decoded.events]
                 stamps += [("points", p[POINT_TIMESTAMP]) for p in decoded.points]
                 for name, ns in stamps:

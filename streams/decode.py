@@ -11,13 +11,11 @@ open for ever, a log older than the table's TTL would never be seen.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
-from sluice.kafka import CONTENT_TYPE_BATCH
 from sluice.streams._decode import decode
 from sluice.streams.exceptions import DecodeError
 from sluice.time_bounds import UNBOUNDED, Window
@@ -148,17 +146,3 @@ def decode_with_protobuf(value: bytes, access_key: str, partition: int, offset: 
             ])
     return out
 
-
-Decoder = Callable[[bytes, str, int, int, Window], Decoded]
-
-DECODERS: dict[bytes, Decoder] = {CONTENT_TYPE_BATCH: decode_batch}
-
-
-def decoder_for(content_type: bytes | None) -> Decoder:
-    """The decoder registered for a content type; records without one are EnvelopeBatches."""
-    if content_type is None:
-        return decode_batch
-    try:
-        return DECODERS[content_type]
-    except KeyError:
-        raise DecodeError(f"no decoder for content type {content_type!r}") from None

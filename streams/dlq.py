@@ -7,26 +7,36 @@ replays got is the committed offset of the consumer group ``<app_id>-dlq-replay`
 continues where the last one stopped, so no record is replayed twice by two runs (a run that
 dies between producing and committing replays its last records again; the worker's outputs
 are idempotent per source record, but the raw topic gets new records, so they count again).
+A replayed letter that still cannot be read (:func:`sluice.records.decode_record`) is sent all
+the same, with a warning: it comes back to this topic.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
+from sluice.crypto import Keyring
 from sluice.kafka import KafkaUnavailable
+from sluice.records import (
+    DLQ_HEADERS,
+    H_DLQ_OFFSET,
+    H_DLQ_PARTITION,
+    H_DLQ_REASON,
+    H_DLQ_TOPIC,
+    H_REPLAYED_FROM,
+    decode_record,
+    header,
+)
 from sluice.settings import Settings
+from sluice.streams.exceptions import DecodeError
 
-H_DLQ_REASON = "dlq-reason"
-H_DLQ_TOPIC = "dlq-source-topic"
-H_DLQ_PARTITION = "dlq-source-partition"
-H_DLQ_OFFSET = "dlq-source-offset"
-H_REPLAYED_FROM = "dlq-replayed-from"
-DLQ_HEADERS = (H_DLQ_REASON, H_DLQ_TOPIC, H_DLQ_PARTITION, H_DLQ_OFFSET)
+log = logging.getLogger(__name__)
 
 
 def dead_letter_headers(reason: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
@@ -51,7 +61,7 @@ class DeadLetter:
     replayed: bool  # a replay has already sent it back
 
     def header(self, name: str) -> str:
-        return next((v.decode("utf-8", "replace") for k, v in self.headers if k == name), "")
+        return (header(self.headers, name) or b"").decode("utf-8", "replace")
 
     @property
     def reason(self) -> str:
@@ -114,8 +124,13 @@ async def replay(settings: Settings) -> list[DeadLetter]:
     await producer.start()
     try:
         todo = [d for d in await _read(settings, consumer) if not d.replayed]
+        keyring = Keyring(settings.encryption)
         sent = []
         for d in todo:
+            try:
+                decode_record(d, keyring)
+            except DecodeError as exc:
+                log.warning("replaying %s, which still cannot be read (%s): it will come back", d.source, exc)
             headers = [(k, v) for k, v in d.headers if k not in DLQ_HEADERS]
             headers.append((H_REPLAYED_FROM, f"{kafka.dlq_topic}/{d.partition}@{d.offset}".encode()))
             sent.append(await producer.send(kafka.raw_topic, d.value, key=d.key, headers=headers))

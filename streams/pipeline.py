@@ -17,12 +17,13 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sluice.crypto import H_KEY_ID, DecryptError, Keyring
+from sluice.crypto import Keyring
+from sluice.records import decode_record
 from sluice.shards import access_key_of
 from sluice.keys.models import DEFAULT_ROUTES, AccessKeyConfig, Sink, Stream
 from sluice.settings import EncryptionSettings
 from sluice.streams import sketch
-from sluice.streams.decode import EVENT_COLUMNS, LOG_COLUMNS, POINT_TIMESTAMP, SPAN_COLUMNS, Decoded, decoder_for
+from sluice.streams.decode import EVENT_COLUMNS, LOG_COLUMNS, POINT_TIMESTAMP, SPAN_COLUMNS, Decoded
 from sluice.streams.exceptions import DecodeError
 from sluice.streams.positions import Positions
 from sluice.streams.sinks.clickhouse import ClickHouseSink
@@ -32,8 +33,6 @@ from sluice.streams.windows import METRIC_COLUMNS, ClosedWindow, TumblingWindows
 from sluice.time_bounds import UNBOUNDED, TimeBounds
 
 log = logging.getLogger(__name__)
-
-H_CONTENT_TYPE = "content-type"
 
 # Columns of a log or event row that a file line carries, and the names it carries them by.
 _BATCH_INDEX = LOG_COLUMNS.index("batch_index")
@@ -58,12 +57,6 @@ class Record:
     value: bytes
     headers: Sequence[tuple[str, bytes]] = ()
     timestamp_ns: int = 0  # the record's Kafka timestamp; 0 if it has none
-
-    def header(self, name: str) -> bytes | None:
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
 
 
 @dataclass
@@ -259,15 +252,9 @@ class Pipeline:
             batch.positions[record.partition] = (min(low, record.offset), max(high, record.offset))
             access_key = access_key_of(record.key)
             try:
-                value = record.value
-                kid = record.header(H_KEY_ID)
-                if kid is not None:
-                    value = self._keyring.decrypt(access_key, kid.decode("utf-8", "replace"), value)
                 window = UNBOUNDED if self._bounds is None else self._bounds.around(record.timestamp_ns or time.time_ns())
-                decoded = decoder_for(record.header(H_CONTENT_TYPE))(
-                    value, access_key, record.partition, record.offset, window
-                )
-            except (DecodeError, DecryptError) as exc:
+                decoded = decode_record(record, self._keyring, window)
+            except DecodeError as exc:
                 counters.dead_letters += 1
                 batch.dead.append((record, str(exc)))
                 continue

@@ -328,11 +328,6 @@ class TumblingWindows:
 
     # -- applying points ---------------------------------------------------------------
 
-    def applied_offset(self, partition: int) -> int:
-        """The highest source offset already applied on this partition (-1 if none)."""
-        p = self._partition(partition)
-        return max(p.applied, p.pending_offset)
-
     def add(
         self, partition: int, offset: int, access_key: str, points: list[MetricPoint], sids: list[int] | None = None
     ) -> bool:

@@ -18,6 +18,7 @@ from sluice.cli.broker import broker_for
 from sluice.cli.output import print_rows
 from sluice.exceptions import SluiceError
 from sluice.kafka import ensure_topics, records_since
+from sluice.records import H_KEY_ID, header
 from sluice.settings import Settings
 from sluice.shards import access_key_of
 from sluice.v1.envelope_pb2 import EnvelopeBatch
@@ -92,7 +93,7 @@ async def key_rates(broker: str, topic: str, window: float) -> dict[str, dict[st
                 t["records"] += 1
                 t["bytes"] += len(r.value or b"")
                 shards[key].add(r.key or b"")
-                if not dict(r.headers).get("key-id"):  # encrypted batches are not opened
+                if header(r.headers, H_KEY_ID) is None:  # encrypted batches are not opened
                     t["envelopes"] += len(EnvelopeBatch.FromString(r.value).batch)
     finally:
         await consumer.stop()

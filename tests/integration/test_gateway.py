@@ -30,7 +30,7 @@ from sluice.client import (
 )
 from sluice.exceptions import ConfigurationError
 from sluice.ingress import BindError, Gateway, issue_token, run_gateway
-from sluice.kafka import CONTENT_TYPE_BATCH, SCHEMA_VERSION
+from sluice.records import CONTENT_TYPE_BATCH
 from sluice.settings import Settings
 from sluice.tansu import Tansu, free_port, wait_for_port
 from sluice.v1 import ingress_pb2_grpc
@@ -100,11 +100,7 @@ async def test_send_publishes_one_record_acknowledged_by_kafka(
     assert record.key == key.encode()
     headers = dict(record.headers)
     batch_id = headers.pop("batch-id")
-    assert headers == {
-        "content-type": CONTENT_TYPE_BATCH,
-        "schema-version": SCHEMA_VERSION,
-        "access-key": key.encode(),
-    }
+    assert headers == {"content-type": CONTENT_TYPE_BATCH}
     assert len(batch_id) == 32 and int(batch_id, 16) >= 0
     stored = batch_of(record)
     assert_stored(stored, sent, key, before, after)

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaProducer
 
 from sluice.client import ClientError, SluiceClient, counter_envelope, event_envelope, log_envelope, timer_envelope
 from sluice.ingress import Gateway, issue_token
-from sluice.kafka import CONTENT_TYPE_BATCH
+from sluice.records import CONTENT_TYPE_BATCH
 from sluice.keys import Limits
 from sluice.settings import Settings
 from sluice.v1.envelope_pb2 import Envelope, EnvelopeBatch, Span

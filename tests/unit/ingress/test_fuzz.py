@@ -62,17 +62,35 @@ def test_any_envelopes_are_accepted_or_refused_as_invalid(batch: list[Envelope])
     assert all(0 < e.timestamp for e in batch)
 
 
+@st.composite
+def spliced_batches(draw: st.DrawFn) -> bytes:
+    """A serialized batch of envelopes() with random bytes spliced in: mostly a batch still."""
+    data = EnvelopeBatch(batch=draw(st.lists(envelopes(), max_size=3))).SerializeToString()
+    at = draw(st.integers(min_value=0, max_value=len(data)))
+    cut = draw(st.integers(min_value=0, max_value=4))
+    return data[:at] + draw(st.binary(max_size=6)) + data[at + cut:]
+
+
 @settings(max_examples=400, deadline=None)
-@given(st.binary(max_size=512))
+@given(st.one_of(st.binary(max_size=512), spliced_batches()))
 def test_random_bytes_never_get_past_decoding_and_validation_unchecked(data: bytes) -> None:
+    forwarded = VALIDATOR.forward(data)  # the fast path, on the bytes as received
     try:
-        batch = EnvelopeBatch.FromString(data)
+        batch, received = EnvelopeBatch.FromString(data), EnvelopeBatch.FromString(data)
     except DecodeError:
-        return  # gRPC answers INTERNAL "failed to deserialize" before any handler runs
+        assert forwarded is None  # gRPC answers INTERNAL "failed to deserialize" before any handler runs
+        return
     try:
-        VALIDATOR.validate(batch.batch, "ak_fuzz")
-    except InvalidEnvelope:
-        pass
+        encoded = VALIDATOR.validate(batch.batch, "ak_fuzz")
+    except InvalidEnvelope as exc:
+        assert forwarded is None, "the fast path forwarded an invalid batch"
+        assert str(exc).startswith("envelope[") and exc.reason != "invalid"
+        return
+    assert [Envelope.FromString(e) for e in encoded] == list(batch.batch)
+    assert all(e.timestamp > 0 and e.source_id for e in batch.batch)
+    if forwarded is not None:  # only what needs no stamping, envelope for envelope
+        assert list(batch.batch) == list(received.batch)
+        assert [Envelope.FromString(e) for e in forwarded] == list(received.batch)
 
 
 @settings(max_examples=300, deadline=None)

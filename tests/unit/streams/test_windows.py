@@ -291,14 +291,18 @@ def test_forget_reads_the_windows_back_from_the_state() -> None:
     w = windows(state)
     w.add(0, 1, "k", [counter(T, 1), gauge(T + NS, 3)])
     w.forget()  # before the flush: the points are gone, and their record is not marked applied
-    assert w.applied_offset(0) == -1 and w.close([0], now_ns=T + 10 * NS) == []
-    w.add(0, 1, "k", [counter(T, 1), gauge(T + NS, 3)])
+    assert w.close([0], now_ns=T + 10 * NS) == []
+    assert w.add(0, 1, "k", [counter(T, 1), gauge(T + NS, 3)])  # applied again
     w.flush()
     before = w.close([0], now_ns=T + 10 * NS)
+    assert [len(c.rows) for c in before] == [1, 1]  # the counter's window and the gauge's
     w.forget()
     assert w.open_windows([0]) == {}  # nothing in memory until the partition is used
     assert w.close([0], now_ns=T + 10 * NS) == before
-    assert w.applied_offset(0) == 1 and not w.add(0, 1, "k", [counter(T, 1)])
+    stored = copy.deepcopy(state.data)
+    assert not w.add(0, 1, "k", [counter(T, 1)]) and not w.add(0, 0, "k", [counter(T, 1)])  # applied: skipped
+    w.flush()
+    assert state.data == stored and w.close([0], now_ns=T + 10 * NS) == before  # nothing changed
 
 
 def test_entries_are_chunked_and_an_incomplete_one_counts_as_never_written(monkeypatch: pytest.MonkeyPatch) -> None:
