@@ -31,7 +31,7 @@ from sluice.streams.positions import Positions
 from sluice.streams.prometheus import render
 from sluice.streams.query_api import QueryApi, Refused
 from sluice.streams.reader import Reader
-from sluice.streams.sinks.clickhouse import ClickHouseSink
+from sluice.streams.sinks.clickhouse import ClickHouseSink, shard_clients
 from sluice.streams.sinks.files import FileSink
 from sluice.streams.state import FaustTableState, state_table
 from sluice.streams.windows import TumblingWindows
@@ -104,6 +104,7 @@ class Worker:
         self.record_clock = RecordClock(kafka.raw_topic)
         app.sensors.add(self.record_clock)
         self.clickhouse = ClickHouse(settings)
+        self.shards = shard_clients(settings)  # a cluster's: each block goes to one shard's local table
         self.keys = JsonKeyStore(settings.access_keys_path, reload_interval=settings.gateway.keys_reload_interval)
         self.config = ConfigFollower(
             kafka.bootstrap, kafka.config_topic, self.keys.get, replication_factor=kafka.replication_factor
@@ -120,7 +121,7 @@ class Worker:
             FileSink(
                 settings.files_dir, max_bytes=worker.file_max_bytes, max_age=worker.file_max_age, keep=worker.file_keep
             ),
-            ClickHouseSink(self.clickhouse),
+            ClickHouseSink(self.clickhouse, shards=self.shards),
             dead_letter=self._dead_letter,
             routes=self.config.get,
             flush_state=self._flush_producer,
@@ -220,6 +221,8 @@ class Worker:
             await pipeline.drain()
             await pipeline.tick(self.partitions(), force=True)
             await self.clickhouse.stop()
+            for shard in self.shards:
+                await shard.stop()
 
         owner = self
 

@@ -98,23 +98,25 @@ def ttls(settings: Settings) -> dict[str, tuple[str, int]]:
     }
 
 
-def apply_ttls(client: Client, database: str, wanted: dict[str, tuple[str, int]]) -> list[str]:
-    """Bring each table's TTL to what the settings say; only changed tables are altered."""
-    changed = []
+def apply_ttls(client: Client, layout: schema.Layout, wanted: dict[str, tuple[str, int]]) -> list[str]:
+    """Bring each table's TTL to what the settings say; only changed tables are altered (on a
+    cluster, the local tables that hold the rows, on every node)."""
+    changed, database = [], layout.database
     for table, (column, days) in wanted.items():
+        local = layout.insert_table(table)
         engine = client.query(
             "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = {t:String}",
-            parameters={"db": database, "t": table},
+            parameters={"db": database, "t": local},
         ).result_rows[0][0]
         clause = f"TTL {column} + toIntervalDay({days})"
         if days and f" {clause} " not in f"{engine} ":
-            client.command(f"ALTER TABLE {database}.{table} MODIFY {clause}")
+            client.command(f"ALTER TABLE {database}.{local}{layout.on_cluster} MODIFY {clause}")
         elif not days and " TTL " in engine:
-            client.command(f"ALTER TABLE {database}.{table} REMOVE TTL")
+            client.command(f"ALTER TABLE {database}.{local}{layout.on_cluster} REMOVE TTL")
         else:
             continue
         changed.append(table)
-        log.info("TTL of %s.%s set to %s", database, table, f"{days} days" if days else "none")
+        log.info("TTL of %s.%s set to %s", database, local, f"{days} days" if days else "none")
     return changed
 
 
@@ -139,8 +141,10 @@ class ClickHouse:
         if self._client is None:
             client = connect(self._settings)
             try:
-                migrate(client, self.database)
-                apply_ttls(client, self.database, ttls(self._settings))
+                ch = self._settings.clickhouse
+                migrate(client, self.database, cluster=ch.cluster, deduplication_window=ch.deduplication_window)
+                apply_ttls(client, schema.Layout(self.database, ch.cluster, ch.deduplication_window),
+                           ttls(self._settings))
             except ClickHouseError as exc:
                 client.close()
                 raise ClickHouseUnavailable(f"cannot apply the schema migrations: {exc}") from exc

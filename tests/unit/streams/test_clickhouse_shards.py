@@ -7,7 +7,9 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
+from sluice.streams.clickhouse import apply_ttls
 from sluice.streams.exceptions import ClickHouseUnavailable
+from sluice.streams.schema import Layout
 from sluice.streams.sinks.clickhouse import ClickHouseSink, split_by_shard
 
 COLUMNS = ("access_key", "payload", "kafka_partition", "kafka_offset")
@@ -53,3 +55,31 @@ async def test_each_part_goes_to_one_shards_local_table_and_is_retried_there() -
     assert shards[0].inserts == [("logs_local", [["ak", "ak"], ["line 0", "line 2"], [0, 2], [100, 102]], "logs:0-2/0")]
     assert shards[1].inserts == [("logs_local", [["ak"], ["line 1"], [1], [101]], "logs:0-2/1")]
     assert sink.retries == 2 and sink.rows_written == {"logs": 3}
+
+
+class _RecordingClient:
+    """What apply_ttls sends, with every table's engine as given."""
+
+    def __init__(self, engine: str) -> None:
+        self.engine = engine
+        self.asked: list[str] = []
+        self.commands: list[str] = []
+
+    def query(self, sql: str, parameters: dict[str, str]) -> object:
+        self.asked.append(parameters["t"])
+        return type("Result", (), {"result_rows": [[self.engine]]})()
+
+    def command(self, sql: str) -> None:
+        self.commands.append(sql)
+
+
+def test_ttls_on_a_cluster_alter_the_local_tables_on_every_node() -> None:
+    client = _RecordingClient("ReplicatedReplacingMergeTree('/p', '{replica}') ORDER BY x")
+    changed = apply_ttls(client, Layout("sluice", "prod"), {"logs": ("toDateTime(timestamp)", 30)})  # type: ignore[arg-type]
+    assert changed == ["logs"] and client.asked == ["logs_local"]
+    assert client.commands == [
+        "ALTER TABLE sluice.logs_local ON CLUSTER 'prod' MODIFY TTL toDateTime(timestamp) + toIntervalDay(30)"
+    ]
+    one_server = _RecordingClient("ReplacingMergeTree ORDER BY x TTL toDateTime(timestamp) + toIntervalDay(30)")
+    assert apply_ttls(one_server, Layout("sluice"), {"logs": ("toDateTime(timestamp)", 0)}) == ["logs"]  # type: ignore[arg-type]
+    assert one_server.asked == ["logs"] and one_server.commands == ["ALTER TABLE sluice.logs REMOVE TTL"]
