@@ -1,0 +1,45 @@
+"""The last minutes of a set of counters, sampled about once a second, as rates per second."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+
+class History:
+    """Samples of named counter totals at wall-clock times; the rate of each between samples.
+
+    A sample taken less than ``min_interval`` seconds after the previous one is not kept, so
+    that several callers sampling at once do not shorten the intervals.
+    """
+
+    def __init__(self, keep: int = 300, min_interval: float = 0.9) -> None:
+        self._samples: deque[tuple[float, dict[str, float]]] = deque(maxlen=keep)
+        self._min_interval = min_interval
+
+    def record(self, at: float, totals: Mapping[str, float]) -> bool:
+        """Keep the totals at wall time ``at``; False when too soon after the previous sample."""
+        if self._samples and at - self._samples[-1][0] < self._min_interval:
+            return False
+        self._samples.append((at, dict(totals)))
+        return True
+
+    def latest(self) -> dict[str, float]:
+        """The newest totals (empty before the first sample)."""
+        return dict(self._samples[-1][1]) if self._samples else {}
+
+    def rates(self, names: set[str] | None = None) -> dict[str, Any]:
+        """``{"t": [end times], "rates": {name: [per second, or None]}}`` over each interval between
+        samples; None where a counter was absent at the interval's start or went down (a restart)."""
+        samples = list(self._samples)
+        times = [t for t, _ in samples[1:]]
+        wanted = set().union(*(s for _, s in samples)) if names is None else names
+        out: dict[str, list[float | None]] = {}
+        for name in sorted(wanted):
+            series: list[float | None] = []
+            for (t0, before), (t1, after) in zip(samples, samples[1:]):
+                a, b = before.get(name), after.get(name)
+                series.append(None if a is None or b is None or b < a else (b - a) / (t1 - t0))
+            out[name] = series
+        return {"t": times, "rates": out}
