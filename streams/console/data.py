@@ -84,22 +84,24 @@ class ConsoleData:
             "totals": self.history.latest(),
             "history": self.history.rates(),
             "open_windows": status["open_windows"],
-            "lag": self._lag(status["positions"]),
+            "lag": self._lag(status["partitions"], status["positions"]),
             "gateway": {"url": self._gateway_url, "error": self._gateway_error},
         }
 
-    def _lag(self, positions: Mapping[str, int]) -> dict[str, int | None]:
-        """Records on each partition not yet durable here (None before the consumer knows the end)."""
+    def _lag(self, partitions: list[int], positions: Mapping[str, int]) -> dict[str, int | None]:
+        """Records on each assigned partition not yet durable here (None before the consumer knows
+        the partition's end)."""
         from faust.types import TP
 
         topic = self._worker.raw.get_topic_name()
         lag: dict[str, int | None] = {}
-        for partition, done in positions.items():
+        for partition in partitions:
+            done = positions.get(str(partition), -1)
             try:
-                end = self._worker.app.consumer.highwater(TP(topic, int(partition)))
+                end = self._worker.app.consumer.highwater(TP(topic, partition))
             except Exception:  # the consumer is not started, or does not know this partition yet
                 end = None
-            lag[partition] = None if end is None else max(0, end - 1 - done)
+            lag[str(partition)] = None if end is None else max(0, end - 1 - done)
         return lag
 
     def keys(self, caller: str | None) -> list[str]:

@@ -30,8 +30,9 @@ class History:
         return dict(self._samples[-1][1]) if self._samples else {}
 
     def rates(self, names: set[str] | None = None) -> dict[str, Any]:
-        """``{"t": [end times], "rates": {name: [per second, or None]}}`` over each interval between
-        samples; None where a counter was absent at the interval's start or went down (a restart)."""
+        """``{"start": first sample's time, "t": [end times], "rates": {name: [per second, or None]}}``
+        over each interval between samples; None where a counter was absent at the interval's start
+        or went down (a restart)."""
         samples = list(self._samples)
         times = [t for t, _ in samples[1:]]
         wanted = set().union(*(s for _, s in samples)) if names is None else names
@@ -42,4 +43,4 @@ class History:
                 a, b = before.get(name), after.get(name)
                 series.append(None if a is None or b is None or b < a else (b - a) / (t1 - t0))
             out[name] = series
-        return {"t": times, "rates": out}
+        return {"start": samples[0][0] if samples else None, "t": times, "rates": out}

@@ -50,9 +50,9 @@ def mount(worker: Worker) -> ConsoleData:
 
     page = _static("index.html")
     for path in ("/console", "/console/"):
-        app.page(path)(_file_view(page, "text/html; charset=utf-8"))
+        app.page(path)(_file_view(page, "text/html"))
     for name, content_type in STATIC.items():
-        app.page(f"/console/static/{name}")(_file_view(_static(name), f"{content_type}; charset=utf-8"))
+        app.page(f"/console/static/{name}")(_file_view(_static(name), content_type))
 
     async def pipeline(caller: str | None, request: Request) -> Any:
         return data.pipeline(caller)
