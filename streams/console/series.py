@@ -59,17 +59,6 @@ def gateway_totals(text: str) -> dict[str, float]:
     return totals
 
 
-def per_label(totals: Mapping[str, float], base: str, label: str) -> dict[str, float]:
-    """Sums of the series of ``base`` per value of ``label``."""
-    out: dict[str, float] = {}
-    for name, value in totals.items():
-        if base_of(name) == base and value is not None:
-            which = labels_of(name).get(label)
-            if which is not None:
-                out[which] = out.get(which, 0.0) + value
-    return out
-
-
 def of_key(names: Iterable[str], key: str) -> list[str]:
     """The series of one access key."""
     return [n for n in names if labels_of(n).get("access_key") == key]

@@ -5,6 +5,7 @@ Screenshots of each page go to tests/results/console/."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -19,7 +21,10 @@ from selenium.webdriver.chrome.service import Service
 from sluice.client import counter_envelope, log_envelope
 from sluice.ingress import Gateway
 from sluice.ingress.auth import issue_token
+from sluice.settings import Settings
 from sluice.streams import scoped
+from sluice.streams.console.views import STATIC
+from sluice.tansu import free_port
 from tests.fixtures.stack import WorkerProcess
 from tests.integration.gateway_helpers import add_key
 from tests.integration.query_helpers import ask
@@ -27,6 +32,13 @@ from tests.integration.test_end_to_end import client_for, gateway  # noqa: F401 
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "console"
 NS = 1_000_000_000
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The stack's settings with the gateway's /metrics on a port the worker knows."""
+    settings.gateway.metrics_listen = f"127.0.0.1:{free_port()}"
+    return settings
 
 
 @pytest.fixture
@@ -58,11 +70,11 @@ def page_state(browser: webdriver.Chrome, name: str) -> Any:
 
 def open_page(browser: webdriver.Chrome, url: str, fragment: str, token: str | None = None) -> None:
     """Load the console at ``#fragment`` with ``token`` (or none) in its session storage."""
-    browser.get(f"{url}/console/#{fragment}")
+    browser.get(f"{url}/console/static/console.css")  # the origin, without the page's scripts
     browser.execute_script(
         "arguments[0] ? sessionStorage.setItem('sluice-token', arguments[0]) : sessionStorage.clear();", token
     )
-    browser.refresh()
+    browser.get(f"{url}/console/#{fragment}")
 
 
 def screenshot(browser: webdriver.Chrome, name: str) -> None:
@@ -106,8 +118,10 @@ async def test_console_shows_a_known_load_charts_the_query_filters_logs_and_scop
 
     # Pipeline: the page's totals are the load, and its rates add up to it over the sampled times.
     envelopes = "worker.envelopes"
+    acknowledged = f"gateway.acknowledged_envelopes{{access_key={key_a}}}"
     pipeline = wait_for("the load on the page", lambda: (
-        p if (p := page_state(browser, "pipeline"))["totals"].get(envelopes) == 325 else None))
+        p if (p := page_state(browser, "pipeline"))["totals"].get(envelopes) == 325
+        and p["totals"].get(acknowledged) == 305 else None))
     row = browser.find_element("css selector", f'tr[data-series="{envelopes}"]')
     assert row.find_elements("css selector", "td")[1].text == "325"
     history = pipeline["history"]
@@ -118,10 +132,15 @@ async def test_console_shows_a_known_load_charts_the_query_filters_logs_and_scop
     assert set(pipeline["lag"].values()) == {0} and sorted(pipeline["lag"]) == ["0", "1"]
     screenshot(browser, "pipeline")
 
-    # Tenants: a row per key, in key order.
+    # Tenants: a row per key, in key order, with what the gateway received and acknowledged of each.
     open_page(browser, url, "tenants")
     tenants = wait_for("the tenants page", lambda: page_state(browser, "tenants"))
     assert [t["key"] for t in tenants] == [key_a, key_b]
+    for tenant, sent in zip(tenants, (305, 20)):
+        series = {name.split("{")[0]: s["total"] for name, s in tenant["series"].items()}
+        assert series.pop("gateway.received_bytes") > 0
+        assert series == {"gateway.received_envelopes": sent, "gateway.acknowledged_envelopes": sent}
+        assert tenant["advised_shards"] == 1
     screenshot(browser, "tenants")
 
     # Metrics: the chart plots the values of the scoped query, per route.
@@ -138,6 +157,10 @@ async def test_console_shows_a_known_load_charts_the_query_filters_logs_and_scop
     assert [epoch(r[0]) for r in rows] == [s0, s0, s0 + 1, s0 + 2]
     assert browser.execute_script("return window.sluiceConsole.chart.plot.data;") == chart["data"]
     screenshot(browser, "metrics")
+    name = browser.find_element("css selector", "#metrics-form input[name=name]")
+    name.clear()
+    name.send_keys("REQ")
+    assert wait_for("the metric names", lambda: page_state(browser, "names")) == ["requests"]
 
     # Logs: key A's lines that contain "error", oldest first.
     open_page(browser, url, f"logs?key={key_a}&stream=logs&grep=error&follow=1")
@@ -161,3 +184,47 @@ async def test_console_shows_a_known_load_charts_the_query_filters_logs_and_scop
     error = wait_for("the pipeline refusal", lambda: page_state(browser, "error"))
     assert error == (f"403: the pipeline page needs the admin credential; the token of key {key_a!r} sees only "
                      "that key's tenant row, metrics and logs")
+
+
+def cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def test_console_page_weight_and_refresh_cost(worker_process: WorkerProcess, browser: webdriver.Chrome) -> None:
+    """The page's bytes are its files; an open pipeline page asks once a second (written to
+    tests/results/console/cost.json with the worker's CPU with and without it)."""
+    worker_process.start()
+    assert worker_process.proc is not None
+    pid, span = worker_process.proc.pid, 8.0
+    time.sleep(2)  # past the start's own work
+    before = cpu_seconds(pid)
+    time.sleep(span)
+    idle_cpu = (cpu_seconds(pid) - before) / span
+
+    open_page(browser, worker_process.url, "pipeline")
+    wait_for("the pipeline page", lambda: page_state(browser, "pipeline"))
+    loaded = browser.execute_script(
+        "const n = performance.getEntriesByType('navigation')[0];"
+        "return [n, ...performance.getEntriesByType('resource').filter(e => e.name.includes('/static/'))]"
+        ".map(e => [new URL(e.name).pathname, e.encodedBodySize]);"
+    )
+    files = Path(__file__).resolve().parents[2] / "streams" / "console" / "static"
+    assert dict(loaded) == {
+        "/console/": (files / "index.html").stat().st_size,
+        **{f"/console/static/{name}": (files / name).stat().st_size for name in STATIC},
+    }
+    page_bytes = sum(size for _, size in loaded)
+
+    count = "return performance.getEntriesByType('resource').filter(e => e.name.includes('/console/api/')).length;"
+    asked, before = browser.execute_script(count), cpu_seconds(pid)
+    time.sleep(span)
+    requests_per_second = (browser.execute_script(count) - asked) / span
+    open_cpu = (cpu_seconds(pid) - before) / span
+    # One request when the previous answer is in and a second has passed: just under 1/s.
+    assert 0.75 <= requests_per_second <= 1.0
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    cost = {"page_bytes": page_bytes, "requests_per_second": requests_per_second,
+            "worker_cpu_idle": round(idle_cpu, 4), "worker_cpu_console_open": round(open_cpu, 4)}
+    (RESULTS / "cost.json").write_text(json.dumps(cost, indent=2) + "\n")
+    print(cost)
