@@ -15,7 +15,7 @@ from sluice.keys.models import AccessKeyConfig
 from sluice.streams import scoped
 from sluice.streams.console.access import ConsoleAccess
 from sluice.streams.console.history import History
-from sluice.streams.console.series import gateway_totals, labels_of, of_key, worker_totals
+from sluice.streams.console.series import gateway_totals, labels_of, of_key, of_keys, without_keys, worker_totals
 from sluice.streams.query_api import ADMIN, Refused
 from sluice.streams.reader import ReadRefused
 
@@ -40,6 +40,10 @@ def gateway_metrics_url(metrics_listen: str) -> str | None:
     return f"http://{host}:{port}/metrics"
 
 
+def _last(rates: list[float | None]) -> float | None:
+    return next((r for r in reversed(rates) if r is not None), None)
+
+
 def _scrape(url: str) -> str:
     with urllib.request.urlopen(url, timeout=GATEWAY_TIMEOUT) as response:
         return bytes(response.read()).decode()
@@ -51,7 +55,8 @@ class ConsoleData:
     def __init__(self, worker: Worker, clock: Callable[[], float] = time.time) -> None:
         self._worker = worker
         self.access = ConsoleAccess(worker.query_api, worker.settings.worker.web_host)
-        self.history = History()
+        self.history = History()  # the pipeline's series, summed over keys
+        self.key_history = History()  # the series of each key
         self._clock = clock
         self._gateway_url = gateway_metrics_url(worker.settings.gateway.metrics_listen)
         self._gateway_error: str | None = None if self._gateway_url else "gateway.metrics_listen is off or port 0"
@@ -67,14 +72,17 @@ class ConsoleData:
 
     async def sample(self) -> None:
         """Add the counters now (the gateway's too while a console is open) to the history."""
-        totals = worker_totals(self._worker.status())
+        totals, sources = worker_totals(self._worker.status()), {"worker"}
         if self._gateway_url and time.monotonic() - self._viewed_at < VIEWED_FOR:
             try:
                 totals |= gateway_totals(await asyncio.to_thread(_scrape, self._gateway_url))
+                sources.add("gateway")
                 self._gateway_error = None
             except (OSError, ValueError) as exc:
                 self._gateway_error = f"{self._gateway_url}: {exc}"
-        self.history.record(self._clock(), totals)
+        at = self._clock()
+        self.history.record(at, without_keys(totals), sources)
+        self.key_history.record(at, of_keys(totals), sources)
 
     def pipeline(self, caller: str | None) -> dict[str, Any]:
         """Totals, rates over the last minutes, lag per partition and open windows (admin only)."""
@@ -115,25 +123,32 @@ class ConsoleData:
         return config.store.list() if config.store.records else self._worker.keys.list()
 
     def tenants(self, caller: str | None) -> list[dict[str, Any]]:
-        """Per visible key: its limits and shards, totals and current rates of every per-key series
-        (gateway and worker), and the shards `sluice keys top` would advise."""
-        totals, history = self.history.latest(), self.history.rates()
-        current = {n: next((r for r in reversed(rs) if r is not None), 0.0) for n, rs in history["rates"].items()}
+        """Per visible key: its limits and shards, the totals and current rates of its series
+        (gateway and worker), envelopes received per second over the last minutes, and the shards
+        `sluice keys top` would advise for the current rate."""
+        totals, history = self.key_history.latest(), self.key_history.rates()
         visible = set(self.keys(caller))
         rows = []
         for config in self._configs():
             if config.access_key not in visible:
                 continue
             names = of_key(totals, config.access_key)
-            received = sum(current.get(n, 0.0) or 0.0 for n in names if n.startswith("gateway.received_envelopes"))
+            received = [
+                sum(rates) for rates in zip(*(
+                    [r or 0.0 for r in history["rates"][n]] for n in names
+                    if n.startswith("gateway.received_envelopes") and n in history["rates"]
+                ))
+            ]
+            now = received[-1] if received else 0.0
             rows.append({
                 "key": config.access_key,
                 "enabled": config.enabled,
                 "shards": config.shards,
                 "limits": config.limits.model_dump(),
-                "series": {n: {"total": totals[n], "rate": current.get(n), "labels": labels_of(n)} for n in names},
+                "series": {n: {"total": totals[n], "rate": _last(history["rates"].get(n, [])),
+                               "labels": labels_of(n)} for n in names},
                 "received_per_second": received,
-                "advised_shards": recommend_shards(received, PER_SHARD),
+                "advised_shards": recommend_shards(now, PER_SHARD),
             })
         return rows
 

@@ -62,3 +62,22 @@ def gateway_totals(text: str) -> dict[str, float]:
 def of_key(names: Iterable[str], key: str) -> list[str]:
     """The series of one access key."""
     return [n for n in names if labels_of(n).get("access_key") == key]
+
+
+def without_keys(totals: Mapping[str, float]) -> dict[str, float]:
+    """The series summed over their ``access_key`` label: the pipeline's view, one series per stage
+    and reason however many keys there are."""
+    out: dict[str, float] = {}
+    for name, value in totals.items():
+        labels = labels_of(name)
+        if "access_key" in labels:
+            del labels["access_key"]
+            stage, _, short = base_of(name).partition(".")
+            name = series_name(stage, short, labels)
+        out[name] = out.get(name, 0.0) + value
+    return out
+
+
+def of_keys(totals: Mapping[str, float]) -> dict[str, float]:
+    """Only the series of one access key each."""
+    return {n: v for n, v in totals.items() if "access_key=" in n}

@@ -45,22 +45,29 @@ async function showPipeline() {
   $("#gateway-status").textContent = p.gateway.error ? `Gateway counters unavailable (${p.gateway.error})` : `Gateway counters from ${p.gateway.url}`;
   fill($("#lag tbody"), Object.entries(p.lag).map(([part, n]) => [cell(part), cell(fmt(n), "n")]));
   fill($("#windows tbody"), Object.entries(p.open_windows).map(([t, n]) => [cell(t), cell(fmt(n), "n")]));
-  const rows = fill($("#series tbody"), Object.entries(p.totals).map(([name, total]) => {
+  const names = Object.keys(p.totals).sort((a, b) => (a.startsWith("gateway.") ? 0 : 1) - (b.startsWith("gateway.") ? 0 : 1) || a.localeCompare(b));
+  const rows = fill($("#series tbody"), names.map((name) => {
+    const total = p.totals[name];
     const rates = p.history.rates[name] || [];
     const spark = document.createElement("td"); spark.append(sparkline(rates));
     return [cell(name), cell(fmt(total), "n"), cell(fmt(lastRate(rates)), "n"), spark];
   }));
-  Object.keys(p.totals).forEach((name, i) => { rows[i].dataset.series = name; rows[i].dataset.total = p.totals[name]; });
+  names.forEach((name, i) => { rows[i].dataset.series = name; rows[i].dataset.total = p.totals[name]; });
 }
+
+const total = (t, base) => Object.entries(t.series).filter(([n]) => n.startsWith(base + "{")).reduce((sum, [, s]) => sum + s.total, 0);
 
 async function showTenants() {
   const rows = state.tenants = await api("tenants");
   const trs = fill($("#tenant-rows tbody"), rows.map((t) => {
-    const drops = Object.entries(t.series).filter(([n]) => !/received|acknowledged|throttle_passed/.test(n))
-      .map(([n, s]) => `${n.replace(/access_key=[^,}]*,?/, "").replace("{}", "")}: ${fmt(s.total)}`).join("\n");
+    const drops = Object.entries(t.series).filter(([n]) => !/received|acknowledged|throttle_passed/.test(n) && t.series[n].total)
+      .map(([n, s]) => `${n.replace(/access_key=[^,}]*,?/, "").replace(/,?}$/, "}").replace("{}", "")}: ${fmt(s.total)}`).join("\n");
     const l = t.limits;
     const limits = l.events_per_second ? `${l.events_per_second}/s (${l.over_limit})` : "none";
-    return [cell(t.key + (t.enabled ? "" : " (disabled)")), cell(t.shards, "n"), cell(limits), cell(fmt(t.received_per_second), "n"), cell(t.advised_shards, "n"), cell(drops || "none")];
+    const spark = document.createElement("td"); spark.append(sparkline(t.received_per_second));
+    return [cell(t.key + (t.enabled ? "" : " (disabled)")), cell(t.shards, "n"), cell(limits),
+      cell(fmt(lastRate(t.received_per_second)), "n"), spark, cell(fmt(total(t, "gateway.received_envelopes")), "n"),
+      cell(fmt(total(t, "gateway.acknowledged_envelopes")), "n"), cell(drops || "none"), cell(t.advised_shards, "n")];
   }));
   rows.forEach((t, i) => { trs[i].dataset.key = t.key; });
 }
