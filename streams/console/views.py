@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from aiohttp.web import HTTPRequestEntityTooLarge
 from faust.web import Request, Response, View
 
 from sluice.streams.console.data import ConsoleData
@@ -73,6 +74,8 @@ def mount(worker: Worker) -> ConsoleData:
     async def query(caller: str | None, request: Request) -> Any:
         try:
             spec = json.loads(await request.read())
+        except HTTPRequestEntityTooLarge as exc:
+            raise Refused(413, "bad_request", exc.text or "body too large") from exc
         except ValueError as exc:
             raise Refused(400, "bad_request", f"expected a JSON object, a scoped query spec: {exc}") from exc
         if not isinstance(spec, dict):

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -196,13 +198,44 @@ def cpu_seconds(pid: int) -> float:
     return float(times.user + times.system)
 
 
-def test_console_page_weight_and_refresh_cost(worker_process: WorkerProcess, browser: webdriver.Chrome) -> None:
-    """The page's bytes are its files; an open pipeline page asks once a second (written to
-    tests/results/console/cost.json with the worker's CPU with and without it)."""
+def get(url: str, body: bytes | None = None) -> tuple[int, Any]:
+    """Status and JSON answer of a console API request."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_console_api_refusals_page_weight_and_refresh_cost(
+    worker_process: WorkerProcess, browser: webdriver.Chrome
+) -> None:
+    """Bad requests get a status and a message naming the problem; the page's bytes are its files;
+    an open pipeline page asks once a second (tests/results/console/cost.json has the figures)."""
     worker_process.start()
     assert worker_process.proc is not None
+    api = f"{worker_process.url}/console/api"
+    assert get(f"{api}/query", b"[1]") == (400, {"error": "expected a JSON object, a scoped query spec"})
+    assert get(f"{api}/query", b'{"stream": "logs", "key": "k", "since_ns": 0, "limit": 0}') == (
+        400, {"error": "scoped query field 'limit' must be >= 1, got 0"})
+    assert get(f"{api}/query", b'{"stream": "logs"}') == (
+        400, {"error": "scoped query field 'key' must be a string, got None"})
+    status, answer = get(f"{api}/query", b"{" + b" " * (2 * 1024 * 1024) + b"}")
+    assert status == 413 and answer["error"].startswith("Maximum request body size")
+    assert get(f"{api}/names") == (400, {"error": "the query parameter 'key' is missing"})
+    assert get(f"{api}/names?key=k&window=5s") == (400, {"error": "window must be one of ['1m', '1s'], got '5s'"})
+    assert get(f"{api}/pipeline", b"{}") == (405, {"error": "POST is not allowed here"})
+    assert get(f"{api}/query", b"") == (
+        400, {"error": "expected a JSON object, a scoped query spec: Expecting value: line 1 column 1 (char 0)"})
+    counters = worker_process.status()["counters"]
+    assert counters["queries_bad_request"] == 7
+
+    # One request to the pipeline API costs the worker this much CPU.
+    before, n = cpu_seconds(worker_process.proc.pid), 50
+    for _ in range(n):
+        assert get(f"{api}/pipeline")[0] == 200
+    cpu_per_request = (cpu_seconds(worker_process.proc.pid) - before) / n
     pid, span = worker_process.proc.pid, 8.0
-    time.sleep(2)  # past the start's own work
     before = cpu_seconds(pid)
     time.sleep(span)
     idle_cpu = (cpu_seconds(pid) - before) / span
@@ -230,6 +263,7 @@ def test_console_page_weight_and_refresh_cost(worker_process: WorkerProcess, bro
     assert 0.75 <= requests_per_second <= 1.0
     RESULTS.mkdir(parents=True, exist_ok=True)
     cost = {"page_bytes": page_bytes, "requests_per_second": requests_per_second,
-            "worker_cpu_idle": round(idle_cpu, 4), "worker_cpu_console_open": round(open_cpu, 4)}
+            "worker_cpu_idle": round(idle_cpu, 4), "worker_cpu_console_open": round(open_cpu, 4),
+            "worker_cpu_seconds_per_pipeline_request": round(cpu_per_request, 5)}
     (RESULTS / "cost.json").write_text(json.dumps(cost, indent=2) + "\n")
     print(cost)
