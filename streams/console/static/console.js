@@ -148,13 +148,13 @@ async function showLogs() {
 const VIEWS = {
   pipeline: { show: showPipeline, every: 1000 },
   tenants: { show: showTenants, every: 1000 },
-  metrics: { show: showMetrics, every: 5000, form: "#metrics-form" },
-  logs: { show: showLogs, every: 2000, form: "#logs-form", follow: true },
+  metrics: { show: showMetrics, every: 5000, form: "#metrics-form", clear: () => { state.chart = null; $("#chart").replaceChildren(); } },
+  logs: { show: showLogs, every: 2000, form: "#logs-form", follow: true, clear: () => { state.logs = null; $("#log-rows tbody").replaceChildren(); } },
 };
 
 async function refresh() {
   const view = VIEWS[state.page];
-  try { await view.show(); showError(null); } catch (err) { showError(err); }
+  try { await view.show(); showError(null); } catch (err) { showError(err); view.clear?.(); }
   state.refreshedAt = Date.now();
   const follow = !view.follow || $("#logs-form").elements.follow.checked;
   if (follow) timer = setTimeout(refresh, view.every);

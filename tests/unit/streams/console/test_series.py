@@ -6,7 +6,9 @@ from prometheus_client import generate_latest
 
 from sluice.ingress.metrics import GatewayMetrics
 from sluice.streams.console.data import gateway_metrics_url
-from sluice.streams.console.series import base_of, gateway_totals, labels_of, of_key, series_name, worker_totals
+from sluice.streams.console.series import (
+    base_of, gateway_totals, labels_of, of_key, of_keys, series_name, without_keys, worker_totals,
+)
 
 
 def test_worker_status_as_series() -> None:
@@ -55,3 +57,19 @@ def test_the_gateway_metrics_address_from_its_listen_setting() -> None:
     assert gateway_metrics_url("0.0.0.0:9464") == "http://127.0.0.1:9464/metrics"
     assert gateway_metrics_url("127.0.0.1:0") is None
     assert gateway_metrics_url("") is None
+
+
+def test_the_pipeline_sums_over_keys_and_tenants_keep_only_keyed_series() -> None:
+    totals = {
+        "gateway.acknowledged_envelopes{access_key=a}": 3.0,
+        "gateway.acknowledged_envelopes{access_key=b}": 4.0,
+        "gateway.dropped_envelopes{access_key=a,policy=drop,reason=full}": 1.0,
+        "gateway.dropped_envelopes{access_key=b,policy=drop,reason=full}": 2.0,
+        "worker.envelopes": 7.0,
+    }
+    assert without_keys(totals) == {
+        "gateway.acknowledged_envelopes": 7.0,
+        "gateway.dropped_envelopes{policy=drop,reason=full}": 3.0,
+        "worker.envelopes": 7.0,
+    }
+    assert of_keys(totals) == {k: v for k, v in totals.items() if k != "worker.envelopes"}
