@@ -4,11 +4,12 @@ metrics, metric names and logs through the scoped queries of ``/query`` (never r
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import urllib.request
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
+
+from faust.types import TP
 
 from sluice.cli.topics import recommend_shards
 from sluice.keys.models import AccessKeyConfig
@@ -21,8 +22,6 @@ from sluice.streams.reader import ReadRefused
 
 if TYPE_CHECKING:
     from sluice.streams.app import Worker
-
-log = logging.getLogger(__name__)
 
 GATEWAY_TIMEOUT = 0.5  # seconds a scrape of the gateway's /metrics may take
 VIEWED_FOR = 10.0  # seconds after a console's last request during which the gateway is scraped
@@ -99,8 +98,6 @@ class ConsoleData:
     def _lag(self, partitions: list[int], positions: Mapping[str, int]) -> dict[str, int | None]:
         """Records on each assigned partition not yet durable here (None before the consumer knows
         the partition's end)."""
-        from faust.types import TP
-
         topic = self._worker.raw.get_topic_name()
         lag: dict[str, int | None] = {}
         for partition in partitions:
