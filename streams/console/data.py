@@ -83,13 +83,14 @@ class ConsoleData:
         self.history.record(at, without_keys(totals), sources)
         self.key_history.record(at, of_keys(totals), sources)
 
-    def pipeline(self, caller: str | None) -> dict[str, Any]:
-        """Totals, rates over the last minutes, lag per partition and open windows (admin only)."""
+    def pipeline(self, caller: str | None, after: float | None = None) -> dict[str, Any]:
+        """Totals, rates over the last minutes (those after ``after`` only: a console asks for what
+        it has not got yet), lag per partition and open windows (admin only)."""
         self.access.admin_only(caller, "the pipeline page")
         status = self._worker.status()
         return {
             "totals": self.history.latest(),
-            "history": self.history.rates(),
+            "history": self.history.rates(after=after),
             "open_windows": status["open_windows"],
             "lag": self._lag(status["partitions"], status["positions"]),
             "gateway": {"url": self._gateway_url, "error": self._gateway_error},
@@ -123,8 +124,9 @@ class ConsoleData:
         """Per visible key: its limits and shards, the totals and current rates of its series
         (gateway and worker), envelopes received per second over the last minutes, and the shards
         `sluice keys top` would advise for the current rate."""
-        totals, history = self.key_history.latest(), self.key_history.rates()
         visible = set(self.keys(caller))
+        totals = {n: v for n, v in self.key_history.latest().items() if labels_of(n)["access_key"] in visible}
+        history = self.key_history.rates(set(totals))
         rows = []
         for config in self._configs():
             if config.access_key not in visible:

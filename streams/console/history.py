@@ -37,19 +37,23 @@ class History:
         """The newest totals (empty before the first sample)."""
         return dict(self._samples[-1][1]) if self._samples else {}
 
-    def rates(self, names: set[str] | None = None) -> dict[str, Any]:
+    def rates(self, names: set[str] | None = None, after: float | None = None) -> dict[str, Any]:
         """``{"start": first sample's time, "t": [end times], "rates": {name: [per second, or None]}}``
-        over each interval between samples; None where the counter's source did not answer at the
-        interval's start or its end, or the counter went down (a restart)."""
+        over each interval between samples (only those ending after ``after``); None where the
+        counter's source did not answer at the interval's start or its end, or the counter went
+        down (a restart)."""
         samples = list(self._samples)
+        if after is not None:
+            first = next((i for i, (t, _, _) in enumerate(samples) if t > after), len(samples))
+            samples = samples[max(0, first - 1):]
         times = [t for t, _, _ in samples[1:]]
         wanted = set().union(*(s for _, s, _ in samples)) if names is None else names
         out: dict[str, list[float | None]] = {}
         for name in sorted(wanted):
             source = name.partition(".")[0]
             series: list[float | None] = []
-            for (t0, before, answered), (t1, after, _) in zip(samples, samples[1:]):
-                a, b = before.get(name, 0.0 if source in answered else None), after.get(name)
+            for (t0, before, answered), (t1, later, _) in zip(samples, samples[1:]):
+                a, b = before.get(name, 0.0 if source in answered else None), later.get(name)
                 series.append(None if a is None or b is None or b < a else (b - a) / (t1 - t0))
             out[name] = series
         return {"start": samples[0][0] if samples else None, "t": times, "rates": out}

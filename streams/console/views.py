@@ -1,7 +1,7 @@
 """The console's HTTP routes on the worker's web server: the page, its static files and its JSON API.
 
     GET  /console/                 the page (static files under /console/static/)
-    GET  /console/api/pipeline     totals, rates, lag, open windows (admin)
+    GET  /console/api/pipeline?after=T   totals, rates (after T), lag, open windows (admin)
     GET  /console/api/tenants      one row per key the caller may read
     GET  /console/api/keys         the keys the caller may read
     GET  /console/api/names?key=K&window=1s&search=S   metric names of a key
@@ -56,7 +56,12 @@ def mount(worker: Worker) -> ConsoleData:
         app.page(f"/console/static/{name}")(_file_view(_static(name), content_type))
 
     async def pipeline(caller: str | None, request: Request) -> Any:
-        return data.pipeline(caller)
+        after = request.query.get("after")
+        try:
+            since = None if after is None else float(after)
+        except ValueError:
+            raise Refused(400, "bad_request", f"the query parameter 'after' must be a unix time, got {after!r}") from None
+        return data.pipeline(caller, since)
 
     async def tenants(caller: str | None, request: Request) -> Any:
         return data.tenants(caller)

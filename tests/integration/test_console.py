@@ -235,6 +235,8 @@ def test_console_api_refusals_page_weight_and_refresh_cost(
     counters = worker_process.status()["counters"]
     assert counters["queries_bad_request"] == 8
 
+    assert get(f"{api}/pipeline?after=x") == (400, {"error": "the query parameter 'after' must be a unix time, got 'x'"})
+
     # One request to the pipeline API costs the worker this much CPU.
     before, n = cpu_seconds(worker_process.proc.pid), 50
     for _ in range(n):
@@ -256,11 +258,22 @@ def test_console_api_refusals_page_weight_and_refresh_cost(
     page_bytes = sum(size for _, size in loaded)
 
     count = "return performance.getEntriesByType('resource').filter(e => e.name.includes('/console/api/')).length;"
+    sizes = ("return performance.getEntriesByType('resource').filter(e => e.name.includes('/console/api/'))"
+             ".slice(-3).map(e => e.encodedBodySize);")
     asked, before = browser.execute_script(count), cpu_seconds(pid)
     time.sleep(span)
     requests_per_second = (browser.execute_script(count) - asked) / span
     open_cpu = (cpu_seconds(pid) - before) / span
+    answer_bytes = max(browser.execute_script(sizes))
     browser.get("about:blank")
+
+    # A console asks only for the intervals it has not got; all 300 (5 minutes) would weigh this much.
+    status, answer = get(f"{api}/pipeline")
+    intervals = answer["history"]["t"]
+    status, newer = get(f"{api}/pipeline?after={intervals[-1]}")
+    assert status == 200 and newer["history"]["t"] == [] and newer["history"]["start"] == intervals[-1]
+    per_interval = (len(json.dumps(answer)) - len(json.dumps(newer))) / len(intervals)
+    full_bytes = round(len(json.dumps(newer)) + 300 * per_interval)
     before = cpu_seconds(pid)
     time.sleep(span)
     idle_cpu = (cpu_seconds(pid) - before) / span
@@ -269,6 +282,8 @@ def test_console_api_refusals_page_weight_and_refresh_cost(
     RESULTS.mkdir(parents=True, exist_ok=True)
     cost = {"page_bytes": page_bytes, "requests_per_second": requests_per_second,
             "worker_cpu_idle": round(idle_cpu, 4), "worker_cpu_console_open": round(open_cpu, 4),
-            "worker_cpu_seconds_per_pipeline_request": round(cpu_per_request, 5)}
+            "worker_cpu_seconds_per_pipeline_request": round(cpu_per_request, 5),
+            "pipeline_answer_bytes_full_history": full_bytes,
+            "pipeline_answer_bytes_per_refresh": answer_bytes}
     (RESULTS / "cost.json").write_text(json.dumps(cost, indent=2) + "\n")
     print(cost)

@@ -40,8 +40,25 @@ function sparkline(values) {
 
 function lastRate(rates) { for (let i = rates.length - 1; i >= 0; i--) if (rates[i] != null) return rates[i]; return null; }
 
+const KEEP = 300;  // samples kept, as the worker keeps them
+
+// The history so far with the answer's newer intervals appended (all of it anew after a gap).
+function merge(have, got) {
+  if (!have || !have.t.length || got.start !== have.t[have.t.length - 1]) return got;
+  const n = have.t.length, rates = {};
+  for (const name of new Set([...Object.keys(have.rates), ...Object.keys(got.rates)])) {
+    rates[name] = [...(have.rates[name] || Array(n).fill(null)), ...(got.rates[name] || Array(got.t.length).fill(null))];
+  }
+  const t = [...have.t, ...got.t], cut = Math.max(0, t.length - KEEP);
+  for (const name in rates) rates[name] = rates[name].slice(cut);
+  return { start: cut ? t[cut - 1] : have.start, t: t.slice(cut), rates };
+}
+
 async function showPipeline() {
-  const p = state.pipeline = await api("pipeline");
+  const had = state.pipeline && state.pipeline.history, last = had && had.t.length ? had.t[had.t.length - 1] : null;
+  const p = await api(last == null ? "pipeline" : `pipeline?after=${last}`);
+  p.history = merge(had, p.history);
+  state.pipeline = p;
   $("#gateway-status").textContent = p.gateway.error ? `Gateway counters unavailable (${p.gateway.error})` : `Gateway counters from ${p.gateway.url}`;
   fill($("#lag tbody"), Object.entries(p.lag).map(([part, n]) => [cell(part), cell(fmt(n), "n")]));
   fill($("#windows tbody"), Object.entries(p.open_windows).map(([t, n]) => [cell(t), cell(fmt(n), "n")]));

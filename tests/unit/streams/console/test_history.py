@@ -30,3 +30,12 @@ def test_only_the_newest_samples_are_kept() -> None:
     for t in range(6):
         h.record(float(t), {"w.a": t * t})
     assert h.rates() == {"start": 3.0, "t": [4.0, 5.0], "rates": {"w.a": [7.0, 9.0]}}
+
+
+def test_rates_after_a_time_are_the_intervals_ending_after_it() -> None:
+    h = History(keep=10, min_interval=0)
+    for t in range(5):
+        h.record(float(t), {"w.a": 2 * t})
+    assert h.rates(after=2.0) == {"start": 2.0, "t": [3.0, 4.0], "rates": {"w.a": [2.0, 2.0]}}
+    assert h.rates(after=4.0) == {"start": 4.0, "t": [], "rates": {"w.a": []}}
+    assert h.rates(after=-1.0) == h.rates()
