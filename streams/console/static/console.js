@@ -171,6 +171,7 @@ const VIEWS = {
 
 async function refresh() {
   const view = VIEWS[state.page];
+  if (document.hidden) { timer = setTimeout(refresh, view.every); return; }  // a background tab asks nothing
   try { await view.show(); showError(null); } catch (err) { showError(err); view.clear?.(); }
   state.refreshedAt = Date.now();
   const follow = !view.follow || $("#logs-form").elements.follow.checked;
