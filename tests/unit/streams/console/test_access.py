@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import pytest
@@ -12,14 +13,14 @@ from sluice.settings import Settings
 from sluice.streams.console.access import ConsoleAccess, is_loopback
 from sluice.streams.query_api import ADMIN, QueryApi, Refused
 
-ADMIN_TOKEN = "admin-credential-0123456789abcdef-0123456789"
+ADMIN_TOKEN = "admin-" + secrets.token_hex(32)
 KEYS = {"ak_a": AccessKeyConfig(access_key="ak_a")}
 
 
 @pytest.fixture
 def settings(tmp_path: Any) -> Settings:
     return Settings(
-        data_dir=tmp_path, auth={"jwt_secret": "unit-secret-0123456789abcdef-0123456789"},
+        data_dir=tmp_path, auth={"jwt_secret": "unit-secret-" + secrets.token_hex(32)},
         query={"admin_token": ADMIN_TOKEN},
     )
 
