@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml ingress/_scan.c streams/_decode.c streams/_aggregate.c 
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --no-deps opentelemetry-exporter-prometheus-remote-write==0.66b1
+	# The console's browser tests: Debian's headless Chromium and its driver (as root, as CI runs).
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update && apt-get install -y chromium chromium-driver; }
 	touch $@
 
 ## dev: install, then run Tansu + gateway + worker + chDB on this machine (Ctrl-C stops)

@@ -1,6 +1,7 @@
 """The Faust worker: one agent over the raw topic, a timer that closes quiet windows, and the
-HTTP endpoints ``/status``, ``/metrics`` (Prometheus) and ``/query`` (through which
-``sluice query`` reads an embedded chDB that this process owns; see :mod:`sluice.streams.query_api`).
+HTTP endpoints ``/status``, ``/metrics`` (Prometheus), ``/query`` (through which
+``sluice query`` reads an embedded chDB that this process owns; see :mod:`sluice.streams.query_api`)
+and the web console ``/console/`` (see :mod:`sluice.streams.console`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sluice.keys import JsonKeyStore
 from sluice.settings import Settings
 from sluice.streams.clickhouse import ClickHouse
 from sluice.streams.config import ConfigFollower
+from sluice.streams.console import mount as mount_console
 from sluice.streams.continuity import Continuity
 from sluice.streams.dlq import dead_letter_headers
 from sluice.streams.pipeline import Pipeline, Record, steps
@@ -249,6 +251,9 @@ class Worker:
                     json.dumps(answer, default=str).encode(), content_type="application/json", status=status,
                     headers={"www-authenticate": "Bearer"} if status == 401 else None,
                 )
+
+        if worker.console:
+            mount_console(self)
 
     def status(self) -> dict[str, Any]:
         """Counters of the pipeline and the state of this worker."""

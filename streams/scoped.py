@@ -63,6 +63,21 @@ def metrics(
     return Query(sql, params, group_by, quantiles=True)
 
 
+def names(database: str, access_key: str, *, window: str, search: str, limit: int) -> Query:
+    """Up to ``limit`` metric names of one key containing ``search`` (case-insensitive), the most
+    recently written first."""
+    try:
+        table = METRIC_TABLES[window]
+    except KeyError:
+        raise ValueError(f"window must be one of {sorted(METRIC_TABLES)}, got {window!r}") from None
+    sql = (
+        f"SELECT m.name AS name FROM {database}.{table} AS m WHERE m.access_key = {{key:String}} "
+        "AND positionCaseInsensitive(m.name, {search:String}) > 0 "
+        "GROUP BY name ORDER BY max(m.window_start) DESC, name LIMIT {limit:UInt32}"
+    )
+    return Query(sql, {"key": access_key, "search": search, "limit": limit})
+
+
 @dataclass(frozen=True)
 class _Stream:
     table: str

@@ -11,6 +11,10 @@ class WorkerSettings(BaseModel):
     app_id: str = "sluice-worker"
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
+    console: bool = Field(
+        True, description="serve the web console at /console/ on the worker's HTTP port; when web_host is not "
+        "a loopback address, its data needs a token (query.admin_token: everything; a key's JWT: that key)"
+    )
     store: str = Field("memory://", description="Faust table store: memory:// or rocksdb://")
     recovery_consistency_check: bool = Field(
         True, description="with rocksdb://, refuse to start when the local state is ahead of its changelog "
