@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 DEV_ARGS ?= --demo
 
-.PHONY: install dev test test-slow bench proto proto-check typecheck clean
+.PHONY: install browser dev test test-slow bench proto proto-check typecheck clean
 
 install: $(STAMP)
 
@@ -14,17 +14,20 @@ $(STAMP): pyproject.toml ingress/_scan.c streams/_decode.c streams/_aggregate.c 
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --no-deps opentelemetry-exporter-prometheus-remote-write==0.66b1
-	# The console's browser tests: Debian's headless Chromium and its driver (as root, as CI runs).
-	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-		{ apt-get update && apt-get install -y chromium chromium-driver; }
 	touch $@
+
+# The console's browser tests need Debian's headless Chromium and its driver (installed as root,
+# as CI runs); `make dev` does not.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 ## dev: install, then run Tansu + gateway + worker + chDB on this machine (Ctrl-C stops)
 dev: $(STAMP)
 	$(BIN)/sluice dev $(DEV_ARGS)
 
 ## test: install, type-check, then run the whole suite (unit + integration on real Tansu and chDB)
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/mypy sluice bench
 	$(BIN)/python -m pytest
 

@@ -222,12 +222,13 @@ async def _serve(
     else:
         credentials = None
     send_options = "".join(f" {option} {path}" for option, path in tls_options.items())
+    console = f"  console   {url}/console/\n" if settings.worker.console else ""
     print(f"""
 Sluice is running.
   broker    {settings.kafka.bootstrap}{' (Tansu, memory storage)' if tansu else ''}
   gateway   {target} ({transport})  log: {gateway.log_path}
   worker    {url}   log: {worker.log_path}
-  query     {url}/query  (raw SQL needs the admin token: SLUICE_QUERY_ADMIN_TOKEN, else {settings.data_dir / DEV_QUERY_TOKEN_FILE})
+{console}  query     {url}/query  (raw SQL needs the admin token: SLUICE_QUERY_ADMIN_TOKEN, else {settings.data_dir / DEV_QUERY_TOKEN_FILE})
   data      {settings.data_dir.resolve()}  (files in files/, chDB in clickhouse/)
   key       {DEV_KEY}
   token     {token}
