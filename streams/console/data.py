@@ -7,7 +7,7 @@ import asyncio
 import time
 import urllib.request
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from faust.types import TP
 
@@ -17,11 +17,10 @@ from sluice.streams import scoped
 from sluice.streams.console.access import ConsoleAccess
 from sluice.streams.console.history import History
 from sluice.streams.console.series import gateway_totals, labels_of, of_key, of_keys, without_keys, worker_totals
+from sluice.streams.console.host import ConsoleHost
 from sluice.streams.query_api import ADMIN, Refused
 from sluice.streams.reader import ReadRefused
 
-if TYPE_CHECKING:
-    from sluice.streams.app import Worker
 
 GATEWAY_TIMEOUT = 0.5  # seconds a scrape of the gateway's /metrics may take
 VIEWED_FOR = 10.0  # seconds after a console's last request during which the gateway is scraped
@@ -51,7 +50,7 @@ def _scrape(url: str) -> str:
 class ConsoleData:
     """The console's answers for one worker; :meth:`sample` (every second) feeds the sparklines."""
 
-    def __init__(self, worker: Worker, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, worker: ConsoleHost, clock: Callable[[], float] = time.time) -> None:
         self._worker = worker
         self.access = ConsoleAccess(worker.query_api, worker.settings.worker.web_host)
         self.history = History()  # the pipeline's series, summed over keys

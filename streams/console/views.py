@@ -15,16 +15,15 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp.web import HTTPRequestEntityTooLarge
 from faust.web import Request, Response, View
 
 from sluice.streams.console.data import ConsoleData
+from sluice.streams.console.host import ConsoleHost
 from sluice.streams.query_api import Refused
 
-if TYPE_CHECKING:
-    from sluice.streams.app import Worker
 
 STATIC = {
     "console.js": "text/javascript",
@@ -41,7 +40,7 @@ def _static(name: str) -> bytes:
     return resources.files("sluice.streams.console").joinpath("static", name).read_bytes()
 
 
-def mount(worker: Worker) -> ConsoleData:
+def mount(worker: ConsoleHost) -> ConsoleData:
     """Serve the console on ``worker``'s web server and sample its counters every second."""
     app, data = worker.app, ConsoleData(worker)
 

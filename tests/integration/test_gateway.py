@@ -48,8 +48,12 @@ from tests.integration.gateway_helpers import (
 )
 
 @pytest_asyncio.fixture
-async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
+async def gateway(settings: Settings, request: pytest.FixtureRequest) -> AsyncIterator[Gateway]:
     settings.gateway.stream_batch_envelopes = 1000  # small streams here still make several records
+    # A stream's envelopes go out at most stream_linger after the oldest of them arrived, so on a
+    # busy machine a linger may cut a record before it is full. Tests of the cut by count set a
+    # linger that cannot (indirect parametrisation: the linger in seconds).
+    settings.gateway.stream_linger = getattr(request, "param", settings.gateway.stream_linger)
     async with Gateway(settings) as gw:
         yield gw
 
@@ -109,6 +113,7 @@ async def test_send_publishes_one_record_acknowledged_by_kafka(
     assert [e.timestamp for e in stored] == [stamped, earlier, stamped, stamped, stamped, stamped]
 
 
+@pytest.mark.parametrize("gateway", [30.0], indirect=True)
 async def test_sender_stream_of_single_envelopes_becomes_three_records(
     gateway: Gateway, stub: ingress_pb2_grpc.IngressStub, key: str
 ) -> None:
@@ -126,6 +131,7 @@ async def test_sender_stream_of_single_envelopes_becomes_three_records(
     assert_stored(envelopes_of(records), sent, key, before, after)
 
 
+@pytest.mark.parametrize("gateway", [30.0], indirect=True)
 async def test_batch_sender_stream_is_regrouped(gateway: Gateway, client: SluiceClient, key: str) -> None:
     sent = counters(1200)
 
@@ -144,7 +150,8 @@ async def test_batch_sender_stream_is_regrouped(gateway: Gateway, client: Sluice
 async def test_large_send_is_split_by_record_size(settings: Settings, unique: str) -> None:
     settings.kafka.max_record_bytes = 4096
     settings.gateway.max_envelope_bytes = 2048
-    sent = [log_envelope(b"x" * 1000, source_id="app", timestamp=i + 1) for i in range(10)]
+    now = time.time_ns()
+    sent = [log_envelope(b"x" * 1000, source_id="app", timestamp=now + i) for i in range(10)]
     async with Gateway(settings) as gateway:
         key = await add_key(gateway.keys, f"ak_{unique}")
         async with SluiceClient(gateway.address, key, issue_token(settings.auth, key, 60)) as client:
@@ -155,6 +162,7 @@ async def test_large_send_is_split_by_record_size(settings: Settings, unique: st
     assert envelopes_of(records) == sent
 
 
+@pytest.mark.parametrize("gateway", [30.0], indirect=True)
 async def test_invalid_envelope_mid_stream_keeps_what_was_accepted(
     gateway: Gateway, stub: ingress_pb2_grpc.IngressStub, key: str
 ) -> None:
@@ -172,6 +180,7 @@ async def test_invalid_envelope_mid_stream_keeps_what_was_accepted(
     assert_stored(envelopes_of(records), sent[:1000], key, before, after)
 
 
+@pytest.mark.parametrize("gateway", [30.0], indirect=True)
 async def test_oversized_batch_mid_stream(gateway: Gateway, client: SluiceClient) -> None:
     limit = gateway.settings.gateway.max_batch_envelopes
     with pytest.raises(ClientError) as info:

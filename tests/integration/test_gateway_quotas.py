@@ -38,7 +38,7 @@ from tests.integration.gateway_helpers import (
 from tests.integration.protocol_helpers import with_protocols
 from tests.integration.test_gateway_limits import HeldStream
 
-T = 1_700_000_000_000_000_000
+T = time.time_ns()  # recent: times older than the retention or the lateness are refused
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 
 
