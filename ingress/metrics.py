@@ -17,8 +17,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from sluice.key_labels import WithoutKeys
 
-ENTRY_POINTS = ("Send", "Sender", "BatchSender")
-
 
 class GatewayMetrics:
     """Every metric the gateway exports; all names start with ``sluice_gateway_``.
