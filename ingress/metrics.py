@@ -3,48 +3,19 @@ process, as in tests), served over HTTP on ``gateway.metrics_listen``.
 
 Unless ``metrics_key_labels`` is on, ``/metrics`` names no access key: whatever metric has an
 ``access_key`` label is served without it, its series that differed only by the key summed
-(:class:`WithoutKeys`), so a counter added with that label complies without more ado.
+(:mod:`sluice.key_labels`, as on the worker's), so a counter added with that label complies
+without more ado.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
 from wsgiref.simple_server import WSGIServer
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.metrics_core import Metric
 
-ENTRY_POINTS = ("Send", "Sender", "BatchSender")
-KEY_LABEL = "access_key"
-
-
-def without_key_label(families: Iterable[Metric]) -> Iterator[Metric]:
-    """``families`` with the ``access_key`` label dropped and the series it alone told apart summed
-    (every per-key metric here adds up: counts, bytes, histograms' buckets and sums)."""
-    for family in families:
-        if not any(KEY_LABEL in sample.labels for sample in family.samples):
-            yield family
-            continue
-        merged: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-        for sample in family.samples:
-            labels = tuple((k, v) for k, v in sample.labels.items() if k != KEY_LABEL)
-            merged[sample.name, labels] = merged.get((sample.name, labels), 0.0) + sample.value
-        out = Metric(family.name, family.documentation, family.type, family.unit)
-        for (name, labels), value in merged.items():
-            out.add_sample(name, dict(labels), value)
-        yield out
-
-
-class WithoutKeys:
-    """A collector serving another registry's metrics :func:`without_key_label`."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._registry = registry
-
-    def collect(self) -> Iterator[Metric]:
-        return without_key_label(self._registry.collect())
+from sluice.key_labels import WithoutKeys
 
 
 class GatewayMetrics:
@@ -173,9 +144,9 @@ class GatewayMetrics:
         """What ``/metrics`` serves: the registry, without key labels unless ``key_labels``."""
         if self.key_labels:
             return self.registry
-        exposed = CollectorRegistry(auto_describe=True)  # names (for ?name[]=) read now: all exist
-        exposed.register(WithoutKeys(self.registry))
-        return exposed
+        served = CollectorRegistry(auto_describe=True)  # names (for ?name[]=) read now: all exist
+        served.register(WithoutKeys(self.registry))
+        return served
 
     def serve(self, host: str, port: int) -> int:
         """Serve ``/metrics`` on host:port in a thread; the bound port."""

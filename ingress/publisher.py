@@ -2,8 +2,9 @@
 
 A record's value is the concatenation of length-delimited envelopes, which is exactly the
 protobuf encoding of an ``EnvelopeBatch`` (see :mod:`.frames`): envelopes are encoded at most once
-(by the validator, or by the client when they needed no change) and never re-encoded. With the ``block`` (and ``spool``) policy, :meth:`Publisher.publish` returns only
-after Kafka acknowledged every record.
+(by the validator, or by the client when they needed no change) and never re-encoded. A call
+:meth:`~Publisher.enqueue`\ s its chunk; with the ``block`` (and ``spool``) policy,
+:meth:`~Publisher.wait` returns only after Kafka acknowledged every record of it.
 """
 
 from __future__ import annotations
@@ -210,13 +211,6 @@ class Publisher:
                 for record in records
             ]
             await asyncio.gather(*acks)
-
-    async def publish(self, access_key: str, encoded: Sequence[bytes]) -> int:
-        """:meth:`enqueue` and :meth:`wait`; the number of envelopes taken."""
-        if not encoded:
-            return 0
-        await self.wait(await self.enqueue(access_key, encoded))
-        return len(encoded)
 
     # -- the producer side -------------------------------------------------------------
 

@@ -1,7 +1,10 @@
 """The root of every error Sluice raises on purpose.
 
 Each error says whether retrying can help (``retriable``) and, where there is one, what to do
-about it (``hint``), so callers write ``if exc.retriable`` instead of matching types.
+about it (``hint``), so callers write ``if exc.retriable`` instead of matching types. That is the
+one way to mark an error retriable, as in aiokafka: a class sets ``retriable = True``; only an
+error whose retriability is known at run time (the client's ``ClientError``, by the gRPC status
+received) sets it on the instance.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 class SluiceError(Exception):
     """Base class of Sluice errors."""
 
-    retriable: bool = False
+    retriable: bool = False  # whether the same call may succeed later
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -23,9 +26,3 @@ class SluiceError(Exception):
 
 class ConfigurationError(SluiceError):
     """A setting is missing or has an unusable value."""
-
-
-class RetriableError(SluiceError):
-    """A dependency (Kafka, ClickHouse) is unavailable for now; the same call may succeed later."""
-
-    retriable = True

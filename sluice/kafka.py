@@ -15,12 +15,14 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from sluice.exceptions import RetriableError, SluiceError
+from sluice.exceptions import SluiceError
 
 log = logging.getLogger(__name__)
 
-class KafkaUnavailable(RetriableError):
+class KafkaUnavailable(SluiceError):
     """The broker did not answer or did not acknowledge in time."""
+
+    retriable = True
 
 
 async def ensure_topics(

@@ -1,6 +1,6 @@
 """Errors of the worker."""
 
-from sluice.exceptions import RetriableError, SluiceError
+from sluice.exceptions import SluiceError
 
 
 class StreamsError(SluiceError):
@@ -11,8 +11,10 @@ class DecodeError(StreamsError):
     """A record cannot be decoded; it goes to the dead-letter topic with this reason."""
 
 
-class ClickHouseUnavailable(RetriableError):
+class ClickHouseUnavailable(SluiceError):
     """ClickHouse did not take an insert or a query; retry later."""
+
+    retriable = True
 
 
 class QueryError(StreamsError):

@@ -3,8 +3,8 @@
 :class:`RetryPolicy` is the configuration (immutable, shared); :class:`Retrying` is the state of
 one operation that may take several attempts. Backoff is exponential with full jitter (a random
 delay between 0 and ``initial * multiplier**n`` capped at ``max_backoff``), never shorter than
-the ``retry-after`` the gateway asked for. Only retriable statuses (UNAVAILABLE,
-RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED) are retried; any other error is raised at once.
+the ``retry-after`` the gateway asked for. Only retriable errors (``ClientError.retriable``: see
+``RETRIABLE_CODES``) are retried; any other error is raised at once.
 """
 
 from __future__ import annotations

@@ -369,9 +369,9 @@ async def test_throttled_logs_and_events_are_dropped_or_sampled_and_counted(
     assert status["counters"]["throttled"] == 27
     with urllib.request.urlopen(f"{worker_process.url}/metrics", timeout=5) as response:
         metrics = response.read().decode()
-    assert f'sluice_worker_throttle_dropped_total{{access_key="{drop}"}} 15\n' in metrics
-    assert f'sluice_worker_throttle_sampled_total{{access_key="{sample}"}} 4\n' in metrics
-    assert "sluice_worker_throttled_total 27\n" in metrics
+    assert f'sluice_worker_throttle_dropped_total{{access_key="{drop}"}} 15.0\n' in metrics
+    assert f'sluice_worker_throttle_sampled_total{{access_key="{sample}"}} 4.0\n' in metrics
+    assert "sluice_worker_throttled_total 27.0\n" in metrics
     assert len((gateway.settings.files_dir / drop / "logs.jsonl").read_text().splitlines()) == 5
 
 

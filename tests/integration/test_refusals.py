@@ -138,7 +138,7 @@ async def test_metrics_name_access_keys_only_when_configured(
         assert key not in gateway_text and "access_key" not in gateway_text
         assert key not in worker_text and "access_key" not in worker_text
         assert 'sluice_gateway_received_envelopes_total{entry_point="Send"} 3.0' in gateway_text
-        assert "sluice_worker_throttle_passed_total 2\n" in worker_text
+        assert "sluice_worker_throttle_passed_total 2.0\n" in worker_text
 
 
 async def test_the_worker_drops_and_counts_times_out_of_bounds_that_bypassed_the_gateway(

@@ -1,6 +1,6 @@
 """Readers of the envelope schema's hand-written copies in C, for tests/unit/test_schema_copies.py.
 
-The schema is the proto descriptor (``sluice.v1.envelope_pb2``; tests/unit/test_proto.py keeps
+The schema is the proto descriptor (``sluice.v1.envelope_pb2``; tests/unit/cli/test_protogen.py keeps
 it in step with the .proto). Four modules restate parts of it by hand: ``ingress/_scan.c`` and
 ``streams/_decode.c`` as field numbers and wire types, ``ingress/validate.py`` and
 ``streams/decode.py`` as field and oneof names. Each reader takes a copy's source text and
