@@ -11,9 +11,9 @@ import re
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import pytest_asyncio
@@ -123,15 +123,16 @@ async def test_every_dashboard_sql_query_runs_on_chdb_with_the_expected_result(t
             answers[variable["name"]] = await reader.query(grafana_sql(variable["query"], variables))
 
         # What `sluice query metrics` shows (sluice.streams.scoped.present)
-        q1, q2 = (sketch.quantiles(sketch_of(values), (0.5, 0.9, 0.99)) for values in (timers_1, timers_2))
+        q1, q2 = (sketch.quantiles(cast(Mapping[int | str, int], sketch_of(v)), (0.5, 0.9, 0.99)) for v in (timers_1, timers_2))
         assert q1[0] == pytest.approx(3.0, rel=0.01) and q1[2] == pytest.approx(4.0, rel=0.01) and q2[0] == 0.0
         percentiles = (["time", "p50", "p90", "p99"], [[w1, *q1], [w2, *q2]])
-        expected = {
+        expected: dict[str, tuple[list[str], list[list[Any]]]] = {
             "access_key": (["access_key"], sorted([[KEY], [OTHER]])),
             "timer": (["name"], [["db.query"]]),
             "Counters per minute": (["time", "name", "value"], [[w1, "requests", 12.0]]),
             "Gauges (1s, average)": (["time", "name", "value"], [[w1, "cpu", 0.5]]),
-            "Logs": (["timestamp", "type", "source_id", "payload"], [[w2, "OUT", "web", "second"], [w1, "OUT", "web", "first"]]),
+            "Logs": (["timestamp", "type", "source_id", "payload"],
+                     [[w2, "OUT", "web", "second"], [w1, "OUT", "web", "first"]]),  # newest first, one key
             "Timer $timer: p50/p90/p99 (1 min)": percentiles,
             "Timer $timer: p50/p90/p99 (1 s)": percentiles,
         }
@@ -200,7 +201,8 @@ def scrape(url: str) -> str:
 async def test_every_dashboard_promql_metric_is_exported_with_its_labels(
     gateway: Gateway, worker_process: WorkerProcess, unique: str
 ) -> None:
-    key = await add_key(gateway.keys, f"ak_{unique}")
+    # with a log rate, so that the worker's throttle families carry the key
+    key = await add_key(gateway.keys, f"ak_{unique}", limits={"events_per_second": 1000})
     worker_process.start()
     t0 = (time.time_ns() // NS - 120) * NS
     async with client_for(gateway, key) as client:
