@@ -238,3 +238,27 @@ async def test_every_dashboard_promql_metric_is_exported_with_its_labels(
                     unchecked.add((name, label))
     # Worker families with per-key samples only once a point came late: not checked here.
     assert unchecked == {("sluice_worker_late_points_total", "access_key")}
+
+
+async def test_an_hour_of_timer_percentiles_per_second_fits_in_128_mib(tmp_path: Path) -> None:
+    """The 1 s percentile panel over its default hour: 10 series of one timer, a window each
+    second of 200 values in as many buckets, every point equal to the sketch's own quantiles,
+    within 128 MiB of query memory (it needs 40-48 MiB; looking each bucket up in the merged map
+    took over 1 GiB)."""
+    settings = Settings(data_dir=tmp_path, query={"max_memory_bytes": 128 << 20})
+    writer, reader = ClickHouse(settings), Reader(settings)
+    await writer.start()
+    try:
+        values = {t: [1.03 ** ((t + i) % 600) for i in range(200)] for t in range(FROM, TO)}
+        rows = [metric_row(KEY, "db.query", "timer", t, v[s::10]) for t, v in values.items() for s in range(10)]
+        assert len(rows) == 36_000
+        await writer.insert_columns("metrics_1s", columns_of(rows), METRIC_COLUMNS, "hour")
+        (sql,) = [t["rawSql"] for title, t in targets(CLICKHOUSE) if title == "Timer $timer: p50/p90/p99 (1 s)"]
+        columns, points = await reader.query(grafana_sql(sql, {"access_key": KEY, "timer": "db.query"}))
+        assert columns == ["time", "p50", "p90", "p99"] and len(points) == 3600
+        for time_, *got in points[::599]:
+            want = sketch.quantiles(cast(Mapping[int | str, int], sketch_of(values[_plain(time_)])), (0.5, 0.9, 0.99))
+            assert got == [pytest.approx(w, rel=1e-9) for w in want]
+    finally:
+        await reader.stop()
+        await writer.stop()
