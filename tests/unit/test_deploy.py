@@ -25,6 +25,7 @@ from pydantic import BaseModel, SecretStr
 
 from sluice.cli.main import build_parser
 from sluice.settings import Settings
+from sluice.settings.worker import WorkerSettings
 from tests.fixtures import helm
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -393,3 +394,23 @@ def test_grafana_dashboard_variables_are_values_not_sql() -> None:
     *decoded, leaked = [json.loads(line) for line in run.stdout.splitlines()]
     assert [row["v"] for row in decoded] == hostile
     assert leaked == {"n": 1}
+
+
+def test_compose_prometheus_scrapes_every_gateway_and_worker_per_key() -> None:
+    """Prometheus finds each gateway's and worker's /metrics by service name (so `--scale` needs
+    no change) on the ports they bind on the stack's network, labelled per key for the dashboard."""
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    found = {job["job_name"]: [(sd["names"], sd["type"], sd["port"]) for sd in job["dns_sd_configs"]]
+             for job in config["scrape_configs"]}
+    services = compose()
+    gateway, worker = environment(services["gateway"]), environment(services["worker"])
+    host, port = gateway["SLUICE_GATEWAY_METRICS_LISTEN"].rsplit(":", 1)
+    assert host == "0.0.0.0" and worker["SLUICE_WORKER_WEB_HOST"] == "0.0.0.0"
+    assert "SLUICE_WORKER_WEB_PORT" not in worker
+    assert found == {
+        "sluice-gateway": [(["gateway"], "A", int(port))],
+        "sluice-worker": [(["worker"], "A", WorkerSettings().web_port)],
+    }
+    assert gateway["SLUICE_METRICS_KEY_LABELS"] == worker["SLUICE_METRICS_KEY_LABELS"] == "true"
+    assert "./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in services["prometheus"]["volumes"]
+    assert "prometheus" in services["grafana"]["depends_on"]
