@@ -56,12 +56,11 @@ def targets(kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def grafana_sql(sql: str, variables: dict[str, str]) -> str:
     """``sql`` as the ClickHouse plugin sends it: ``${name:percentencode}`` (Grafana's strict
-    encodeURIComponent), ``$__timeFilter(column)`` and ``$__timeInterval(column)`` over
-    [FROM, TO]; a macro or variable left over fails the test."""
+    encodeURIComponent) and ``$__timeFilter(column)`` over [FROM, TO]; a macro or variable left
+    over (one the dashboard took up since) fails the test."""
     for name, value in variables.items():
         sql = sql.replace(f"${{{name}:percentencode}}", urllib.parse.quote(value, safe=""))
     sql = re.sub(r"\$__timeFilter\((\w+)\)", rf"\1 >= toDateTime({FROM}) AND \1 <= toDateTime({TO})", sql)
-    sql = re.sub(r"\$__timeInterval\((\w+)\)", r"toStartOfInterval(toDateTime(\1), INTERVAL 60 second)", sql)
     assert "$" not in sql and "[[" not in sql, f"a macro or variable the test does not know: {sql}"
     return sql
 
@@ -71,6 +70,11 @@ def sketch_of(values: list[float]) -> sketch.Sketch:
     for v in values:
         sketch.add(sk, v)
     return sk
+
+
+def quantiles(values: list[float]) -> list[float | None]:
+    """p50, p90, p99 of ``values`` as ``sluice query metrics`` shows them (scoped.present)."""
+    return sketch.quantiles(cast(Mapping[int | str, int], sketch_of(values)), (0.5, 0.9, 0.99))
 
 
 def metric_row(key: str, name: str, kind: str, window_start: int, values: list[float]) -> list[Any]:
@@ -122,8 +126,7 @@ async def test_every_dashboard_sql_query_runs_on_chdb_with_the_expected_result(t
         for variable in dashboard()["templating"]["list"]:
             answers[variable["name"]] = await reader.query(grafana_sql(variable["query"], variables))
 
-        # What `sluice query metrics` shows (sluice.streams.scoped.present)
-        q1, q2 = (sketch.quantiles(cast(Mapping[int | str, int], sketch_of(v)), (0.5, 0.9, 0.99)) for v in (timers_1, timers_2))
+        q1, q2 = (quantiles(v) for v in (timers_1, timers_2))
         assert q1[0] == pytest.approx(3.0, rel=0.01) and q1[2] == pytest.approx(4.0, rel=0.01) and q2[0] == 0.0
         percentiles = (["time", "p50", "p90", "p99"], [[w1, *q1], [w2, *q2]])
         expected: dict[str, tuple[list[str], list[list[Any]]]] = {
@@ -257,8 +260,7 @@ async def test_an_hour_of_timer_percentiles_per_second_fits_in_128_mib(tmp_path:
         columns, points = await reader.query(grafana_sql(sql, {"access_key": KEY, "timer": "db.query"}))
         assert columns == ["time", "p50", "p90", "p99"] and len(points) == 3600
         for time_, *got in points[::599]:
-            want = sketch.quantiles(cast(Mapping[int | str, int], sketch_of(values[_plain(time_)])), (0.5, 0.9, 0.99))
-            assert got == [pytest.approx(w, rel=1e-9) for w in want]
+            assert got == [pytest.approx(w, rel=1e-9) for w in quantiles(values[_plain(time_)])]
     finally:
         await reader.stop()
         await writer.stop()
