@@ -59,6 +59,13 @@ def _error(status: int, message: str, code: str = "invalid", headers: dict[str, 
     return web.json_response({"code": code, "message": message}, status=status, headers=headers)
 
 
+class UnsupportedMediaType(IngressError):
+    """A body whose ``Content-Type`` the endpoint does not decode (HTTP 415)."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "content_type"
+
+
 class BodyTimeout(IngressError):
     """The body did not arrive within ``protocols.body_timeout`` (HTTP 408)."""
 
@@ -66,22 +73,26 @@ class BodyTimeout(IngressError):
     reason = "body_timeout"
 
 
-def error_response(exc: SluiceError) -> web.Response:
-    """The HTTP answer to a failed write."""
+def error_status(exc: SluiceError) -> tuple[int, str, dict[str, str] | None]:
+    """The HTTP status of a failed write, a word naming it, and its headers (``Retry-After``)."""
     if isinstance(exc, Malformed):
-        return _error(400, str(exc))
+        return 400, "invalid", None
     if isinstance(exc, (BodyTooLarge, TooLargeToDecode)):
-        return _error(413, str(exc), "too large")
-    if isinstance(exc, DecodingBusy):
-        return _error(503, str(exc), "unavailable", {"Retry-After": str(max(1, round(exc.retry_after)))})
+        return 413, "too large", None
     if isinstance(exc, BodyTimeout):
-        response = _error(408, str(exc), "timeout")
-        response.force_close()  # what is left of the body is not read
-        return response
+        return 408, "timeout", None
+    if isinstance(exc, UnsupportedMediaType):
+        return 415, "unsupported media type", None
     status = _STATUS.get(exc.code, 500) if isinstance(exc, IngressError) else (503 if exc.retriable else 500)
     headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if isinstance(exc, RateLimited) else None
     code = {401: "unauthorized", 403: "forbidden", 429: "too many requests", 503: "unavailable"}.get(status, "internal error")
-    return _error(status, str(exc), "invalid" if status == 400 else code, headers)
+    return status, "invalid" if status == 400 else code, headers
+
+
+def error_response(exc: SluiceError) -> web.Response:
+    """The HTTP answer to a failed write: JSON ``{"code", "message"}``."""
+    status, code, headers = error_status(exc)
+    return _error(status, str(exc), code, headers)
 
 
 class HttpWrites:
@@ -93,7 +104,7 @@ class HttpWrites:
     ) -> None:
         self._host, self.port = host, port
         self._authenticator = authenticator
-        self._ingest = ingest
+        self.ingest = ingest
         self._settings = settings
         self._max_body = settings.max_http_body_bytes
         self._decoding = decoding
@@ -106,7 +117,7 @@ class HttpWrites:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        refused = self._ingest.metrics.http_refused
+        refused = self.ingest.metrics.http_refused
         self._runner = HardenedRunner(
             self.app, header_timeout=self._settings.header_timeout, refused=lambda reason: refused.labels(reason).inc(),
             access_log=None, auto_decompress=False,
@@ -142,7 +153,7 @@ class HttpWrites:
         try:
             return self._authenticator.authenticate(metadata)
         except IngressError as exc:
-            self._ingest.metrics.auth_failures.labels(exc.reason).inc()
+            self.ingest.metrics.auth_failures.labels(exc.reason).inc()
             raise
 
     async def _read(self, request: web.Request) -> bytes:
@@ -151,7 +162,7 @@ class HttpWrites:
             async with asyncio.timeout(self._settings.body_timeout):
                 return await request.read()
         except TimeoutError:
-            self._ingest.metrics.http_refused.labels("body_timeout").inc()
+            self.ingest.metrics.http_refused.labels("body_timeout").inc()
             raise BodyTimeout(
                 f"the body did not arrive within protocols.body_timeout ({self._settings.body_timeout:g}s)"
             ) from None
@@ -160,17 +171,19 @@ class HttpWrites:
         except web.RequestPayloadError as exc:  # e.g. a truncated chunked body
             raise Malformed(f"cannot read the body: {str(exc).strip()}", reason="body") from exc
 
-    async def _handle(
+    async def handle(
         self,
         request: web.Request,
         entry_point: str,
         encoding: str,
         accepted: tuple[str, ...],
         work: Callable[[AccessKeyConfig, bytes], Awaitable[web.Response]],
+        errors: Callable[[SluiceError], web.Response] = error_response,
     ) -> web.Response:
         """Authenticate, read the body, reserve its decoding cost, decompress it and ``work`` on
-        it; every answer that is an error counts as a rejected call."""
-        metrics = self._ingest.metrics
+        it; a failure is answered by ``errors``. Every answer that is an error counts as a
+        rejected call."""
+        metrics = self.ingest.metrics
         what, factor = f"{entry_point} request", COST_FACTOR[entry_point]
         try:
             config = self._authenticate(request)
@@ -189,7 +202,10 @@ class HttpWrites:
             if isinstance(exc, (BodyTooLarge, TooLargeToDecode, DecodingBusy)):
                 metrics.decoding_refused.labels(entry_point, exc.reason).inc()
             metrics.reject_call(entry_point, grpc_status(exc))
-            return error_response(exc)
+            response = errors(exc)
+            if isinstance(exc, BodyTimeout):
+                response.force_close()  # what is left of the body is not read
+            return response
         if response.status >= 400:  # a partial write
             metrics.reject_call(entry_point, grpc.StatusCode.INVALID_ARGUMENT)
         return response
@@ -203,8 +219,8 @@ class HttpWrites:
                 )
             parsed = influx.parse(body, precision)
             for reason, _ in parsed.malformed:
-                self._ingest.metrics.malformed.labels("influx", reason).inc()
-            admitted = await self._ingest.publish(config, parsed.envelopes, INFLUX)
+                self.ingest.metrics.malformed.labels("influx", reason).inc()
+            admitted = await self.ingest.publish(config, parsed.envelopes, INFLUX)
             errors = [m for _, m in parsed.malformed] + ([admitted.error] if admitted.error else [])
             if errors:
                 rejected = len(parsed.malformed) + len(admitted.rejected)
@@ -212,14 +228,14 @@ class HttpWrites:
             return web.Response(status=204)
 
         encoding = request.headers.get("Content-Encoding", "")
-        return await self._handle(request, INFLUX, encoding, INFLUX_ENCODINGS, work)
+        return await self.handle(request, INFLUX, encoding, INFLUX_ENCODINGS, work)
 
     async def _remote_write(self, request: web.Request) -> web.Response:
         async def work(config: AccessKeyConfig, body: bytes) -> web.Response:
             parsed = remote_write.parse(body)
             for reason, n in parsed.skipped.items():
-                self._ingest.metrics.malformed.labels("remote_write", reason).inc(n)
-            admitted = await self._ingest.publish(config, parsed.envelopes, REMOTE_WRITE)
+                self.ingest.metrics.malformed.labels("remote_write", reason).inc(n)
+            admitted = await self.ingest.publish(config, parsed.envelopes, REMOTE_WRITE)
             if admitted.rejected:
                 return _error(400, f"{len(admitted.rejected)} samples rejected; first: {admitted.error}")
             return web.Response(status=204)
@@ -227,4 +243,4 @@ class HttpWrites:
         encoding = request.headers.get("Content-Encoding", "snappy").strip().lower()
         if encoding in ("", "identity"):  # the body is snappy whatever the header says
             encoding = "snappy"
-        return await self._handle(request, REMOTE_WRITE, encoding, ("snappy",), work)
+        return await self.handle(request, REMOTE_WRITE, encoding, ("snappy",), work)
