@@ -1,5 +1,6 @@
 """HTTP writes: Influx line protocol (``POST /api/v2/write``, ``POST /write``) and Prometheus
-remote write (``POST /api/v1/write``), on ``protocols.http_listen``.
+remote write (``POST /api/v1/write``), on ``protocols.http_listen``; OTLP/HTTP mounts its
+endpoints on the same application (:mod:`.otlp_http`), through :meth:`HttpWrites.handle`.
 
 Authentication is the native one: a JWT whose ``sub`` is the access key, sent as
 ``Authorization: Bearer <JWT>`` or, as Influx clients do, ``Authorization: Token <JWT>`` (v1 also
@@ -79,6 +80,8 @@ def error_status(exc: SluiceError) -> tuple[int, str, dict[str, str] | None]:
         return 400, "invalid", None
     if isinstance(exc, (BodyTooLarge, TooLargeToDecode)):
         return 413, "too large", None
+    if isinstance(exc, DecodingBusy):
+        return 503, "unavailable", {"Retry-After": str(max(1, round(exc.retry_after)))}
     if isinstance(exc, BodyTimeout):
         return 408, "timeout", None
     if isinstance(exc, UnsupportedMediaType):
@@ -104,7 +107,7 @@ class HttpWrites:
     ) -> None:
         self._host, self.port = host, port
         self._authenticator = authenticator
-        self.ingest = ingest
+        self._ingest = ingest
         self._settings = settings
         self._max_body = settings.max_http_body_bytes
         self._decoding = decoding
@@ -116,8 +119,13 @@ class HttpWrites:
         self.app.router.add_get("/ping", self._ping)  # Influx clients' and Telegraf's health check
         self._runner: web.AppRunner | None = None
 
+    @property
+    def ingest(self) -> Ingest:
+        """The admission path the writes go through."""
+        return self._ingest
+
     async def start(self) -> None:
-        refused = self.ingest.metrics.http_refused
+        refused = self._ingest.metrics.http_refused
         self._runner = HardenedRunner(
             self.app, header_timeout=self._settings.header_timeout, refused=lambda reason: refused.labels(reason).inc(),
             access_log=None, auto_decompress=False,
@@ -153,7 +161,7 @@ class HttpWrites:
         try:
             return self._authenticator.authenticate(metadata)
         except IngressError as exc:
-            self.ingest.metrics.auth_failures.labels(exc.reason).inc()
+            self._ingest.metrics.auth_failures.labels(exc.reason).inc()
             raise
 
     async def _read(self, request: web.Request) -> bytes:
@@ -162,7 +170,7 @@ class HttpWrites:
             async with asyncio.timeout(self._settings.body_timeout):
                 return await request.read()
         except TimeoutError:
-            self.ingest.metrics.http_refused.labels("body_timeout").inc()
+            self._ingest.metrics.http_refused.labels("body_timeout").inc()
             raise BodyTimeout(
                 f"the body did not arrive within protocols.body_timeout ({self._settings.body_timeout:g}s)"
             ) from None
@@ -183,7 +191,7 @@ class HttpWrites:
         """Authenticate, read the body, reserve its decoding cost, decompress it and ``work`` on
         it; a failure is answered by ``errors``. Every answer that is an error counts as a
         rejected call."""
-        metrics = self.ingest.metrics
+        metrics = self._ingest.metrics
         what, factor = f"{entry_point} request", COST_FACTOR[entry_point]
         try:
             config = self._authenticate(request)
@@ -219,8 +227,8 @@ class HttpWrites:
                 )
             parsed = influx.parse(body, precision)
             for reason, _ in parsed.malformed:
-                self.ingest.metrics.malformed.labels("influx", reason).inc()
-            admitted = await self.ingest.publish(config, parsed.envelopes, INFLUX)
+                self._ingest.metrics.malformed.labels("influx", reason).inc()
+            admitted = await self._ingest.publish(config, parsed.envelopes, INFLUX)
             errors = [m for _, m in parsed.malformed] + ([admitted.error] if admitted.error else [])
             if errors:
                 rejected = len(parsed.malformed) + len(admitted.rejected)
@@ -234,8 +242,8 @@ class HttpWrites:
         async def work(config: AccessKeyConfig, body: bytes) -> web.Response:
             parsed = remote_write.parse(body)
             for reason, n in parsed.skipped.items():
-                self.ingest.metrics.malformed.labels("remote_write", reason).inc(n)
-            admitted = await self.ingest.publish(config, parsed.envelopes, REMOTE_WRITE)
+                self._ingest.metrics.malformed.labels("remote_write", reason).inc(n)
+            admitted = await self._ingest.publish(config, parsed.envelopes, REMOTE_WRITE)
             if admitted.rejected:
                 return _error(400, f"{len(admitted.rejected)} samples rejected; first: {admitted.error}")
             return web.Response(status=204)
