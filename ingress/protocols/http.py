@@ -1,10 +1,11 @@
 """HTTP writes: Influx line protocol (``POST /api/v2/write``, ``POST /write``) and Prometheus
 remote write (``POST /api/v1/write``), on ``protocols.http_listen``; OTLP/HTTP mounts its
-endpoints on the same application (:mod:`.otlp_http`), through :meth:`HttpWrites.handle`.
+endpoints on the same application (:mod:`.otlp_http`), and so does the Loki push API
+(:mod:`.loki`), through :meth:`HttpWrites.handle`.
 
 Authentication is the native one: a JWT whose ``sub`` is the access key, sent as
 ``Authorization: Bearer <JWT>`` or, as Influx clients do, ``Authorization: Token <JWT>`` (v1 also
-takes it as the ``p`` query parameter). ``x-access-key`` may name the key; without it the token's
+takes it as the ``p`` query parameter), or as basic auth's password (its user names the key). ``x-access-key`` may name the key; without it the token's
 subject does, and is then verified like any other. Influx's ``org``, ``bucket`` and ``db``
 parameters are accepted and ignored: the access key is the tenant. Errors answer with the status the native
 API's gRPC code maps to; a body with some malformed or invalid lines stores the others and
@@ -22,6 +23,7 @@ when there is no room in time). The listener's own hardening is :mod:`.http_list
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -56,7 +58,8 @@ _STATUS = {
 }
 
 
-def _error(status: int, message: str, code: str = "invalid", headers: dict[str, str] | None = None) -> web.Response:
+def json_error(status: int, message: str, code: str = "invalid", headers: dict[str, str] | None = None) -> web.Response:
+    """An error answer: JSON ``{"code", "message"}``."""
     return web.json_response({"code": code, "message": message}, status=status, headers=headers)
 
 
@@ -95,7 +98,7 @@ def error_status(exc: SluiceError) -> tuple[int, str, dict[str, str] | None]:
 def error_response(exc: SluiceError) -> web.Response:
     """The HTTP answer to a failed write: JSON ``{"code", "message"}``."""
     status, code, headers = error_status(exc)
-    return _error(status, str(exc), code, headers)
+    return json_error(status, str(exc), code, headers)
 
 
 class HttpWrites:
@@ -147,11 +150,17 @@ class HttpWrites:
     def _authenticate(self, request: web.Request) -> AccessKeyConfig:
         scheme, _, token = request.headers.get(AUTHORIZATION, "").partition(" ")
         token = token.strip()
+        key = request.headers.get(ACCESS_KEY)
         if scheme.lower() == "token":
             scheme = "Bearer"
+        elif scheme.lower() == "basic":  # user: the access key, password: the JWT
+            try:
+                user, _, token = base64.b64decode(token, validate=True).decode().partition(":")
+            except ValueError:
+                raise Unauthenticated("malformed basic credentials: expected base64 of <access key>:<JWT>") from None
+            scheme, key = "Bearer", key or user
         if not token and request.query.get("p"):
             scheme, token = "Bearer", request.query["p"]
-        key = request.headers.get(ACCESS_KEY)
         if not key and token:
             try:
                 key = str(jwt.decode(token, options={"verify_signature": False}).get("sub", ""))
@@ -187,12 +196,14 @@ class HttpWrites:
         accepted: tuple[str, ...],
         work: Callable[[AccessKeyConfig, bytes], Awaitable[web.Response]],
         errors: Callable[[SluiceError], web.Response] = error_response,
+        cost_factor: int | None = None,
     ) -> web.Response:
         """Authenticate, read the body, reserve its decoding cost, decompress it and ``work`` on
         it; a failure is answered by ``errors``. Every answer that is an error counts as a
-        rejected call."""
+        rejected call. The decoding cost is ``cost_factor`` (by default the entry point's
+        :data:`~sluice.ingress.decoding.COST_FACTOR`) times the decoded size."""
         metrics = self._ingest.metrics
-        what, factor = f"{entry_point} request", COST_FACTOR[entry_point]
+        what, factor = f"{entry_point} request", cost_factor or COST_FACTOR[entry_point]
         try:
             config = self._authenticate(request)
             body = await self._read(request)
@@ -232,7 +243,7 @@ class HttpWrites:
             errors = [m for _, m in parsed.malformed] + ([admitted.error] if admitted.error else [])
             if errors:
                 rejected = len(parsed.malformed) + len(admitted.rejected)
-                return _error(400, f"partial write: {rejected} rejected, {admitted.accepted} stored; first: {errors[0]}")
+                return json_error(400, f"partial write: {rejected} rejected, {admitted.accepted} stored; first: {errors[0]}")
             return web.Response(status=204)
 
         encoding = request.headers.get("Content-Encoding", "")
@@ -245,7 +256,7 @@ class HttpWrites:
                 self._ingest.metrics.malformed.labels("remote_write", reason).inc(n)
             admitted = await self._ingest.publish(config, parsed.envelopes, REMOTE_WRITE)
             if admitted.rejected:
-                return _error(400, f"{len(admitted.rejected)} samples rejected; first: {admitted.error}")
+                return json_error(400, f"{len(admitted.rejected)} samples rejected; first: {admitted.error}")
             return web.Response(status=204)
 
         encoding = request.headers.get("Content-Encoding", "snappy").strip().lower()

@@ -9,6 +9,7 @@ from sluice.ingress.listen import parse_listen
 from sluice.ingress.protocols import influx
 from sluice.ingress.protocols.http import HttpWrites
 from sluice.ingress.protocols.ingest import Ingest
+from sluice.ingress.protocols.loki import LokiPush
 from sluice.ingress.protocols.otlp_http import OtlpHttp
 from sluice.ingress.protocols.statsd import StatsdParser
 from sluice.ingress.protocols.udp import UdpListener
@@ -46,10 +47,12 @@ class ProtocolListeners:
             host, port = _split(settings.http_listen, "protocols.http_listen")
             self.http = HttpWrites(host, port, authenticator, ingest, settings=settings, decoding=decoding)
             OtlpHttp(self.http)
+            LokiPush(self.http)
         if settings.otlp_http_listen:
             host, port = _split(settings.otlp_http_listen, "protocols.otlp_http_listen")
             self.otlp_http = HttpWrites(host, port, authenticator, ingest, settings=settings, decoding=decoding)
             OtlpHttp(self.otlp_http)
+            LokiPush(self.otlp_http)
 
     async def start(self) -> None:
         """Bind every configured listener; :class:`BindError` (and none left bound) if one cannot."""

@@ -122,7 +122,7 @@ class ProtocolsSettings(BaseModel):
     influx_udp_access_key: str = Field("", description="the access key line-protocol datagrams are stored under")
     http_listen: str = Field(
         "", description="host:port of the HTTP writes (Influx /api/v2/write, /write; Prometheus /api/v1/write; "
-        "OTLP/HTTP /v1/logs, /v1/metrics, /v1/traces)"
+        "OTLP/HTTP /v1/logs, /v1/metrics, /v1/traces; Loki /loki/api/v1/push)"
     )
     otlp_http_listen: str = Field(
         "", description="host:port of a second listener of the HTTP writes, for OTLP/HTTP clients' usual port "

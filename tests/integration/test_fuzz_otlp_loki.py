@@ -1,11 +1,11 @@
 """Hypothesis-generated and random bodies against OTLP/HTTP (``/v1/logs``, ``/v1/metrics``,
-``/v1/traces``) of a real ``sluice gateway`` process: garbage, truncated and mutated protobuf,
-arbitrary and near-OTLP JSON (bad hex ids, wrong types, deep nesting), corrupt gzip, wrong content
-types and encodings, bodies over the limit.
+``/v1/traces``) and the Loki push API of a real ``sluice gateway`` process: garbage, truncated and
+mutated protobuf and snappy, arbitrary and near-grammar JSON (bad hex ids, wrong types, deep
+nesting, bad stream labels), corrupt gzip, wrong content types and encodings, bodies over the limit.
 
-Every answer is 200 or a 4xx with a ``google.rpc.Status`` naming the problem, never a 5xx or a
-hang; every refusal is counted by entry point; afterwards a good export is published exactly and
-the log holds no traceback.
+Every answer is a success or a 4xx naming the problem (OTLP: a ``google.rpc.Status``), never a
+5xx or a hang; every refusal is counted by entry point; afterwards good requests are published
+exactly and the log holds no traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+import cramjam
 import pytest
 from google.protobuf import json_format
 from google.rpc.status_pb2 import Status
@@ -30,7 +31,7 @@ from tests.integration.process_helpers import GatewayProcess, gateway_process
 NS = 1_000_000_000
 T0 = (time.time_ns() // NS - 120) * NS
 MAX_BODY = 256 * 1024
-KEY, GOOD = "ak_fuzz_otlp", "ak_fuzz_otlp_good"
+KEY, GOOD, LOKI_GOOD = "ak_fuzz_otlp", "ak_fuzz_otlp_good", "ak_fuzz_loki_good"
 PATHS = {"/v1/logs": "OTLP.Logs", "/v1/metrics": "OTLP.Metrics", "/v1/traces": "OTLP.Traces"}
 GOOD_LOGS = {"resourceLogs": [{"scopeLogs": [{"logRecords": [
     {"timeUnixNano": str(T0), "body": {"stringValue": "fuzz"}, "traceId": "0af7651916cd43dd8448eb211c80319c"},
@@ -43,7 +44,7 @@ GOOD_PB = json_format.ParseDict(
 
 @pytest.fixture(scope="module")
 def gateway(tansu: Tansu, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    with gateway_process(tansu, tmp_path_factory.mktemp("fuzz_otlp"), [KEY, GOOD],
+    with gateway_process(tansu, tmp_path_factory.mktemp("fuzz_otlp"), [KEY, GOOD, LOKI_GOOD],
                          protocols={"max_http_body_bytes": MAX_BODY}) as process:
         yield process
 
@@ -123,3 +124,71 @@ def test_otlp_http_answers_any_body_with_a_status_that_names_the_problem(gateway
     assert (status, text) == (200, b"{}")
     stored = [(e.timestamp, e.log.payload, dict(e.tags)) for e in gateway.envelopes_of(GOOD)]
     assert stored == [(T0, b"fuzz", {"trace_id": "0af7651916cd43dd8448eb211c80319c"})]
+
+
+LOKI_GOOD_JSON = {"streams": [{"stream": {"job": "fuzz"}, "values": [[str(T0), "line", {"k": "v"}]]}]}
+loki_json = st.one_of(
+    json_values.map(lambda v: json.dumps({"streams": v}).encode()),
+    st.builds(lambda labels, values: json.dumps({"streams": [{"stream": labels, "values": values}]}).encode(),
+              json_values, json_values),
+    st.builds(lambda ts, line, meta: json.dumps({"streams": [{"stream": {}, "values": [[ts, line, meta]]}]}).encode(),
+              st.one_of(st.text(max_size=25), st.integers().map(str)), json_values, json_values),
+)
+loki_labels = st.one_of(st.text(max_size=40), st.builds(lambda n, v: f'{{{n}="{v}"}}', st.text(max_size=8), st.text(max_size=8)))
+
+
+def loki_protobuf(labels: str, line: bytes, seconds: int) -> bytes:
+    """A PushRequest of one stream and entry, by hand (the field numbers of Loki's push.proto)."""
+    def field(number: int, payload: bytes) -> bytes:
+        return bytes([number << 3 | 2]) + _varint(len(payload)) + payload
+    timestamp = bytes([8]) + _varint(seconds)
+    return field(1, field(1, labels.encode()) + field(2, field(1, timestamp) + field(2, line)))
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+loki_bodies = st.one_of(
+    bodies,
+    loki_json,
+    st.builds(loki_protobuf, loki_labels, st.binary(max_size=30), st.integers(0, 2**64 - 1)).map(
+        lambda b: bytes(cramjam.snappy.compress_raw(b))),
+    st.builds(loki_protobuf, loki_labels, st.binary(max_size=30), st.integers(0, 2**63)).flatmap(
+        lambda b: st.integers(0, len(b)).map(lambda n: bytes(cramjam.snappy.compress_raw(b[:n])))),
+)
+
+
+def test_loki_push_answers_any_body_with_a_status_that_names_the_problem(gateway: GatewayProcess) -> None:
+    answers: Counter[int] = Counter()
+    auth = {"Authorization": f"Bearer {gateway.token(KEY)}"}
+    before = gateway.counter("rejected_calls", entry_point="Loki")
+
+    @hypothesis_settings(max_examples=200, deadline=None, database=None)
+    @given(loki_bodies, content_types, encodings)
+    def push(body: bytes, content_type: str | None, encoding: str | None) -> None:
+        headers = dict(auth)
+        if content_type:
+            headers["Content-Type"] = content_type
+        if encoding:
+            headers["Content-Encoding"] = encoding
+        status, text = gateway.post("/loki/api/v1/push", body, headers)
+        assert status in (204, 400, 413), (status, text[:500])
+        if status != 204:
+            assert len(json.loads(text)["message"]) > 10, text
+        answers[status] += 1
+
+    push()
+    assert gateway.counter("rejected_calls", entry_point="Loki") - before == answers[400] + answers[413], answers
+    assert answers[204] and answers[400], answers
+    print(f"\nLoki answers: {dict(answers)}")
+
+    headers = {"Authorization": f"Bearer {gateway.token(LOKI_GOOD)}", "Content-Type": "application/json"}
+    assert gateway.post("/loki/api/v1/push", json.dumps(LOKI_GOOD_JSON).encode(), headers) == (204, b"")
+    stored = [(e.timestamp, e.log.payload, dict(e.tags), e.source_id) for e in gateway.envelopes_of(LOKI_GOOD)]
+    assert stored == [(T0, b"line", {"job": "fuzz", "k": "v"}, "fuzz")]
