@@ -153,7 +153,7 @@ def protocol_lines(settings: Settings) -> str:
     parts += [f"statsd udp://{p.statsd_listen}"] if p.statsd_listen else []
     parts += [f"Influx udp://{p.influx_udp_listen}"] if p.influx_udp_listen else []
     parts += [f"Influx, remote write, OTLP/HTTP and Loki push http://{p.http_listen}"] if p.http_listen else []
-    parts += [f"OTLP/HTTP http://{p.otlp_http_listen}/v1/logs"] if p.otlp_http_listen else []
+    parts += [f"OTLP/HTTP and Loki push http://{p.otlp_http_listen}"] if p.otlp_http_listen else []
     return ", ".join(parts)
 
 
