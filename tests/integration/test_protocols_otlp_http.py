@@ -36,6 +36,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Status as SpanStatus, StatusCode
 
 from sluice.ingress import Gateway, issue_token
+from sluice.keys import Limits
 from sluice.settings import Settings
 from sluice.v1.envelope_pb2 import Envelope, Log, Span
 from tests.fixtures.stack import WorkerProcess
@@ -238,3 +239,23 @@ async def test_partial_success_and_refusals_answer_per_the_specification(gateway
     assert gateway.metrics_port
     await assert_accounted(gateway.metrics_port, key, sent=4, acknowledged=2, rejected={"INVALID_ARGUMENT": 2},
                            refused_calls={"UNAUTHENTICATED": 2, "INVALID_ARGUMENT": 4})
+
+
+async def test_a_key_over_its_byte_rate_is_answered_429_with_retry_after(gateway: Gateway, unique: str) -> None:
+    key = await add_key(gateway.keys, f"ak_otlprate_{unique}", limits=Limits(bytes_per_second=10, bytes_burst=300))
+    logs = {"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"timeUnixNano": str(T0 + i), "body": {"stringValue": "x" * 200}} for i in range(3)
+    ]}]}]}
+    headers = auth(gateway, key) | {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{otlp_url(gateway)}/v1/logs", data=json.dumps(logs), headers=headers) as r:
+            assert (r.status, await r.read()) == (200, b"{}")  # a full bucket lets a request through
+        async with http.post(f"{otlp_url(gateway)}/v1/logs", data=json.dumps(logs), headers=headers) as r:
+            status = json_format.Parse(await r.read(), Status())
+            prefix = f"access key '{key}' is over its limit of 10 bytes/s; retry in "
+            assert status.message.startswith(prefix) and status.message.endswith("s"), status
+            wait = float(status.message.removeprefix(prefix)[:-1])
+            assert (r.status, r.headers.get("Retry-After"), status.code) == (429, str(round(wait)), 8), status
+            assert wait > 1
+    assert gateway.metrics_port
+    await assert_accounted(gateway.metrics_port, key, sent=6, acknowledged=3, refused_calls={"RESOURCE_EXHAUSTED": 1})
