@@ -132,14 +132,13 @@ def parse_json(raw: bytes) -> list[Envelope]:
         labels = _strings(stream.get("stream", {}), "a stream's labels")
         for value in stream["values"]:
             if not (isinstance(value, list) and len(value) in (2, 3) and isinstance(value[0], str)
-                    and isinstance(value[1], str) and value[0].isdigit()):
+                    and isinstance(value[1], str) and value[0].isascii() and value[0].isdigit()):
                 raise Malformed(f"a value {str(value)[:80]} is not [\"<unix ns>\", \"<line>\"(, {{metadata}})]",
                                 reason="json")
-            ns = int(value[0])
-            if ns > INT64_MAX:
+            if len(value[0]) > 19 or int(value[0]) > INT64_MAX:
                 raise Malformed(f"timestamp {value[0][:30]} is out of range", reason="timestamp")
             metadata = _strings(value[2], "structured metadata") if len(value) == 3 else {}
-            out.append(_envelope(labels, ns, value[1], metadata.items()))
+            out.append(_envelope(labels, int(value[0]), value[1], metadata.items()))
     return out
 
 
@@ -155,9 +154,11 @@ class LokiPush:
         tenant = request.headers.get("X-Scope-OrgID", "").strip()
 
         async def work(config: AccessKeyConfig, raw: bytes) -> web.Response:
-            if tenant and tenant != config.access_key:
-                raise PermissionDenied(f"X-Scope-OrgID {tenant[:80]!r} is not the token's access key")
             metrics = self._writes.ingest.metrics
+            if tenant and tenant != config.access_key:
+                denied = PermissionDenied(f"X-Scope-OrgID {tenant[:80]!r} is not the token's access key")
+                metrics.auth_failures.labels(denied.reason).inc()
+                raise denied
             try:
                 envelopes = parse_json(raw) if is_json else parse_protobuf(raw)
             except Malformed as exc:

@@ -15,6 +15,7 @@ content type that is neither, 429/503 with ``Retry-After``) with a ``google.rpc.
 from __future__ import annotations
 
 import base64
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -110,7 +111,7 @@ class OtlpHttp:
         for signal in SIGNALS:
             writes.app.router.add_post(PATHS[signal.entry_point], self._handler(signal))
 
-    def _handler(self, signal: Signal) -> Any:
+    def _handler(self, signal: Signal) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def export(request: web.Request) -> web.Response:
             return await self._export(signal, request)
 

@@ -45,6 +45,8 @@ def test_protobuf_entries_become_log_envelopes() -> None:
     (b'{"streams": [{"stream": {}, "values": [[1, "x"]]}]}', 'a value [1, \'x\'] is not ["<unix ns>", "<line>"(, {metadata})]'),
     (b'{"streams": [{"stream": {}, "values": [["99999999999999999999", "x"]]}]}', "timestamp 99999999999999999999 is out of range"),
     (b'{"streams": [{"stream": {}, "values": [["1", "x", {"k": 1}]]}]}', "structured metadata must be an object of strings"),
+    ('{"streams": [{"stream": {}, "values": [["\u00b2", "x"]]}]}'.encode(), 'a value [\'²\', \'x\'] is not ["<unix ns>", "<line>"(, {metadata})]'),
+    (b'{"streams": [{"stream": {}, "values": [["' + b"1" * 5000 + b'", "x"]]}]}', f"timestamp {'1' * 30} is out of range"),
 ])
 def test_bad_json_bodies_are_malformed_naming_the_problem(body: bytes, message: str) -> None:
     with pytest.raises(Malformed) as raised:
