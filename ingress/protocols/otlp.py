@@ -139,8 +139,12 @@ def _number(point: NumberDataPoint) -> float:
 
 
 def _exp_bound(scale: int, index: int) -> float:
-    """Upper bound of bucket ``index`` of an exponential histogram: base ** (index + 1)."""
-    return math.ldexp(1.0, index + 1) if scale == 0 else 2.0 ** ((index + 1) * 2.0 ** -scale)
+    """Upper bound of bucket ``index`` of an exponential histogram: base ** (index + 1), ``inf``
+    past the largest float (a scale or offset far outside what SDKs send)."""
+    try:
+        return math.ldexp(1.0, index + 1) if scale == 0 else 2.0 ** ((index + 1) * 2.0 ** -scale)
+    except OverflowError:
+        return math.inf
 
 
 def metric_groups(metric: Metric, ctx: _Context) -> Groups:

@@ -43,3 +43,15 @@ def test_bad_protobuf_is_malformed() -> None:
     with pytest.raises(Malformed) as raised:
         parse(METRICS, b"\xff\xff", PROTOBUF)
     assert str(raised.value).startswith("the body is not a valid opentelemetry.proto.collector.metrics.v1.ExportMetricsServiceRequest: ")
+
+
+def test_exponential_histogram_bounds_past_the_largest_float_are_infinite() -> None:
+    body = {"resourceMetrics": [{"scopeMetrics": [{"metrics": [{"name": "h", "exponentialHistogram": {
+        "aggregationTemporality": 1, "dataPoints": [
+            {"scale": -100, "count": "2", "positive": {"offset": 5, "bucketCounts": ["1"]},
+             "negative": {"offset": 2147483646, "bucketCounts": ["1"]}},
+        ]}}]}]}]}
+    [group] = METRICS.groups(parse(METRICS, json.dumps(body).encode(), JSON))
+    assert [(e.counter.name, e.counter.delta, dict(e.tags)) for e in group] == [
+        ("h.count", 2, {}), ("h.bucket", 1, {"le": "inf"}), ("h.bucket", 1, {"le": "-inf"}),
+    ]
