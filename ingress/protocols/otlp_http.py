@@ -135,11 +135,10 @@ class OtlpHttp:
                 )
             metrics = self._writes.ingest.metrics
             try:
-                export = parse(signal, raw, content_type)
+                groups = signal.groups(parse(signal, raw, content_type))
             except Malformed as exc:
                 metrics.invalid.labels(exc.reason).inc()
                 raise
-            groups = signal.groups(export)
             admitted = await self._writes.ingest.publish(config, [e for g in groups for e in g], signal.entry_point)
             response = signal.response()
             if admitted.rejected:

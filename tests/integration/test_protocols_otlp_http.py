@@ -231,6 +231,10 @@ async def test_partial_success_and_refusals_answer_per_the_specification(gateway
         assert message.startswith("the body is not a valid opentelemetry.proto.collector.metrics.v1."), message
         status, content_type, code, message = await refused(good | {"Content-Type": "application/json"}, b'{"resourceMetrics": 7}')
         assert (status, content_type, code) == (400, "application/json", 3) and "OTLP/JSON" in message, message
+        too_late = {"resourceMetrics": [{"scopeMetrics": [{"metrics": [{"name": "t", "gauge": {"dataPoints": [
+            {"timeUnixNano": str(2**64 - 1), "asDouble": 1.0}]}}]}]}]}
+        assert await refused(good | {"Content-Type": "application/json"}, json.dumps(too_late).encode()) == (
+            400, "application/json", 3, f"timestamp {2**64 - 1} ns is out of range (after 2262)")
         assert await refused(good | {"Content-Type": "text/plain"}, b"x") == (
             415, pb["Content-Type"], 3,
             "unsupported Content-Type 'text/plain'; OTLP/HTTP takes application/x-protobuf or application/json")
@@ -238,7 +242,7 @@ async def test_partial_success_and_refusals_answer_per_the_specification(gateway
         assert (status, code, message) == (400, 3, "unsupported Content-Encoding 'br'; expected gzip or identity")
     assert gateway.metrics_port
     await assert_accounted(gateway.metrics_port, key, sent=4, acknowledged=2, rejected={"INVALID_ARGUMENT": 2},
-                           refused_calls={"UNAUTHENTICATED": 2, "INVALID_ARGUMENT": 4})
+                           refused_calls={"UNAUTHENTICATED": 2, "INVALID_ARGUMENT": 5})
 
 
 async def test_a_key_over_its_byte_rate_is_answered_429_with_retry_after(gateway: Gateway, unique: str) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
 from sluice.ingress.protocols.lines import Malformed
 from sluice.ingress.protocols.otlp_http import JSON, PROTOBUF, parse
-from sluice.ingress.protocols.otlp_service import SIGNALS
+from sluice.ingress.protocols.otlp_service import SIGNALS, Signal
 
 LOGS, METRICS, TRACES = SIGNALS
 
@@ -55,3 +56,17 @@ def test_exponential_histogram_bounds_past_the_largest_float_are_infinite() -> N
     assert [(e.counter.name, e.counter.delta, dict(e.tags)) for e in group] == [
         ("h.count", 2, {}), ("h.bucket", 1, {"le": "inf"}), ("h.bucket", 1, {"le": "-inf"}),
     ]
+
+
+@pytest.mark.parametrize(("signal", "body", "message"), [
+    (LOGS, {"resourceLogs": [{"scopeLogs": [{"logRecords": [{"timeUnixNano": str(2**64 - 1)}]}]}]},
+     f"timestamp {2**64 - 1} ns is out of range (after 2262)"),
+    (METRICS, {"resourceMetrics": [{"scopeMetrics": [{"metrics": [{"name": "h", "histogram": {
+        "aggregationTemporality": 1, "dataPoints": [{"count": "1", "bucketCounts": [str(2**64 - 1), "1"],
+                                                     "explicitBounds": [1.0]}]}}]}]}]},
+     f"h.bucket {2**64} does not fit in 64 bits"),
+])
+def test_values_past_64_bits_are_malformed(signal: Signal, body: dict[str, Any], message: str) -> None:
+    with pytest.raises(Malformed) as raised:
+        signal.groups(parse(signal, json.dumps(body).encode(), JSON))
+    assert str(raised.value) == message
