@@ -33,6 +33,54 @@ def test_parses(text: str, expected: Line) -> None:
     assert parse_line(text) == expected
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    # runs of spaces before the measurement, the fields and the timestamp, and after it
+    ("   m,t=a   f=1   1700  ", Line("m", {"t": "a"}, {"f": 1.0}, 1700)),
+    # a string field spans lines; \n, \r and \t are escapes in it
+    ('m s="one\ntwo",e="a\\nb\\tc\\rd" 5', Line("m", {}, {"s": "one\ntwo", "e": "a\nb\tc\rd"}, 5)),
+    # timestamps at and before the epoch are line protocol
+    ("m f=1 0", Line("m", {}, {"f": 1.0}, 0)),
+    ("m f=1 -5", Line("m", {}, {"f": 1.0}, -5)),
+    # a measurement may hold an equals sign or a quote, a field value an exponent without digits before
+    ('m=x"y f=.5e1', Line('m=x"y', {}, {"f": 5.0})),
+])
+def test_parses_as_the_reference_does(text: str, expected: Line) -> None:
+    assert parse_line(text) == expected
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("m,t=a,t=b f=1", "tag"),  # a tag key given twice
+    ("\tm f=1", "measurement"),  # only spaces may precede an entry
+    ("m f=1\t1", "field"),
+    ("m f=1 1 2", "syntax"),
+    ("# a comment with a \x01 control character", "measurement"),
+    ("m f=1_000", "field"),  # Go's float syntax, not line protocol's
+    ("m f=0x1p3", "field"),
+])
+def test_refuses_as_the_reference_does(text: str, reason: str) -> None:
+    with pytest.raises(Malformed) as info:
+        parse_line(text)
+    assert info.value.reason == reason
+
+
+def test_a_multi_line_string_is_one_entry_and_a_fault_resumes_on_the_next_line() -> None:
+    body = b'a s="x\ny" 1\nb f=1 2 3\nc f=2 4\n   d s="no end\ne f=3 5\n'
+    parsed = parse(body)
+    assert [(e.timestamp, e.WhichOneof("message")) for e in parsed.envelopes] == [(1, "event"), (4, "gauge"), (5, "gauge")]
+    assert json.loads(parsed.envelopes[0].event.body) == {"s": "x\ny"}
+    assert [reason for reason, _ in parsed.malformed] == ["syntax", "string"]
+
+
+def test_times_at_or_before_the_epoch_are_refused_as_sluice_cannot_store_them() -> None:
+    parsed = parse(b"m f=1 0\nm f=1 -5\nm f=1 -1\nm f=1 1\nm f=1", "s")
+    assert [e.timestamp for e in parsed.envelopes] == [NS, 0]  # 0: the time of receipt
+    assert parsed.malformed == [
+        ("timestamp", "timestamp 0 ns is not after the epoch (1970-01-01)"),
+        ("timestamp", f"timestamp {-5 * NS} ns is not after the epoch (1970-01-01)"),
+        ("timestamp", f"timestamp {-NS} ns is not after the epoch (1970-01-01)"),
+    ]
+
+
 @pytest.mark.parametrize(("precision", "factor"), [("ns", 1), ("us", 1_000), ("ms", 1_000_000), ("s", NS), ("m", 60 * NS), ("h", 3600 * NS)])
 def test_precision_scales_the_timestamp(precision: str, factor: int) -> None:
     env = parse(b"m f=1 1700", precision).envelopes[0]
@@ -55,7 +103,6 @@ def test_precision_scales_the_timestamp(precision: str, factor: int) -> None:
     ("m i=9223372036854775808i", "integer"),
     ("m u=-1u", "integer"),
     ("m f=1 12ab", "timestamp"),
-    ("m f=1 -5", "timestamp"),
     ('m s="x"y', "syntax"),
 ])
 def test_malformed_lines_name_their_reason(text: str, reason: str) -> None:
