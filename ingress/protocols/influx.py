@@ -11,8 +11,8 @@ The timestamp is a signed integer in the request's precision; without one the en
 time of receipt. An entry naming a tag key twice is refused. Go's float syntax, which the
 reference uses, also takes ``1_000`` and ``0x1p3``; like InfluxDB, Sluice refuses them.
 
-Sluice refuses what it cannot store (see :func:`parse`): a timestamp at or before the epoch, and
-in the gateway one beyond ``gateway.max_future_seconds``.
+Sluice refuses what it cannot store: :func:`parse` a timestamp at or before the epoch, the gateway
+(as for every envelope) times beyond ``gateway.max_future_seconds`` ahead or older than it keeps.
 
 An entry's numeric and boolean fields become one ``Gauge`` envelope whose metrics are named
 ``<measurement>.<field>`` (booleans as 1/0; integers beyond 2**53 lose precision as doubles);

@@ -20,8 +20,9 @@ from sluice.ingress.protocols.lines import Malformed
 CORPUS = Path(__file__).parents[3] / "data" / "influx_line_protocol_corpus.json"
 
 # Texts the reference accepts that Sluice refuses by its documented limits: an envelope's time is
-# after the epoch (the README's Influx mapping lists this). Later, the gateway also refuses times
-# beyond gateway.max_future_seconds and the worker drops metric points older than worker.max_lateness.
+# after the epoch (the README's Influx mapping lists this). The gateway's validation, which every
+# envelope passes, then also refuses times beyond gateway.max_future_seconds (as for the corpus's
+# 9223372036854775806) and older than worker.max_lateness or clickhouse.ttl_days_raw.
 AT_OR_BEFORE_THE_EPOCH = {
     "0ca29e2594d6ab9e398bb798a31fc538",  # cpu value=1 -9223372036854775806
     "24152b90d5366cb2bd12ef6ae61f6e03",  # cpu value=42 0
