@@ -193,6 +193,7 @@ def _entry(text: str, pos: int, precision: int) -> tuple[Line | Malformed, int]:
             if pos < n and text[pos] == '"':
                 end = _end(_STRING, text, pos + 1)
                 if end >= n:
+                    pos = n  # the string runs to the end of the input, as the reference reads it
                     raise Malformed(f"string field {key!r} has no closing quote", reason="string")
                 string = text[pos + 1:end]
                 fields[key] = _STRING_ESCAPE.sub(_unescape_string, string) if "\\" in string else string

@@ -1,4 +1,6 @@
-"""Influx line protocol against InfluxData's reference decoder, on its own test corpus.
+"""Influx line protocol against InfluxData's reference decoder, on its own test corpus and the
+cases of its decoder test (``influx_reference_cases``, which also check where decoding resumes
+after a faulty entry).
 
 ``tests/data/influx_line_protocol_corpus.json`` holds the decode cases of the reference's corpus
 (github.com/influxdata/line-protocol, ``lineprotocol/testdata/corpus.json`` at commit
@@ -14,8 +16,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from sluice.ingress.protocols.influx import PRECISIONS, Line, decode, parse
 from sluice.ingress.protocols.lines import Malformed
+from tests.unit.ingress.protocols.influx_reference_cases import CASES
 
 CORPUS = Path(__file__).parents[3] / "data" / "influx_line_protocol_corpus.json"
 
@@ -105,3 +110,13 @@ def test_sluice_stores_what_the_reference_accepts_but_for_its_documented_limits(
     assert {key: [reason for reason, _ in why] for key, why in refused.items()} == {
         key: ["timestamp"] for key in AT_OR_BEFORE_THE_EPOCH
     }
+
+
+@pytest.mark.parametrize(("name", "text", "precision", "expected"), CASES, ids=[case[0] for case in CASES])
+def test_sluice_decodes_the_reference_decoder_cases_entry_by_entry(
+    name: str, text: str, precision: str, expected: list[Line | None]
+) -> None:
+    decoded = decode(text.encode(), PRECISIONS[precision])
+    assert [None if isinstance(entry, Malformed) else _decoded(entry) for entry in decoded] == [
+        None if entry is None else _decoded(entry) for entry in expected
+    ]
