@@ -104,7 +104,7 @@ def _value(key: str, text: str) -> float | int | bool:
         return boolean
     suffix = text[-1]
     if suffix == "i" or suffix == "u":
-        if not _SIGNED.fullmatch(text, 0, len(text) - 1):
+        if not _SIGNED.fullmatch(text, 0, len(text) - 1) or suffix == "u" and text[0] == "-":
             raise Malformed(f"bad integer field {key}={text[:40]}", reason="integer")
         number = int(text[:-1])
         if not (0 <= number <= _UINT64_MAX if suffix == "u" else _INT64_MIN <= number <= _INT64_MAX):
@@ -215,9 +215,11 @@ def _entry(text: str, pos: int, precision: int) -> tuple[Line | Malformed, int]:
             if end > pos:
                 timestamp = _timestamp(text[pos:end], precision)
                 pos = _end(_SPACES, text, end)
-        if pos >= n or text[pos] == "\n":
+        if pos >= n:
+            return Line(measurement, tags, fields, timestamp), n
+        if text[pos] == "\n" or pos == n - 1 and text[pos] == "\r":
             return Line(measurement, tags, fields, timestamp), pos + 1
-        if text.startswith("\r\n", pos) or pos == n - 1 and text[pos] == "\r":
+        if text.startswith("\r\n", pos):
             return Line(measurement, tags, fields, timestamp), pos + 2
         raise Malformed(f"unexpected {text[pos:pos + 20]!r} at the end of the line", reason="syntax")
     except Malformed as exc:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from sluice.ingress.protocols.influx import Line, parse, parse_line
+from sluice.ingress.protocols.influx import Line, _entry, _plain, parse, parse_line
 from sluice.ingress.protocols.lines import Malformed
 
 NS = 1_000_000_000
@@ -54,6 +56,7 @@ def test_parses_as_the_reference_does(text: str, expected: Line) -> None:
     ("m f=1\t1", "field"),
     ("m f=1 1 2", "syntax"),
     ("# a comment with a \x01 control character", "measurement"),
+    ("m u=-0u", "integer"),  # no sign on an unsigned integer, not even on zero
     ("m f=1_000", "field"),  # Go's float syntax, not line protocol's
     ("m f=0x1p3", "field"),
 ])
@@ -141,3 +144,37 @@ def test_out_of_range_and_pythonic_numbers_are_malformed(text: bytes, reason: st
     assert len(parsed.envelopes) == 1
     [(got, line)] = parsed.malformed
     assert got == reason and line.startswith(message), line
+
+
+def _parts(*parts: str) -> st.SearchStrategy[str]:
+    return st.sampled_from(parts)
+
+
+# Entries near the common form, with the odd part here and there, and noise of the grammar's tokens.
+ENTRIES = st.one_of(
+    st.tuples(
+        _parts("m", "cpu", "é"), st.lists(_parts(",t=a", ",u=1", ",t=b"), max_size=3).map("".join), _parts(" ", "  "),
+        st.lists(_parts("f=1", "g=-2i", "h=3u", "b=t", "f=-.5e3", "g=1_0", "f=1e999"), min_size=1, max_size=3).map(",".join),
+        _parts("", " 1", " -5", " 99999999999999999999", " 9223372036854775807"), _parts("", "\n", "\r\n", "\r"),
+    ).map("".join),
+    st.tuples(
+        _parts("m", "cpu", "é", "m=x", 'm"', "a\\,b", "#m", "9", "m\\"),
+        st.lists(_parts(",t=a", ",t=b", ",u=1", ",t=", ",=a", ",t\\ x=y", ",t=a\\"), max_size=3).map("".join),
+        _parts(" ", "   ", "\t", ""),
+        st.lists(_parts("f=1", "f=-1.5e3", "g=1i", "g=-0u", "h=18446744073709551615u", "b=t", "b=FALSE", 's="x"',
+                        "f=1_0", "f=.5", "f=1.", "f=-", "f=", "=1", "f=1e999", "f=9223372036854775808i"),
+                 min_size=1, max_size=3).map(",".join),
+        _parts("", " 1", " -5", " 0", "  123 ", " 99999999999999999999", " 1x", " 9223372036854775807", " 1 2"),
+        _parts("", "\n", "\r\n", "\r", " \n", "\rx", "\nm f=1"),
+    ).map("".join),
+    st.lists(_parts("m", "f", "=", ",", " ", "1", "-", ".", "e", "i", "u", "t", '"', "\\", "#", "\r", "\n", "\t"),
+             max_size=30).map("".join),
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(ENTRIES, st.sampled_from([1, 1_000_000_000]))
+def test_the_fast_path_decodes_as_the_full_decoder(text: str, precision: int) -> None:
+    fast = _plain(text, 0, precision)
+    if fast is not None:
+        assert repr(fast) == repr(_entry(text, 0, precision))
