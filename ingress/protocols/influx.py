@@ -44,9 +44,12 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _UINT64_MAX = 2**64 - 1
 
 # The tokens, possessive so that an escape is never split to end a token early.
-_MEASUREMENT = re.compile(r"[^, \\\x00-\x1f\x7f]*+(?:\\[ ,]?+[^, \\\x00-\x1f\x7f]*+)*+")
-_KEY = re.compile(r"[^,= \\\x00-\x1f\x7f]*+(?:\\[,= ]?+[^,= \\\x00-\x1f\x7f]*+)*+")  # tag keys and values, field keys
-_STRING = re.compile(r'[^"\\]*+(?:\\.[^"\\]*+)*+', re.DOTALL)  # up to the closing quote
+_MEASUREMENT_TEXT = r"[^, \\\x00-\x1f\x7f]*+(?:\\[ ,]?+[^, \\\x00-\x1f\x7f]*+)*+"
+_KEY_TEXT = r"[^,= \\\x00-\x1f\x7f]*+(?:\\[,= ]?+[^,= \\\x00-\x1f\x7f]*+)*+"  # tag keys and values, field keys
+_STRING_TEXT = r'[^"\\]*+(?:\\.[^"\\]*+)*+'  # up to the closing quote (with DOTALL)
+_MEASUREMENT = re.compile(_MEASUREMENT_TEXT)
+_KEY = re.compile(_KEY_TEXT)
+_STRING = re.compile(_STRING_TEXT, re.DOTALL)
 _VALUE = re.compile(r"[^, \r\n]*")
 _TIME = re.compile(r"[-0-9]*")
 _SPACES = re.compile(r" *")
@@ -54,17 +57,19 @@ _SPACES = re.compile(r" *")
 _BLANK = re.compile(r"(?: *(?:\r?\n|#[^\x00-\x1f\x7f]*+(?:\r?\n|\r?\Z)))*+ *(?:\r\Z)?")
 _FLOAT = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _SIGNED = re.compile(r"-?[0-9]+")
-_MEASUREMENT_ESCAPE = re.compile(r"\\([ ,])")
-_KEY_ESCAPE = re.compile(r"\\([,= ])")
 _STRING_ESCAPE = re.compile(r'\\([\\"nrt])')
 _STRING_ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "r": "\r", "t": "\t"}
-# The common entry, without escapes, strings or faults, decoded in one match (see _plain).
+# The common entry, without faults, a field value to unescape or a measurement starting oddly,
+# decoded in one match (see _plain); its tags and fields are then split by _TAG and _FIELD.
+_TOKEN = rf"(?=[^,= \x00-\x1f\x7f]){_KEY_TEXT}"  # not empty
+_FIELD_TEXT = rf'{_TOKEN}=(?:"{_STRING_TEXT}"|[^,= \\"\x00-\x1f\x7f]++)'
 _PLAIN = re.compile(
-    r"([^,= \\\"#\x00-\x1f\x7f][^, \\\x00-\x1f\x7f]*+)"  # measurement
-    r"((?:,[^,= \\\x00-\x1f\x7f]++=[^,= \\\x00-\x1f\x7f]++)*+) ++"  # tags
-    r"([^,= \\\"\x00-\x1f\x7f]++=[^,= \\\"\x00-\x1f\x7f]++(?:,[^,= \\\"\x00-\x1f\x7f]++=[^,= \\\"\x00-\x1f\x7f]++)*+)"  # fields
-    r"(?: ++(-?[0-9]++))? *+(?:\r?\n|\r?\Z)"  # timestamp, end of line
+    rf"((?=[^, #\x00-\x1f\x7f]){_MEASUREMENT_TEXT})((?:,{_TOKEN}={_TOKEN})*+) ++({_FIELD_TEXT}(?:,{_FIELD_TEXT})*+)"
+    r"(?: ++(-?[0-9]++))? *+(?:\r?\n|\r?\Z)",
+    re.DOTALL,
 )
+_TAG = re.compile(rf",({_TOKEN})=({_TOKEN})")
+_FIELD = re.compile(rf'({_TOKEN})=(?:"({_STRING_TEXT})"|([^,= \\"\x00-\x1f\x7f]++)),?', re.DOTALL)
 _UNDECODABLE = re.compile("[\udc80-\udcff]")  # a byte that is not UTF-8, kept by surrogateescape
 
 
@@ -91,6 +96,15 @@ def _end(token: re.Pattern[str], text: str, pos: int) -> int:
     """Where ``token``, which also matches the empty string, ends when it starts at ``pos``."""
     match = token.match(text, pos)
     return match.end() if match else pos
+
+
+def _unescape_measurement(text: str) -> str:
+    # As a backslash escapes no backslash here, replacing pair by pair undoes escapes one by one.
+    return text.replace("\\,", ",").replace("\\ ", " ")
+
+
+def _unescape_key(text: str) -> str:
+    return text.replace("\\,", ",").replace("\\=", "=").replace("\\ ", " ")
 
 
 def _unescape_string(match: re.Match[str]) -> str:
@@ -130,22 +144,30 @@ def _timestamp(text: str, precision: int) -> int:
 
 
 def _plain(text: str, pos: int, precision: int) -> tuple[Line, int] | None:
-    """The entry at ``pos`` if it is a common one (no escapes, strings or faults), else None."""
+    """The entry at ``pos`` if it is a common one (see ``_PLAIN``), else None."""
     match = _PLAIN.match(text, pos)
     if match is None:
         return None
     measurement, tag_text, field_text, time_text = match.groups()
+    if "\\" in measurement:
+        measurement = _unescape_measurement(measurement)
     tags: dict[str, str] = {}
     if tag_text:
-        for pair in tag_text[1:].split(","):
-            key, _, tags[key] = pair.partition("=")
-        if len(tags) != tag_text.count(","):
+        pairs = _TAG.findall(tag_text)
+        if "\\" in tag_text:
+            pairs = [(_unescape_key(key), _unescape_key(value)) for key, value in pairs]
+        tags = dict(pairs)
+        if len(tags) != len(pairs):
             return None  # a tag key given twice
     fields: dict[str, float | int | bool | str] = {}
     try:
-        for pair in field_text.split(","):
-            key, _, value = pair.partition("=")
-            fields[key] = _value(key, value)
+        for key, string, value in _FIELD.findall(field_text):
+            if "\\" in key:
+                key = _unescape_key(key)
+            if value:
+                fields[key] = _value(key, value)
+            else:
+                fields[key] = _STRING_ESCAPE.sub(_unescape_string, string) if "\\" in string else string
         timestamp = None if time_text is None else _timestamp(time_text, precision)
     except Malformed:
         return None
@@ -161,7 +183,7 @@ def _entry(text: str, pos: int, precision: int) -> tuple[Line | Malformed, int]:
             raise Malformed(f"no measurement at {text[pos:pos + 1]!r}", reason="measurement")
         measurement = text[pos:end]
         if "\\" in measurement:
-            measurement = _MEASUREMENT_ESCAPE.sub(r"\1", measurement)
+            measurement = _unescape_measurement(measurement)
         pos = end
         tags: dict[str, str] = {}
         while pos < n and text[pos] == ",":
@@ -174,10 +196,10 @@ def _entry(text: str, pos: int, precision: int) -> tuple[Line | Malformed, int]:
                 raise Malformed(f"tag {key!r} has no value", reason="tag")
             value = text[end + 1:pos]
             if "\\" in key:
-                key = _KEY_ESCAPE.sub(r"\1", key)
+                key = _unescape_key(key)
             if key in tags:
                 raise Malformed(f"tag key {key!r} is given twice", reason="tag")
-            tags[key] = _KEY_ESCAPE.sub(r"\1", value) if "\\" in value else value
+            tags[key] = _unescape_key(value) if "\\" in value else value
         if pos >= n or text[pos] != " ":
             raise Malformed("missing fields", reason="field")
         pos = _end(_SPACES, text, pos)
@@ -188,7 +210,7 @@ def _entry(text: str, pos: int, precision: int) -> tuple[Line | Malformed, int]:
                 raise Malformed("field is not key=value", reason="field")
             key = text[pos:end]
             if "\\" in key:
-                key = _KEY_ESCAPE.sub(r"\1", key)
+                key = _unescape_key(key)
             pos = end + 1
             if pos < n and text[pos] == '"':
                 end = _end(_STRING, text, pos + 1)

@@ -153,8 +153,11 @@ def _parts(*parts: str) -> st.SearchStrategy[str]:
 # Entries near the common form, with the odd part here and there, and noise of the grammar's tokens.
 ENTRIES = st.one_of(
     st.tuples(
-        _parts("m", "cpu", "é"), st.lists(_parts(",t=a", ",u=1", ",t=b"), max_size=3).map("".join), _parts(" ", "  "),
-        st.lists(_parts("f=1", "g=-2i", "h=3u", "b=t", "f=-.5e3", "g=1_0", "f=1e999"), min_size=1, max_size=3).map(",".join),
+        _parts("m", "cpu", "é", "a\\ b\\,c", "m\\=\\\\"),
+        st.lists(_parts(",t=a", ",u=1", ",t=b", ",t\\=\\ x=a\\,b", ",k=v\\"), max_size=3).map("".join),
+        _parts(" ", "  "),
+        st.lists(_parts("f=1", "g=-2i", "h=3u", "b=t", "f=-.5e3", "g=1_0", "f=1e999", 's=""', 's="a\\"\\\\\\n\nb"',
+                        "f\\ x=1", 's="\\', 'f=1"'), min_size=1, max_size=3).map(",".join),
         _parts("", " 1", " -5", " 99999999999999999999", " 9223372036854775807"), _parts("", "\n", "\r\n", "\r"),
     ).map("".join),
     st.tuples(
