@@ -175,7 +175,7 @@ ENTRIES = st.one_of(
 )
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(ENTRIES, st.sampled_from([1, 1_000_000_000]))
 def test_the_fast_path_decodes_as_the_full_decoder(text: str, precision: int) -> None:
     fast = _plain(text, 0, precision)
