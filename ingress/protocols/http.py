@@ -196,14 +196,13 @@ class HttpWrites:
         accepted: tuple[str, ...],
         work: Callable[[AccessKeyConfig, bytes], Awaitable[web.Response]],
         errors: Callable[[SluiceError], web.Response] = error_response,
-        cost_factor: int | None = None,
     ) -> web.Response:
         """Authenticate, read the body, reserve its decoding cost, decompress it and ``work`` on
         it; a failure is answered by ``errors``. Every answer that is an error counts as a
-        rejected call. The decoding cost is ``cost_factor`` (by default the entry point's
-        :data:`~sluice.ingress.decoding.COST_FACTOR`) times the decoded size."""
+        rejected call. The decoding cost is the entry point's
+        :data:`~sluice.ingress.decoding.COST_FACTOR` times the decoded size."""
         metrics = self._ingest.metrics
-        what, factor = f"{entry_point} request", cost_factor or COST_FACTOR[entry_point]
+        what, factor = f"{entry_point} request", COST_FACTOR[entry_point]
         try:
             config = self._authenticate(request)
             body = await self._read(request)

@@ -35,8 +35,6 @@ ENTRY_POINT = "Loki"
 PATH = "/loki/api/v1/push"
 JSON = "application/json"
 JSON_ENCODINGS = ("gzip", "deflate", "identity")
-# Bytes of memory per byte of decoded body: taken as OTLP logs' (see sluice.ingress.decoding), not measured.
-COST_FACTOR = 25
 _F = descriptor_pb2.FieldDescriptorProto
 _LABEL = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)', re.S)
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r"}
@@ -172,8 +170,7 @@ class LokiPush:
 
         encoding = request.headers.get("Content-Encoding", "").strip().lower()
         if is_json:
-            return await self._writes.handle(request, ENTRY_POINT, encoding, JSON_ENCODINGS, work,
-                                             cost_factor=COST_FACTOR)
+            return await self._writes.handle(request, ENTRY_POINT, encoding, JSON_ENCODINGS, work)
         if encoding in ("", "identity"):  # protobuf bodies are snappy whatever the header says
             encoding = "snappy"
-        return await self._writes.handle(request, ENTRY_POINT, encoding, ("snappy",), work, cost_factor=COST_FACTOR)
+        return await self._writes.handle(request, ENTRY_POINT, encoding, ("snappy",), work)

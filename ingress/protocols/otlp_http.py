@@ -27,7 +27,7 @@ from sluice.exceptions import SluiceError
 from sluice.ingress.exceptions import grpc_status
 from sluice.ingress.protocols.http import HttpWrites, UnsupportedMediaType, error_status
 from sluice.ingress.protocols.lines import Malformed
-from sluice.ingress.protocols.otlp_service import SIGNALS, Signal, _rejected_groups
+from sluice.ingress.protocols.otlp_service import SIGNALS, Signal, rejected_groups
 from sluice.keys import AccessKeyConfig
 
 PROTOBUF, JSON = "application/x-protobuf", "application/json"
@@ -143,7 +143,7 @@ class OtlpHttp:
             response = signal.response()
             if admitted.rejected:
                 partial = response.partial_success  # type: ignore[attr-defined]
-                setattr(partial, signal.rejected_field, _rejected_groups(groups, admitted.rejected))
+                setattr(partial, signal.rejected_field, rejected_groups(groups, admitted.rejected))
                 partial.error_message = admitted.error
             return _body(response, content_type)
 
