@@ -155,9 +155,9 @@ def test_claims_of_the_wrong_type(overrides: dict[str, object], message: str) ->
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"exp": str(int(time.time()) + 60)}, "malformed token: its 'exp' claim is a string, not a number of seconds since the epoch"),
-        ({"iat": str(int(time.time()))}, "malformed token: its 'iat' claim is a string, not a number of seconds since the epoch"),
-        ({"nbf": str(int(time.time()))}, "malformed token: its 'nbf' claim is a string, not a number of seconds since the epoch"),
+        ({"exp": "+60"}, "malformed token: its 'exp' claim is a string, not a number of seconds since the epoch"),
+        ({"iat": "+0"}, "malformed token: its 'iat' claim is a string, not a number of seconds since the epoch"),
+        ({"nbf": "+0"}, "malformed token: its 'nbf' claim is a string, not a number of seconds since the epoch"),
         ({"iat": True}, "malformed token: its 'iat' claim is a boolean, not a number of seconds since the epoch"),
         ({"exp": float("inf")}, "malformed token: Expiration Time claim (exp) must be an integer."),
         ({"nbf": [1]}, "malformed token: Not Before claim (nbf) must be an integer."),
@@ -165,6 +165,8 @@ def test_claims_of_the_wrong_type(overrides: dict[str, object], message: str) ->
 )
 def test_signed_time_claims_that_only_look_like_numbers(overrides: dict[str, object], message: str) -> None:
     """PyJWT takes what int() takes; the lifetime bound and the cache need numbers: refused, not a TypeError."""
+    now = int(time.time())  # "+N": the time N seconds from now, as a string (made here: the run may be long)
+    overrides = {k: str(now + int(v[1:])) if isinstance(v, str) and v.startswith("+") else v for k, v in overrides.items()}
     token = hmac_token(claims(**overrides), SECRET.encode())
     assert reason(TokenVerifier(hs()), bearer(token)) == message
 
