@@ -1,9 +1,11 @@
 """HTTP writes: Influx line protocol (``POST /api/v2/write``, ``POST /write``) and Prometheus
-remote write (``POST /api/v1/write``), on ``protocols.http_listen``.
+remote write (``POST /api/v1/write``), on ``protocols.http_listen``; OTLP/HTTP mounts its
+endpoints on the same application (:mod:`.otlp_http`), and so does the Loki push API
+(:mod:`.loki`), through :meth:`HttpWrites.handle`.
 
 Authentication is the native one: a JWT whose ``sub`` is the access key, sent as
 ``Authorization: Bearer <JWT>`` or, as Influx clients do, ``Authorization: Token <JWT>`` (v1 also
-takes it as the ``p`` query parameter). ``x-access-key`` may name the key; without it the token's
+takes it as the ``p`` query parameter), or as basic auth's password (its user names the key). ``x-access-key`` may name the key; without it the token's
 subject does, and is then verified like any other. Influx's ``org``, ``bucket`` and ``db``
 parameters are accepted and ignored: the access key is the tenant. Errors answer with the status the native
 API's gRPC code maps to; a body with some malformed or invalid lines stores the others and
@@ -21,6 +23,7 @@ when there is no room in time). The listener's own hardening is :mod:`.http_list
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -55,8 +58,16 @@ _STATUS = {
 }
 
 
-def _error(status: int, message: str, code: str = "invalid", headers: dict[str, str] | None = None) -> web.Response:
+def json_error(status: int, message: str, code: str = "invalid", headers: dict[str, str] | None = None) -> web.Response:
+    """An error answer: JSON ``{"code", "message"}``."""
     return web.json_response({"code": code, "message": message}, status=status, headers=headers)
+
+
+class UnsupportedMediaType(IngressError):
+    """A body whose ``Content-Type`` the endpoint does not decode (HTTP 415)."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "content_type"
 
 
 class BodyTimeout(IngressError):
@@ -66,22 +77,28 @@ class BodyTimeout(IngressError):
     reason = "body_timeout"
 
 
-def error_response(exc: SluiceError) -> web.Response:
-    """The HTTP answer to a failed write."""
+def error_status(exc: SluiceError) -> tuple[int, str, dict[str, str] | None]:
+    """The HTTP status of a failed write, a word naming it, and its headers (``Retry-After``)."""
     if isinstance(exc, Malformed):
-        return _error(400, str(exc))
+        return 400, "invalid", None
     if isinstance(exc, (BodyTooLarge, TooLargeToDecode)):
-        return _error(413, str(exc), "too large")
+        return 413, "too large", None
     if isinstance(exc, DecodingBusy):
-        return _error(503, str(exc), "unavailable", {"Retry-After": str(max(1, round(exc.retry_after)))})
+        return 503, "unavailable", {"Retry-After": str(max(1, round(exc.retry_after)))}
     if isinstance(exc, BodyTimeout):
-        response = _error(408, str(exc), "timeout")
-        response.force_close()  # what is left of the body is not read
-        return response
+        return 408, "timeout", None
+    if isinstance(exc, UnsupportedMediaType):
+        return 415, "unsupported media type", None
     status = _STATUS.get(exc.code, 500) if isinstance(exc, IngressError) else (503 if exc.retriable else 500)
     headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if isinstance(exc, RateLimited) else None
     code = {401: "unauthorized", 403: "forbidden", 429: "too many requests", 503: "unavailable"}.get(status, "internal error")
-    return _error(status, str(exc), "invalid" if status == 400 else code, headers)
+    return status, "invalid" if status == 400 else code, headers
+
+
+def error_response(exc: SluiceError) -> web.Response:
+    """The HTTP answer to a failed write: JSON ``{"code", "message"}``."""
+    status, code, headers = error_status(exc)
+    return json_error(status, str(exc), code, headers)
 
 
 class HttpWrites:
@@ -104,6 +121,11 @@ class HttpWrites:
         self.app.router.add_post("/api/v1/write", self._remote_write)
         self.app.router.add_get("/ping", self._ping)  # Influx clients' and Telegraf's health check
         self._runner: web.AppRunner | None = None
+
+    @property
+    def ingest(self) -> Ingest:
+        """The admission path the writes go through."""
+        return self._ingest
 
     async def start(self) -> None:
         refused = self._ingest.metrics.http_refused
@@ -128,11 +150,17 @@ class HttpWrites:
     def _authenticate(self, request: web.Request) -> AccessKeyConfig:
         scheme, _, token = request.headers.get(AUTHORIZATION, "").partition(" ")
         token = token.strip()
+        key = request.headers.get(ACCESS_KEY)
         if scheme.lower() == "token":
             scheme = "Bearer"
+        elif scheme.lower() == "basic":  # user: the access key, password: the JWT
+            try:
+                user, _, token = base64.b64decode(token, validate=True).decode().partition(":")
+            except ValueError:
+                raise Unauthenticated("malformed basic credentials: expected base64 of <access key>:<JWT>") from None
+            scheme, key = "Bearer", key or user
         if not token and request.query.get("p"):
             scheme, token = "Bearer", request.query["p"]
-        key = request.headers.get(ACCESS_KEY)
         if not key and token:
             try:
                 key = str(jwt.decode(token, options={"verify_signature": False}).get("sub", ""))
@@ -160,16 +188,19 @@ class HttpWrites:
         except web.RequestPayloadError as exc:  # e.g. a truncated chunked body
             raise Malformed(f"cannot read the body: {str(exc).strip()}", reason="body") from exc
 
-    async def _handle(
+    async def handle(
         self,
         request: web.Request,
         entry_point: str,
         encoding: str,
         accepted: tuple[str, ...],
         work: Callable[[AccessKeyConfig, bytes], Awaitable[web.Response]],
+        errors: Callable[[SluiceError], web.Response] = error_response,
     ) -> web.Response:
         """Authenticate, read the body, reserve its decoding cost, decompress it and ``work`` on
-        it; every answer that is an error counts as a rejected call."""
+        it; a failure is answered by ``errors``. Every answer that is an error counts as a
+        rejected call. The decoding cost is the entry point's
+        :data:`~sluice.ingress.decoding.COST_FACTOR` times the decoded size."""
         metrics = self._ingest.metrics
         what, factor = f"{entry_point} request", COST_FACTOR[entry_point]
         try:
@@ -189,7 +220,10 @@ class HttpWrites:
             if isinstance(exc, (BodyTooLarge, TooLargeToDecode, DecodingBusy)):
                 metrics.decoding_refused.labels(entry_point, exc.reason).inc()
             metrics.reject_call(entry_point, grpc_status(exc))
-            return error_response(exc)
+            response = errors(exc)
+            if isinstance(exc, BodyTimeout):
+                response.force_close()  # what is left of the body is not read
+            return response
         if response.status >= 400:  # a partial write
             metrics.reject_call(entry_point, grpc.StatusCode.INVALID_ARGUMENT)
         return response
@@ -208,11 +242,11 @@ class HttpWrites:
             errors = [m for _, m in parsed.malformed] + ([admitted.error] if admitted.error else [])
             if errors:
                 rejected = len(parsed.malformed) + len(admitted.rejected)
-                return _error(400, f"partial write: {rejected} rejected, {admitted.accepted} stored; first: {errors[0]}")
+                return json_error(400, f"partial write: {rejected} rejected, {admitted.accepted} stored; first: {errors[0]}")
             return web.Response(status=204)
 
         encoding = request.headers.get("Content-Encoding", "")
-        return await self._handle(request, INFLUX, encoding, INFLUX_ENCODINGS, work)
+        return await self.handle(request, INFLUX, encoding, INFLUX_ENCODINGS, work)
 
     async def _remote_write(self, request: web.Request) -> web.Response:
         async def work(config: AccessKeyConfig, body: bytes) -> web.Response:
@@ -221,10 +255,10 @@ class HttpWrites:
                 self._ingest.metrics.malformed.labels("remote_write", reason).inc(n)
             admitted = await self._ingest.publish(config, parsed.envelopes, REMOTE_WRITE)
             if admitted.rejected:
-                return _error(400, f"{len(admitted.rejected)} samples rejected; first: {admitted.error}")
+                return json_error(400, f"{len(admitted.rejected)} samples rejected; first: {admitted.error}")
             return web.Response(status=204)
 
         encoding = request.headers.get("Content-Encoding", "snappy").strip().lower()
         if encoding in ("", "identity"):  # the body is snappy whatever the header says
             encoding = "snappy"
-        return await self._handle(request, REMOTE_WRITE, encoding, ("snappy",), work)
+        return await self.handle(request, REMOTE_WRITE, encoding, ("snappy",), work)

@@ -9,6 +9,8 @@ from sluice.ingress.listen import parse_listen
 from sluice.ingress.protocols import influx
 from sluice.ingress.protocols.http import HttpWrites
 from sluice.ingress.protocols.ingest import Ingest
+from sluice.ingress.protocols.loki import LokiPush
+from sluice.ingress.protocols.otlp_http import OtlpHttp
 from sluice.ingress.protocols.statsd import StatsdParser
 from sluice.ingress.protocols.udp import UdpListener
 from sluice.keys import AccessKeyStore
@@ -30,6 +32,7 @@ class ProtocolListeners:
         self.statsd: UdpListener | None = None
         self.influx_udp: UdpListener | None = None
         self.http: HttpWrites | None = None
+        self.otlp_http: HttpWrites | None = None  # the same routes, on OTLP/HTTP's own port
         if settings.statsd_listen:
             self.statsd = UdpListener(
                 "statsd", _split(settings.statsd_listen, "protocols.statsd_listen"),
@@ -42,15 +45,20 @@ class ProtocolListeners:
             )
         if settings.http_listen:
             host, port = _split(settings.http_listen, "protocols.http_listen")
-            self.http = HttpWrites(
-                host, port, authenticator, ingest, settings=settings, decoding=decoding
-            )
+            self.http = HttpWrites(host, port, authenticator, ingest, settings=settings, decoding=decoding)
+            OtlpHttp(self.http)
+            LokiPush(self.http)
+        if settings.otlp_http_listen:
+            host, port = _split(settings.otlp_http_listen, "protocols.otlp_http_listen")
+            self.otlp_http = HttpWrites(host, port, authenticator, ingest, settings=settings, decoding=decoding)
+            OtlpHttp(self.otlp_http)
+            LokiPush(self.otlp_http)
 
     async def start(self) -> None:
         """Bind every configured listener; :class:`BindError` (and none left bound) if one cannot."""
         started: list[UdpListener | HttpWrites] = []
         try:
-            for listener in (self.statsd, self.influx_udp, self.http):
+            for listener in (self.statsd, self.influx_udp, self.http, self.otlp_http):
                 if listener is not None:
                     await listener.start()
                     started.append(listener)
@@ -62,6 +70,6 @@ class ProtocolListeners:
 
     async def stop(self) -> None:
         """Stop receiving; what the UDP listeners already received is published first."""
-        for listener in (self.http, self.statsd, self.influx_udp):
+        for listener in (self.http, self.otlp_http, self.statsd, self.influx_udp):
             if listener is not None:
                 await listener.stop()

@@ -38,6 +38,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
 
+from sluice.ingress.protocols.lines import INT64_MAX, UINT64_MAX, Malformed
 from sluice.v1.envelope_pb2 import Counter, Envelope, Gauge, GaugeValue, Log, Span
 
 Groups = list[list[Envelope]]
@@ -96,6 +97,8 @@ class _Context:
         self.tags = attributes(scope.attributes, tags)
 
     def envelope(self, timestamp: int, items: Iterable[KeyValue], extra: Mapping[str, str] = {}) -> Envelope:
+        if timestamp > INT64_MAX:  # a fixed64 past 2262
+            raise Malformed(f"timestamp {timestamp} ns is out of range (after 2262)", reason="timestamp")
         tags = attributes(items, dict(self.tags))
         tags.update(extra)
         return Envelope(timestamp=timestamp, source_id=self.source_id, instance_id=self.instance_id, tags=tags)
@@ -128,6 +131,8 @@ def _gauge(env: Envelope, name: str, value: float, unit: str) -> Envelope:
 
 
 def _count(env: Envelope, name: str, value: int, unit: str, delta: bool) -> Envelope:
+    if value > UINT64_MAX:  # bucket counts adding up past what a count can be
+        raise Malformed(f"{name} {value} does not fit in 64 bits", reason="count")
     if delta:
         env.counter.CopyFrom(Counter(name=name, delta=value))
         return env
@@ -139,8 +144,12 @@ def _number(point: NumberDataPoint) -> float:
 
 
 def _exp_bound(scale: int, index: int) -> float:
-    """Upper bound of bucket ``index`` of an exponential histogram: base ** (index + 1)."""
-    return math.ldexp(1.0, index + 1) if scale == 0 else 2.0 ** ((index + 1) * 2.0 ** -scale)
+    """Upper bound of bucket ``index`` of an exponential histogram: base ** (index + 1), ``inf``
+    past the largest float (a scale or offset far outside what SDKs send)."""
+    try:
+        return math.ldexp(1.0, index + 1) if scale == 0 else 2.0 ** ((index + 1) * 2.0 ** -scale)
+    except OverflowError:
+        return math.inf
 
 
 def metric_groups(metric: Metric, ctx: _Context) -> Groups:

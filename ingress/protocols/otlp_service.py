@@ -58,7 +58,7 @@ SIGNALS = (
 SERVICE_NAMES = tuple(signal.service for signal in SIGNALS)
 
 
-def _rejected_groups(groups: Groups, rejected: set[int]) -> int:
+def rejected_groups(groups: Groups, rejected: set[int]) -> int:
     """How many groups hold an envelope whose index (over all groups) is in ``rejected``."""
     count, index = 0, 0
     for group in groups:
@@ -87,7 +87,7 @@ class Exporter:
                 groups = signal.groups(self._parse(raw))
                 envelopes = [env for group in groups for env in group]
                 admitted = await self._ingest.publish(config, envelopes, signal.entry_point)
-                rejected = _rejected_groups(groups, admitted.rejected) if admitted.rejected else 0
+                rejected = rejected_groups(groups, admitted.rejected) if admitted.rejected else 0
         except SluiceError as exc:
             if isinstance(exc, (TooLargeToDecode, DecodingBusy)):
                 metrics.decoding_refused.labels(signal.entry_point, exc.reason).inc()

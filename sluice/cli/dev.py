@@ -129,7 +129,7 @@ def dev_tls(settings: Settings, *, mtls: bool) -> dict[str, Path]:
 
 
 # The usual ports of the protocols, turned on in dev when free (statsd and Influx UDP as the dev key).
-DEV_PROTOCOLS = {"statsd_listen": 8125, "influx_udp_listen": 8094, "http_listen": 8086}
+DEV_PROTOCOLS = {"statsd_listen": 8125, "influx_udp_listen": 8094, "http_listen": 8086, "otlp_http_listen": 4318}
 
 
 def enable_protocols(settings: Settings, reserved: set[int]) -> None:
@@ -137,7 +137,7 @@ def enable_protocols(settings: Settings, reserved: set[int]) -> None:
     ``reserved`` (named by another listener)."""
     protocols = settings.protocols
     for name, port in DEV_PROTOCOLS.items():
-        udp = name != "http_listen"
+        udp = name in ("statsd_listen", "influx_udp_listen")
         if getattr(protocols, name) or port in reserved or bind_error("127.0.0.1", port, udp=udp) is not None:
             continue
         setattr(protocols, name, f"127.0.0.1:{port}")
@@ -152,8 +152,18 @@ def protocol_lines(settings: Settings) -> str:
     parts = [f"OTLP/gRPC on {settings.gateway.listen}"]
     parts += [f"statsd udp://{p.statsd_listen}"] if p.statsd_listen else []
     parts += [f"Influx udp://{p.influx_udp_listen}"] if p.influx_udp_listen else []
-    parts += [f"Influx and remote write http://{p.http_listen}"] if p.http_listen else []
+    parts += [f"Influx, remote write, OTLP/HTTP and Loki push http://{p.http_listen}"] if p.http_listen else []
+    parts += [f"OTLP/HTTP and Loki push http://{p.otlp_http_listen}"] if p.otlp_http_listen else []
     return ", ".join(parts)
+
+
+def otlp_http_example(settings: Settings, token: str) -> str:
+    """The environment that points an OpenTelemetry SDK at the OTLP/HTTP listener, or nothing."""
+    address = settings.protocols.otlp_http_listen or settings.protocols.http_listen
+    if not address:
+        return ""
+    return ("\nPoint an OpenTelemetry SDK (OTLP/HTTP) at it:\n  OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf "
+            f"OTEL_EXPORTER_OTLP_ENDPOINT=http://{address} OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer%20{token}\n")
 
 
 def run_dev(settings: Settings, *, demo: bool = False, tls: bool = False, mtls: bool = False) -> int:
@@ -241,7 +251,7 @@ Manage keys (this data dir's commands find the broker by themselves):
 Send, then query:
   echo hello | sluice send --target {target} --access-key {DEV_KEY} --token {token}{send_options}
   sluice query "SELECT timestamp, payload FROM sluice.logs FINAL ORDER BY timestamp DESC LIMIT 10"
-
+{otlp_http_example(settings, token)}
 Ctrl-C stops everything; what was acknowledged is written before it stops.
 """, flush=True)
     stopping = asyncio.Event()

@@ -11,7 +11,9 @@ from sluice.ingress.listen import parse_listen
 from sluice.settings import Settings
 
 # The protocol listeners: (setting in ProtocolsSettings, UDP?).
-PROTOCOL_LISTENERS = (("statsd_listen", True), ("influx_udp_listen", True), ("http_listen", False))
+PROTOCOL_LISTENERS = (
+    ("statsd_listen", True), ("influx_udp_listen", True), ("http_listen", False), ("otlp_http_listen", False),
+)
 
 
 @dataclass(frozen=True)

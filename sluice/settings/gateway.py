@@ -121,7 +121,12 @@ class ProtocolsSettings(BaseModel):
     influx_udp_listen: str = Field("", description="UDP host:port of the Influx line-protocol listener")
     influx_udp_access_key: str = Field("", description="the access key line-protocol datagrams are stored under")
     http_listen: str = Field(
-        "", description="host:port of the HTTP writes (Influx /api/v2/write, /write; Prometheus /api/v1/write)"
+        "", description="host:port of the HTTP writes (Influx /api/v2/write, /write; Prometheus /api/v1/write; "
+        "OTLP/HTTP /v1/logs, /v1/metrics, /v1/traces; Loki /loki/api/v1/push)"
+    )
+    otlp_http_listen: str = Field(
+        "", description="host:port of a second listener of the HTTP writes, for OTLP/HTTP clients' usual port "
+        "(4318); the same endpoints as protocols.http_listen"
     )
     max_http_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest (decompressed) HTTP body")
     header_timeout: float = Field(

@@ -25,6 +25,7 @@ from pydantic import BaseModel, SecretStr
 
 from sluice.cli.main import build_parser
 from sluice.settings import Settings
+from sluice.settings.worker import WorkerSettings
 from tests.fixtures import helm
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -243,7 +244,8 @@ def test_compose_grafana_requires_a_login() -> None:
 def test_compose_publishes_only_the_ingress_and_a_local_grafana() -> None:
     published = {name: service.get("ports", []) for name, service in compose().items()}
     assert published == {
-        "kafka": [], "clickhouse": [], "worker": [], "gateway": ["4317:4317"], "grafana": ["127.0.0.1:3000:3000"]
+        "kafka": [], "clickhouse": [], "worker": [], "gateway": ["4317:4317"], "prometheus": [],
+        "grafana": ["127.0.0.1:3000:3000"],
     }
     worker = environment(compose()["worker"])
     assert REQUIRED.match(worker["SLUICE_QUERY_ADMIN_TOKEN"])  # its /query (on the network) needs the token
@@ -334,10 +336,27 @@ VARIABLE = re.compile(r"\$\{(\w+)(?::[^}]*)?\}|\$(\w+)|\[\[(\w+)(?::[^\]]*)?\]\]
 SAFE_USE = "decodeURLComponent('${%s:percentencode}')"
 
 
-def test_grafana_dashboard_reads_sluice_tables() -> None:
+def dashboard_targets(kind: str) -> list[dict[str, Any]]:
+    """The dashboard's queries of the datasource type ``kind``."""
     dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "sluice.json").read_text())
-    sql = [t["rawSql"] for p in dashboard["panels"] for t in p["targets"]]
-    assert all("sluice." in q for q in sql) and len(sql) == 3
+    return [t for p in dashboard["panels"] if p.get("datasource", {}).get("type") == kind for t in p["targets"]]
+
+
+def test_grafana_dashboard_reads_sluice_tables_and_the_provisioned_datasources() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "sluice.json").read_text())
+    provisioned = {
+        (d["type"], d["uid"])
+        for path in (DEPLOY / "grafana" / "provisioning" / "datasources").iterdir()
+        for d in yaml.safe_load(path.read_text())["datasources"]
+    }
+    assert provisioned == {("grafana-clickhouse-datasource", "sluice-clickhouse"), ("prometheus", "sluice-prometheus")}
+    used = {(p["datasource"]["type"], p["datasource"]["uid"]) for p in dashboard["panels"] if p["type"] != "row"}
+    used |= {(v["datasource"]["type"], v["datasource"]["uid"]) for v in dashboard["templating"]["list"]}
+    assert used == provisioned
+    sql = [t["rawSql"] for t in dashboard_targets("grafana-clickhouse-datasource")]
+    assert all("sluice." in q for q in sql) and len(sql) == 5
+    source = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yaml").read_text())
+    assert source["datasources"][0]["url"] == "http://prometheus:9090"
 
 
 def test_grafana_dashboard_variables_are_values_not_sql() -> None:
@@ -346,11 +365,14 @@ def test_grafana_dashboard_variables_are_values_not_sql() -> None:
     stays one string literal and compares as itself."""
     dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "sluice.json").read_text())
     names = {v["name"] for v in dashboard["templating"]["list"]}
-    queries = [t["rawSql"] for p in dashboard["panels"] for t in p["targets"]]
+    queries = [t["rawSql"] for t in dashboard_targets("grafana-clickhouse-datasource")]
     queries += [v["query"] for v in dashboard["templating"]["list"]]
     uses = [(q, m) for q in queries for m in VARIABLE.finditer(q)]
     user_uses = [(q, m) for q, m in uses if not next(g for g in m.groups() if g).startswith("__")]
-    assert len(user_uses) == 3 and {next(g for g in m.groups() if g) for _, m in user_uses} == names
+    promql = [t["expr"] for t in dashboard_targets("prometheus")]
+    # PromQL takes no user variable: only Grafana's own $__rate_interval
+    assert len(promql) >= 30 and [e for e in promql if VARIABLE.search(e.replace("$__rate_interval", ""))] == []
+    assert len(user_uses) == 8 and {next(g for g in m.groups() if g) for _, m in user_uses} == names
     for query, match in user_uses:
         name = next(g for g in match.groups() if g)
         assert query[match.start() - len("decodeURLComponent('"):match.end() + 2] == SAFE_USE % name, query
@@ -372,3 +394,23 @@ def test_grafana_dashboard_variables_are_values_not_sql() -> None:
     *decoded, leaked = [json.loads(line) for line in run.stdout.splitlines()]
     assert [row["v"] for row in decoded] == hostile
     assert leaked == {"n": 1}
+
+
+def test_compose_prometheus_scrapes_every_gateway_and_worker_per_key() -> None:
+    """Prometheus finds each gateway's and worker's /metrics by service name (so `--scale` needs
+    no change) on the ports they bind on the stack's network, labelled per key for the dashboard."""
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    found = {job["job_name"]: [(sd["names"], sd["type"], sd["port"]) for sd in job["dns_sd_configs"]]
+             for job in config["scrape_configs"]}
+    services = compose()
+    gateway, worker = environment(services["gateway"]), environment(services["worker"])
+    host, port = gateway["SLUICE_GATEWAY_METRICS_LISTEN"].rsplit(":", 1)
+    assert host == "0.0.0.0" and worker["SLUICE_WORKER_WEB_HOST"] == "0.0.0.0"
+    assert "SLUICE_WORKER_WEB_PORT" not in worker
+    assert found == {
+        "sluice-gateway": [(["gateway"], "A", int(port))],
+        "sluice-worker": [(["worker"], "A", WorkerSettings().web_port)],
+    }
+    assert gateway["SLUICE_METRICS_KEY_LABELS"] == worker["SLUICE_METRICS_KEY_LABELS"] == "true"
+    assert "./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in services["prometheus"]["volumes"]
+    assert "prometheus" in services["grafana"]["depends_on"]

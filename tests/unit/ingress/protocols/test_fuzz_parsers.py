@@ -49,7 +49,8 @@ def test_any_line_protocol_body_parses_into_envelopes_and_counted_lines(data: by
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(lines, min_size=1, max_size=5))
+# Without double quotes: a string field may span lines, so a quote can join one line to the next.
+@given(st.lists(lines.map(lambda line: line.replace(b'"', b"")), min_size=1, max_size=5))
 def test_a_datagram_parses_like_its_lines_one_by_one(parts: list[bytes]) -> None:
     whole = influx.parse(b"\n".join(parts))
     alone = [influx.parse(p) for p in parts]
