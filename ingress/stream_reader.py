@@ -48,15 +48,18 @@ async def paced(
     loop = asyncio.get_running_loop()
     try:
         while True:
-            due = deadline()
-            try:
-                # Not asyncio.wait_for: on 3.11 it can swallow a cancellation that arrives as
-                # the item does, and a cancelled call must not reach the final flush.
-                async with asyncio.timeout(None if due is None else max(0.0, due - loop.time())):
-                    kind, item = await queue.get()
-            except TimeoutError:
-                yield FLUSH
-                continue
+            if not queue.empty():  # a busy stream: its next request is there already, no timer needed
+                kind, item = queue.get_nowait()
+            else:
+                due = deadline()
+                try:
+                    # Not asyncio.wait_for: on 3.11 it can swallow a cancellation that arrives as
+                    # the item does, and a cancelled call must not reach the final flush.
+                    async with asyncio.timeout(None if due is None else max(0.0, due - loop.time())):
+                        kind, item = await queue.get()
+                except TimeoutError:
+                    yield FLUSH
+                    continue
             if kind == "end":
                 return
             if kind == "error":
